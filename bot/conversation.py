@@ -1,0 +1,166 @@
+"""The conversation engine: loads the candidate, routes the message through the state table,
+stores the transcript, and finishes deferred work. Knows nothing of HTTP or XML."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from datetime import datetime
+
+import messages
+from bot import states
+from bot.outbound import Outbound
+from handlers import texts
+from handlers.base import Context, DeferredHandler, Incoming, NO_REPLY, Outcome, Reply, Services, State
+from rules.text import compact
+from rules.window import WindowStatus, window_status
+from settings import Settings
+from store import queries
+from store.db import Database
+from store.models import Message, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Conversation:
+    def __init__(self, db: Database, settings: Settings, services: Services, outbound: Outbound):
+        self.db = db
+        self.settings = settings
+        self.services = services
+        self.outbound = outbound
+
+    def handle(self, incoming: Incoming) -> Reply:
+        started = time.monotonic()
+        inbound_id, state_before = self._record_inbound(incoming)
+        try:
+            with self.db.session() as session:
+                ctx = self._context(session, incoming.openid, started)
+                outcome = self._route(ctx, incoming)
+                self._settle(ctx, outcome, inbound_id, channel="passive")
+        except Exception:
+            log.exception("message %s from %s failed in state %s", incoming.msg_id, incoming.openid, state_before)
+            self._record_failure(incoming.openid, inbound_id, state_before)
+            return Reply(messages.SYSTEM_ERROR)
+        for job, on_done in ctx.deferred:
+            job.add_done_callback(self._finisher(incoming.openid, inbound_id, on_done))
+        return outcome.reply
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def _route(self, ctx: Context, msg: Incoming) -> Outcome:
+        state = ctx.candidate.state
+        if msg.kind == "event":
+            return self._event(ctx, msg)
+        command = states.COMMANDS.get(compact(msg.text).lower()) if msg.kind == "text" else None
+        if command is not None and (command in states.OPEN_OUTSIDE_WINDOW_COMMANDS or self._window_open(ctx)):
+            return command(ctx, msg)
+        if state not in states.OPEN_OUTSIDE_WINDOW_STATES and not self._window_open(ctx):
+            return Outcome(Reply(self._window_text(ctx)), state)
+        step = states.STEPS[state]
+        handler = states.STEP_BY_KIND.get((state, msg.kind), step.handler)
+        if msg.kind not in step.accepts:
+            return self._wrong_kind(ctx, msg, step)
+        return handler(ctx, msg)
+
+    def _event(self, ctx: Context, msg: Incoming) -> Outcome:
+        state = ctx.candidate.state
+        event = (msg.event or "").lower()
+        if event == "unsubscribe":
+            return Outcome(NO_REPLY, state)
+        if not self._window_open(ctx) and state not in states.OPEN_OUTSIDE_WINDOW_STATES:
+            return Outcome(Reply(texts.join(texts.welcome(self.settings), self._window_text(ctx))), state)
+        if state == State.WELCOME:
+            return states.STEPS[State.WELCOME].handler(ctx, msg)
+        return Outcome(Reply(texts.step_help(self.settings, state)), state)
+
+    def _wrong_kind(self, ctx: Context, msg: Incoming, step: states.Step) -> Outcome:
+        state = ctx.candidate.state
+        help_text = step.wrong_kind or texts.step_help(self.settings, state)
+        if msg.kind == "other":
+            help_text = texts.join(messages.UNSUPPORTED_MESSAGE, help_text)
+        return Outcome(Reply(help_text), state)
+
+    def _window_open(self, ctx: Context) -> bool:
+        window = self.settings.window
+        return window_status(ctx.now, window.aware_start(), window.aware_end()) is WindowStatus.OPEN
+
+    def _window_text(self, ctx: Context) -> str:
+        window = self.settings.window
+        status = window_status(ctx.now, window.aware_start(), window.aware_end())
+        if status is WindowStatus.NOT_YET_OPEN:
+            return messages.WINDOW_NOT_YET_OPEN.format(start=texts.local_time(self.settings, window.aware_start()))
+        return messages.WINDOW_CLOSED.format(end=texts.local_time(self.settings, window.aware_end()),
+                                             **texts.office_fields(self.settings))
+
+    # -- transcript and state --------------------------------------------------------------------
+
+    def _context(self, session, openid: str, started: float) -> Context:
+        return Context(session=session, settings=self.settings, services=self.services,
+                       candidate=queries.candidate_for(session, openid), now=self.now(), started=started)
+
+    def now(self) -> datetime:
+        return datetime.now(self.settings.window.tz)
+
+    def _record_inbound(self, incoming: Incoming) -> tuple[int, str]:
+        """Committed before any step runs, so nothing the candidate sent is lost if the step fails."""
+        with self.db.session() as session:
+            candidate = queries.candidate_for(session, incoming.openid)
+            row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
+                          content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id,
+                          state_before=candidate.state, created_at=utcnow())
+            session.add(row)
+            session.flush()
+            return row.id, candidate.state
+
+    def _settle(self, ctx: Context, outcome: Outcome, inbound_id: int, channel: str) -> None:
+        before = ctx.candidate.state
+        ctx.candidate.state = outcome.state
+        inbound = ctx.session.get(Message, inbound_id)
+        if channel == "passive":
+            inbound.state_after = outcome.state
+            inbound.checks = outcome.checks
+        if outcome.media_path:
+            inbound.media_path = outcome.media_path
+        if outcome.reply.empty:
+            return
+        row = Message(openid=ctx.candidate.openid, direction="out", channel=channel,
+                      msg_type="image" if outcome.reply.image_media_id else "text",
+                      content=outcome.reply.describe(), state_before=before, state_after=outcome.state,
+                      checks=outcome.checks, created_at=utcnow())
+        ctx.session.add(row)
+        if channel == "custom":
+            self.outbound.deliver_after_commit(ctx.session, row, outcome.reply)
+
+    def _record_failure(self, openid: str, inbound_id: int, state: str) -> None:
+        with self.db.session() as session:
+            inbound = session.get(Message, inbound_id)
+            inbound.state_after = state
+            inbound.checks = {"error": "handler failed"}
+            session.add(Message(openid=openid, direction="out", channel="passive", msg_type="text",
+                                content=messages.SYSTEM_ERROR, state_before=state, state_after=state,
+                                created_at=utcnow()))
+
+    # -- deferred work ---------------------------------------------------------------------------
+
+    def _finisher(self, openid: str, inbound_id: int, on_done: DeferredHandler):
+        def finish(job: Future) -> None:
+            try:
+                with self.db.session() as session:
+                    ctx = self._context(session, openid, time.monotonic())
+                    outcome = on_done(ctx, job)
+                    self._settle(ctx, outcome, inbound_id, channel="custom")
+            except Exception:
+                log.exception("deferred work for %s failed", openid)
+                with self.db.session() as session:
+                    self.outbound.text(session, openid, messages.SYSTEM_ERROR)
+        return finish
+
+
+def _inbound_content(incoming: Incoming) -> str:
+    if incoming.kind == "text":
+        return incoming.text
+    if incoming.kind == "image":
+        return f"[image media_id={incoming.media_id}]"
+    if incoming.kind == "event":
+        return f"[event {incoming.event}]"
+    return f"[{incoming.raw_type}]"

@@ -1,0 +1,87 @@
+"""The conversation, declared as data: each state's handler and the inputs it accepts, the commands
+that work anywhere, and the states that stay open outside the collection window.
+
+```mermaid
+stateDiagram-v2
+    [*] --> welcome
+    welcome --> institution: subscribe / any message
+    institution --> institution: another school's name
+    institution --> level: 北京市高等教育自学考试
+    level --> identity: 1 专科 / 2 本科
+    identity --> identity: invalid name or ID number
+    identity --> phone: name + ID number
+    phone --> identity: no roster match / ID bound elsewhere / too many tries
+    phone --> confirm: roster match
+    confirm --> identity: 2 修改
+    confirm --> notice: 1 确认 (binds the ID number to this account)
+    notice --> photo: 我知道了
+    photo --> photo: photo fails the checks
+    photo --> payment: photo passes, not paid yet
+    photo --> under_review: photo passes, already paid
+    payment --> payment: a new photo replaces the old one
+    payment --> under_review: paid
+    under_review --> approved: staff approve
+    under_review --> photo: staff reject (no second payment)
+    approved --> [*]
+```
+Anywhere: 帮助 (help for this step), 进度 (status), 重新开始 (back to institution, before payment only),
+人工 (flag for a support agent), 查看照片 (the approved photo).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import messages
+from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, review,
+                      welcome)
+from handlers.base import Handler, State
+
+TEXT = frozenset({"text"})
+IMAGE = frozenset({"image"})
+ANY = frozenset({"text", "image", "event", "other"})
+
+
+@dataclass(frozen=True)
+class Step:
+    handler: Handler
+    accepts: frozenset[str]
+    # What to say when the input is of a kind the step does not take (None: the step's help).
+    wrong_kind: str | None = None
+
+
+STEPS: dict[str, Step] = {
+    State.WELCOME: Step(welcome.handle, ANY),
+    State.INSTITUTION: Step(institution.handle, TEXT),
+    State.LEVEL: Step(level.handle, TEXT),
+    State.IDENTITY: Step(identity.handle, TEXT),
+    State.PHONE: Step(phone.handle, TEXT),
+    State.CONFIRM: Step(confirm.handle, TEXT),
+    State.NOTICE: Step(notice.handle, TEXT),
+    State.PHOTO: Step(photo.handle, IMAGE, wrong_kind=messages.PHOTO_EXPECTED),
+    State.PAYMENT: Step(payment.handle, TEXT | IMAGE),
+    State.UNDER_REVIEW: Step(review.under_review, ANY),
+    State.APPROVED: Step(review.approved, ANY),
+}
+
+# An image in the payment step replaces the photo that passed; text there repeats the payment link.
+STEP_BY_KIND: dict[tuple[str, str], Handler] = {
+    (State.PAYMENT, "image"): photo.handle,
+}
+
+COMMANDS: dict[str, Handler] = {
+    "帮助": commands.help_,
+    "help": commands.help_,
+    "进度": commands.progress,
+    "查询进度": commands.progress,
+    "重新开始": commands.restart,
+    "人工": commands.human,
+    "人工客服": commands.human,
+    "客服": commands.human,
+    "查看照片": commands.view_photo,
+}
+
+# Outside the collection window these still answer; everything else says when collection opens or that it closed.
+OPEN_OUTSIDE_WINDOW_COMMANDS = frozenset({commands.help_, commands.progress, commands.human, commands.view_photo})
+OPEN_OUTSIDE_WINDOW_STATES = frozenset({State.UNDER_REVIEW, State.APPROVED})
+
+assert set(STEPS) == {value for name, value in vars(State).items() if name.isupper()}, "a state has no step"

@@ -1,0 +1,109 @@
+"""What every conversation step works with: the incoming message, the context, the outcome."""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Protocol
+
+from sqlalchemy.orm import Session
+
+from settings import Settings
+from store.files import PhotoFiles
+from store.models import Candidate
+
+
+class State:
+    """The conversation's states. The transitions between them are declared in bot/states.py."""
+    WELCOME = "welcome"
+    INSTITUTION = "institution"
+    LEVEL = "level"
+    IDENTITY = "identity"
+    PHONE = "phone"
+    CONFIRM = "confirm"
+    NOTICE = "notice"
+    PHOTO = "photo"
+    PAYMENT = "payment"
+    UNDER_REVIEW = "under_review"
+    APPROVED = "approved"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message from a candidate, reduced to what the conversation needs."""
+    openid: str
+    kind: str  # text | image | event | other
+    text: str = ""
+    media_id: str | None = None
+    event: str | None = None
+    raw_type: str = ""
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A text, or an image already uploaded to WeChat (media_id), or nothing."""
+    text: str | None = None
+    image_media_id: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.text is None and self.image_media_id is None
+
+    def describe(self) -> str:
+        return self.text if self.text is not None else f"[image {self.image_media_id}]" if self.image_media_id else ""
+
+
+NO_REPLY = Reply()
+
+
+@dataclass
+class Outcome:
+    reply: Reply
+    state: str
+    checks: dict[str, Any] | None = None
+    media_path: str | None = None  # a stored file the inbound message carried
+
+
+class WeChatGateway(Protocol):
+    def download_media(self, media_id: str, max_bytes: int) -> bytes: ...
+    def upload_image(self, data: bytes, filename: str) -> str: ...
+    def send_text(self, openid: str, text: str) -> None: ...
+    def send_image(self, openid: str, media_id: str) -> None: ...
+
+
+class PaymentGateway(Protocol):
+    name: str
+    def checkout_url(self, out_trade_no: str) -> str: ...
+
+
+@dataclass
+class Services:
+    """Outbound doors, shared by every message: files, WeChat, payments, photo checks, background work."""
+    photo_files: PhotoFiles
+    wechat: WeChatGateway
+    payments: PaymentGateway
+    check_photo: Callable[[bytes], Any]
+    submit: Callable[..., Future]
+
+
+DeferredHandler = Callable[["Context", Any], Outcome]
+
+
+@dataclass
+class Context:
+    session: Session
+    settings: Settings
+    services: Services
+    candidate: Candidate
+    now: datetime
+    started: float  # time.monotonic() when the message arrived
+    deferred: list[tuple[Future, DeferredHandler]] = field(default_factory=list)
+
+    def defer(self, future: Future, on_done: DeferredHandler) -> None:
+        """Finish this piece of work after the reply: on_done runs with a fresh context and its
+        reply goes to the candidate as a customer-service message."""
+        self.deferred.append((future, on_done))
+
+
+Handler = Callable[[Context, Incoming], Outcome]

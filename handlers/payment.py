@@ -1,0 +1,32 @@
+"""Step 10: the fee. One pending order per graduate; a graduate who has paid never pays again."""
+from __future__ import annotations
+
+import messages
+from handlers import texts
+from handlers.base import Context, Incoming, Outcome, Reply, State
+from payments.orders import open_order
+from store import queries
+
+
+def after_photo_passed(ctx: Context) -> Outcome:
+    settings = ctx.settings
+    entry_id = ctx.candidate.roster_entry_id
+    if queries.paid_order(ctx.session, entry_id) is not None:
+        text = messages.PHOTO_PASSED_ALREADY_PAID.format(review_hours=settings.collection.review_hours)
+        return Outcome(Reply(text), State.UNDER_REVIEW)
+    text = messages.PHOTO_PASSED_PAY.format(
+        fee=texts.fee_yuan(settings), pay_url=pay_url(ctx), review_hours=settings.collection.review_hours)
+    return Outcome(Reply(text), State.PAYMENT)
+
+
+def handle(ctx: Context, msg: Incoming) -> Outcome:
+    return Outcome(Reply(pending_text(ctx)), State.PAYMENT)
+
+
+def pending_text(ctx: Context) -> str:
+    return messages.PAYMENT_PENDING.format(fee=texts.fee_yuan(ctx.settings), pay_url=pay_url(ctx))
+
+
+def pay_url(ctx: Context) -> str:
+    order = open_order(ctx.session, ctx.candidate, ctx.settings.collection.fee_fen, ctx.services.payments.name)
+    return ctx.services.payments.checkout_url(order.out_trade_no)

@@ -1,0 +1,96 @@
+"""Step 9: the photo. Downloaded with the media API, stored untouched, checked at once.
+
+When download and checks do not fit the reply budget, the candidate is told the photo is being
+checked and the verdict follows as a customer-service message.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+import messages
+from handlers import payment
+from handlers.base import Context, Incoming, Outcome, Reply, Services, State
+from store import queries
+from store.files import StoredFile
+from store.models import Photo, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+ACCEPTING_STATES = (State.PHOTO, State.PAYMENT)
+
+
+class DownloadFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckedPhoto:
+    stored: StoredFile
+    report: Any  # rules.photo.Report
+
+
+def handle(ctx: Context, msg: Incoming) -> Outcome:
+    job = ctx.services.submit(fetch_and_check, ctx.services, msg.media_id)
+    remaining = ctx.settings.wechat.reply_budget_seconds - (time.monotonic() - ctx.started)
+    try:
+        result = job.result(timeout=max(0.0, remaining))
+    except FutureTimeout:
+        ctx.defer(job, apply_later)
+        return Outcome(Reply(messages.PHOTO_CHECKING), ctx.candidate.state, checks={"photo": "deferred"})
+    except DownloadFailed as exc:
+        return download_failed(ctx, exc)
+    return apply(ctx, result)
+
+
+def fetch_and_check(services: Services, media_id: str) -> CheckedPhoto:
+    """Runs in a worker thread: no database here, only the download, the file store and the rules."""
+    try:
+        data = services.wechat.download_media(media_id, MAX_DOWNLOAD_BYTES)
+    except Exception as exc:
+        raise DownloadFailed(str(exc)) from exc
+    stored = services.photo_files.put(data)
+    return CheckedPhoto(stored=stored, report=services.check_photo(data))
+
+
+def apply_later(ctx: Context, job: Future) -> Outcome:
+    if ctx.candidate.state not in ACCEPTING_STATES:
+        log.info("photo verdict dropped: candidate moved on to %s", ctx.candidate.state)
+        return Outcome(Reply(), ctx.candidate.state)
+    try:
+        result = job.result()
+    except DownloadFailed as exc:
+        return download_failed(ctx, exc)
+    return apply(ctx, result)
+
+
+def download_failed(ctx: Context, exc: Exception) -> Outcome:
+    log.warning("photo download failed: %s", exc)
+    return Outcome(Reply(messages.PHOTO_DOWNLOAD_FAILED), ctx.candidate.state,
+                   checks={"photo": "download_failed", "error": str(exc)[:200]})
+
+
+def apply(ctx: Context, result: CheckedPhoto) -> Outcome:
+    candidate = ctx.candidate
+    report = result.report
+    passed = report.verdict == "pass"
+    checks = {"photo": report.to_dict()}
+    if passed:
+        queries.replace_submitted_photos(ctx.session, candidate.roster_entry_id)
+    ctx.session.add(Photo(
+        candidate_id=candidate.id, roster_entry_id=candidate.roster_entry_id, sha256=result.stored.sha256,
+        path=result.stored.relative_path, size_bytes=result.stored.size_bytes, verdict=report.verdict,
+        report=report.to_dict(), status="submitted" if passed else "checked", created_at=utcnow(),
+    ))
+    if not passed:
+        problems = "\n".join(f"{i}. {failure.message}" for i, failure in enumerate(report.failures, start=1))
+        return Outcome(Reply(messages.PHOTO_FAILED.format(problems=problems)), candidate.state,
+                       checks=checks, media_path=result.stored.relative_path)
+    outcome = payment.after_photo_passed(ctx)
+    outcome.checks = checks
+    outcome.media_path = result.stored.relative_path
+    return outcome

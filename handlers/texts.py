@@ -1,0 +1,61 @@
+"""Filling in the messages module's templates from settings and records."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import messages
+from settings import Settings
+
+
+def fee_yuan(settings: Settings) -> str:
+    fen = settings.collection.fee_fen
+    return f"{fen // 100}" if fen % 100 == 0 else f"{fen / 100:.2f}"
+
+
+def levels_text(settings: Settings) -> str:
+    return "\n".join(f"{level.number} {level.name}" for level in settings.collection.levels)
+
+
+def local_time(settings: Settings, moment: datetime) -> str:
+    return moment.astimezone(settings.window.tz).strftime("%Y年%m月%d日 %H:%M")
+
+
+def window_text(settings: Settings) -> str:
+    window = settings.window
+    return f"{local_time(settings, window.aware_start())} 至 {local_time(settings, window.aware_end())}"
+
+
+def office_fields(settings: Settings) -> dict[str, str]:
+    return {"phone": settings.office.phone, "hours": settings.office.hours}
+
+
+def welcome(settings: Settings) -> str:
+    return messages.WELCOME.format(
+        office=settings.office.name, window=window_text(settings), fee=fee_yuan(settings),
+        review_hours=settings.collection.review_hours,
+    )
+
+
+def ask_institution(settings: Settings) -> str:
+    return messages.ASK_INSTITUTION.format(institution=settings.collection.institution)
+
+
+def ask_level(settings: Settings) -> str:
+    return messages.ASK_LEVEL.format(institution=settings.collection.institution, levels=levels_text(settings))
+
+
+def ask_identity(level: str) -> str:
+    return messages.ASK_IDENTITY.format(level=level)
+
+
+def step_help(settings: Settings, state: str) -> str:
+    template = messages.HELP.get(state, messages.HELP["welcome"])
+    body = template.format(
+        institution=settings.collection.institution, levels=levels_text(settings), fee=fee_yuan(settings),
+        review_hours=settings.collection.review_hours,
+    )
+    return body + messages.HELP_FOOTER
+
+
+def join(*parts: str) -> str:
+    return "\n\n".join(part for part in parts if part)

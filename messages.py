@@ -1,0 +1,197 @@
+"""Every sentence a candidate reads, keyed by name.
+
+Staff edit the wording here without touching logic. Placeholders are str.format fields; keep them.
+Every message is short and ends with what to do next.
+"""
+
+# --- the steps of the conversation ----------------------------------------------------------
+WELCOME = (
+    "您好！这里是{office}毕业证书照片采集。\n"
+    "采集时间：{window}。\n"
+    "步骤：查询院校 → 选择学历层次 → 核对身份 → 阅读须知 → 上传证件照 → 支付{fee}元 → 等待审核（{review_hours}小时内）。\n"
+    "随时发送“帮助”查看说明，“进度”查看进度，“人工”联系客服。"
+)
+ASK_INSTITUTION = "第一步：请输入院校名称“{institution}”（请完整输入这几个字）。"
+WRONG_INSTITUTION = (
+    "请不要输入您毕业学校的名称。\n"
+    "请一字不差地输入：{institution}"
+)
+INSTITUTION_NOT_FOUND = "没有找到“{text}”。请输入：{institution}"
+ASK_LEVEL = "已找到：{institution}\n请选择学历层次，回复数字：\n{levels}"
+WRONG_LEVEL = "没有这个选项。请回复数字：\n{levels}"
+ASK_IDENTITY = (
+    "学历层次：{level}\n"
+    "请输入本人姓名和身份证号，中间用空格隔开，例如：\n张三 110101199003071234"
+)
+ASK_ID_NUMBER = "姓名：{name}\n请再输入18位身份证号。"
+ASK_NAME = "身份证号：{id_number}\n请再输入本人姓名。"
+IDENTITY_PROBLEMS = {
+    "name.missing": "请输入本人姓名（汉字）。",
+    "name.characters": "姓名只能是汉字（少数民族姓名可用“·”），请重新输入姓名。",
+    "name.length": "姓名应为2到30个汉字，请重新输入姓名。",
+    "id.length": "身份证号应为18位，您输入了{length}位。请核对后重新输入。",
+    "id.characters": "身份证号只能由数字和最后一位X组成。请核对后重新输入。",
+    "id.region": "身份证号前两位不是有效的省份代码。请核对后重新输入。",
+    "id.birthdate": "身份证号中的出生日期不正确。请核对第7到14位后重新输入。",
+    "id.checksum": "身份证号最后一位校验不通过，可能有数字输错。请逐位核对后重新输入。",
+}
+ASK_PHONE = "请输入本人11位手机号，审核结果会以短信通知您。"
+WRONG_PHONE = "“{text}”不是有效的11位手机号。请重新输入，例如：13800138000"
+NO_MATCH = (
+    "无法采集：没有找到与您输入的姓名、身份证号和学历层次相符的毕业生信息。\n"
+    "请核对后重新输入姓名和身份证号；如确认无误，请联系市自考办核实：{phone}（{hours}）。"
+)
+TOO_MANY_ATTEMPTS = (
+    "核对失败次数过多，请{minutes}分钟后再试。\n"
+    "如确认信息无误，请联系市自考办：{phone}（{hours}）。"
+)
+ID_BOUND_ELSEWHERE = (
+    "该身份证号已在另一个微信号上采集。请使用本人微信采集，切勿帮他人采集。\n"
+    "如需更换微信号，请联系市自考办：{phone}（{hours}）。"
+)
+CONFIRM_CARD = (
+    "请认真核对您的信息：\n"
+    "姓名：{name}\n"
+    "身份证号：{id_number}\n"
+    "准考证号：{exam_number}\n"
+    "学历层次：{level}\n"
+    "专业：{major}\n"
+    "信息无误回复 1（确认）；有误回复 2（修改）。"
+)
+CONFIRM_CHOICES = "请回复 1 确认信息，或回复 2 修改。"
+NOTICE = (
+    "采集须知：\n"
+    "1. 自考考生没有图像采集码，无需上传采集码。\n"
+    "2. 正面免冠标准证件照：浅蓝、白色或浅灰色纯色背景，无阴影；双眼睁开平视，嘴唇闭合不露齿；"
+    "头部约占画面一半；不戴有色眼镜；衣服颜色与背景不同。\n"
+    "3. JPG格式，大于30KB，至少480×640像素。\n"
+    "4. 发送时请选择“原图”。\n"
+    "阅读后请回复“我知道了”。"
+)
+NOTICE_AGAIN = "请阅读上面的采集须知，然后回复“我知道了”。"
+ASK_PHOTO = "请发送本人标准证件照（发送图片时勾选“原图”）。"
+PHOTO_EXPECTED = "这一步需要发送照片，不是文字。请点“+”选择相册里的证件照，勾选“原图”后发送。"
+PHOTO_CHECKING = "照片已收到，正在检查，稍后把结果发给您，请勿重复发送。"
+PHOTO_DOWNLOAD_FAILED = "照片接收失败，请重新发送一次（勾选“原图”）。"
+PHOTO_FAILED = "照片未通过检查：\n{problems}\n请按以上提示重新拍摄或修改后，再次发送照片。"
+PHOTO_PASSED_PAY = (
+    "照片检查通过！\n"
+    "请支付采集费{fee}元，点击链接付款：\n{pay_url}\n"
+    "付款后照片进入人工审核，{review_hours}小时内完成。"
+)
+PHOTO_PASSED_ALREADY_PAID = "照片检查通过！您已支付过采集费，无需再次付款。照片已重新提交审核，{review_hours}小时内完成。"
+PAYMENT_PENDING = "请支付采集费{fee}元，点击链接付款：\n{pay_url}\n如需更换照片，直接发送新照片即可。"
+PAYMENT_DONE = "支付成功（{fee}元）。照片已提交人工审核，{review_hours}小时内完成，结果会通知您。"
+UNDER_REVIEW = "您的照片正在审核中，预计{deadline}前完成（还剩约{hours_left}小时）。请耐心等待通知。"
+UNDER_REVIEW_OVERDUE = "您的照片正在审核中，审核时间已超过预期，我们正在加急处理，请耐心等待通知。"
+APPROVED = "恭喜，您的毕业照片审核通过！照片将统一报送市自考办，无需自取。发送“查看照片”可查看您的照片。"
+APPROVED_STATUS = "您的照片已审核通过。发送“查看照片”可查看照片。"
+REJECTED = "您的照片审核未通过，原因：{reason}\n请按要求重新拍摄后直接发送新照片，无需再次付费。"
+NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
+
+# --- commands that work at any step --------------------------------------------------------------
+HELP = {
+    "welcome": "请输入院校名称：{institution}",
+    "institution": "请一字不差地输入院校名称：{institution}（不要输入您毕业学校的名称）。",
+    "level": "请回复学历层次前面的数字：\n{levels}",
+    "identity": "请输入本人姓名和18位身份证号，中间用空格隔开，例如：张三 110101199003071234",
+    "phone": "请输入本人11位手机号，例如：13800138000",
+    "confirm": "请核对信息：无误回复 1，有误回复 2 重新输入。",
+    "notice": "请阅读采集须知后回复“我知道了”。",
+    "photo": "请发送本人证件照：点“+”→“相册”，选中照片并勾选“原图”后发送。",
+    "payment": "请点击支付链接完成付款（{fee}元）。发送“进度”可再次获取链接。",
+    "under_review": "照片审核中，{review_hours}小时内完成，结果会通知您。",
+    "approved": "照片已审核通过。发送“查看照片”可查看照片。",
+}
+HELP_FOOTER = "\n其他指令：进度（查看进度）、重新开始（付款前可用）、人工（联系客服）。"
+PROGRESS = "当前进度：{step}\n{detail}"
+PROGRESS_STEPS = {
+    "welcome": "尚未开始",
+    "institution": "查询院校",
+    "level": "选择学历层次",
+    "identity": "填写姓名和身份证号",
+    "phone": "填写手机号",
+    "confirm": "核对信息",
+    "notice": "阅读采集须知",
+    "photo": "上传照片",
+    "payment": "待支付",
+    "under_review": "审核中",
+    "approved": "审核通过",
+}
+PROGRESS_LAST_REJECTION = "上次审核未通过：{reason}"
+RESTARTED = "已重新开始。"
+RESTART_AFTER_PAYMENT = "您已付款，不能重新开始。如信息有误，请联系市自考办：{phone}（{hours}）。"
+HUMAN_REQUESTED = "已通知人工客服，工作时间（{hours}）内会尽快回复您。也可致电：{phone}。"
+UNSUPPORTED_MESSAGE = "暂时只能识别文字和图片。"
+WINDOW_NOT_YET_OPEN = "照片采集将于{start}开放，请届时再来。发送“进度”可查看进度。"
+WINDOW_CLOSED = "本次照片采集已于{end}结束。如有疑问请联系市自考办：{phone}（{hours}）。"
+SYSTEM_ERROR = "系统繁忙，您的消息已收到。请稍后再发一次，或发送“人工”联系客服。"
+
+# --- photo checker (rules/photo) -------------------------------------------------------------
+# One entry per rule id. Each says what is wrong and what to do about it.
+# PHOTO-RULES-BEGIN
+PHOTO_RULES = {
+    # file
+    "file.format": "照片格式是 {value}，不是 JPG。请保存为 JPG 格式后重新发送。",
+    "file.format.animated": "这是一张动图（{value}），不是照片。请发送 JPG 格式的证件照。",
+    "file.format.empty": "没有收到照片内容（文件为空）。请重新发送照片，并勾选“原图”。",
+    "file.format.unknown": "这个文件不是照片，无法打开。请发送 JPG 格式的证件照。",
+    "file.format.heic": "照片是 HEIC 格式（苹果手机默认格式），不是 JPG。请在“设置→相机→格式”选“兼容性最佳”后重拍，或转成 JPG 后发送。",
+    "file.format.corrupt": "照片文件已损坏或不完整，无法打开。请重新导出照片后发送原图。",
+    "file.size": "照片文件太小（{value}），需大于 {threshold}。请发送原图（发送时勾选“原图”）。",
+    "file.size.too_large": "照片文件太大（{value}），不能超过 {threshold}。请发送正常拍摄的 JPG 照片。",
+    # image
+    "image.resolution": "照片像素太低（{value}），至少需要 {threshold}。请发送原图，不要截图或压缩。",
+    "image.resolution.too_large": "照片像素过大（{value}），超过 {threshold}，无法处理。请用手机相机的普通模式拍摄后发送。",
+    "image.aspect": "照片宽高比例不对（{value}），应为竖版 {threshold}。请裁剪成宽:高 = 3:4 后发送。",
+    "image.aspect.landscape": "照片是横版的（{value}），应为竖版 {threshold}。请竖着拍，或裁剪成宽:高 = 3:4 后发送。",
+    "image.color": "照片不是彩色照片（{value}）。请发送彩色 JPG 照片。",
+    "image.color.gray": "照片是黑白的。请发送彩色照片。",
+    "image.color.cmyk": "照片是印刷用的 CMYK 颜色模式。请转成 RGB 彩色 JPG 后发送。",
+    "image.color.palette": "照片颜色数太少（索引色）。请发送相机拍摄的彩色 JPG 原图。",
+    # face count
+    "face.count.none": "照片里没有找到人脸。请正对镜头拍摄本人正面照。",
+    "face.count.many": "照片里有 {value} 个人。只能有本人一人，请单独拍摄。",
+    # background
+    "background.color": "背景不是浅蓝、白色或浅灰色。请在纯色浅色背景前重拍。",
+    "background.color.dark": "背景颜色太深。请在浅蓝、白色或浅灰色的背景前重拍。",
+    "background.uniform": "背景不均匀（有渐变、阴影或杂物）。请在干净的纯色背景前重拍，人离背景远一点并让光线均匀。",
+    "background.uniform.gradient": "背景颜色有渐变，上下深浅不一。请在颜色均匀的纯色背景前重拍。",
+    "background.uniform.spots": "背景上有阴影、物体或其他人。请在干净的纯色背景前重拍，人离背景远一点。",
+    "background.contrast": "衣服颜色和背景太接近，分不清。请换一件深色或与背景颜色不同的衣服重拍。",
+    # framing
+    "head.size": "头部在照片中太小（约占高度的 {value}），应约占一半。请靠近镜头或裁剪后重新发送。",
+    "head.size.large": "头部在照片中太大（约占高度的 {value}），应约占一半。请离镜头远一点，拍到肩膀。",
+    "head.position": "人像没有居中（偏离中线 {value}）。请让头部位于照片左右正中。",
+    "head.position.top_small": "头顶上方留白太少。请让头顶上方留出一点空白后重拍。",
+    "head.position.top_large": "头顶上方留白太多，人像太靠下。请让头部位于照片中上部后重拍。",
+    # face
+    "face.pose": "头部没有正对镜头。请正面平视镜头，不要转头、歪头、抬头或低头。",
+    "face.pose.yaw": "头部向一侧转了约 {value} 度。请正对镜头，不要侧脸。",
+    "face.pose.roll": "头部歪了约 {value} 度。请保持头部端正、两肩同高。",
+    "face.pose.pitch": "头部抬起或低下了约 {value} 度。请平视镜头。",
+    "face.eyes": "眼睛没有睁开。请双眼自然睁开，平视镜头。",
+    "face.mouth": "嘴巴张开或露出了牙齿。请嘴唇自然闭合（可以微笑，但不要露齿）。",
+    "face.glasses": "检测到有色或深色镜片。请摘下墨镜/有色眼镜，常戴的透明眼镜可以戴。",
+    # quality
+    "quality.sharpness": "照片不清晰（模糊）。请对焦后重拍，拍摄时手机保持稳定。",
+    "quality.exposure.dark": "照片太暗，脸部看不清。请在光线充足、均匀的地方重拍。",
+    "quality.exposure.bright": "照片太亮（过曝），脸部细节丢失。请避开强光、关闭闪光灯后重拍。",
+    "quality.color": "照片颜色不自然（偏色）。请在白光下拍摄，不要使用滤镜。",
+}
+# For staff reviewers, not for candidates: what the machine cannot judge reliably.
+PHOTO_HINTS = {
+    "beauty_app": "EXIF 软件字段是“{value}”，可能经过美颜处理，请人工确认。",
+    "edited": "EXIF 软件字段是“{value}”，照片可能经过编辑，请人工确认。",
+    "glasses": "戴眼镜：请人工确认镜片无反光、镜框不遮挡眼睛。",
+    "ears": "请人工确认双耳外露（测得耳部可见度 {value}）。",
+    "eyebrows": "请人工确认头发未遮挡眉毛和眼睛。",
+    "head_cover": "头顶轮廓异常（{value}），可能戴帽子或头饰，请人工确认。",
+    "jewellery_makeup": "请人工确认未佩戴耳环、项链等饰品，未浓妆。",
+    "clothing": "请人工确认未穿无袖、吊带或大毛领衣服。",
+    "life_photo": "照片不像证件照（{value}），可能是生活照或自拍，请人工确认。",
+    "not_checked": "部分检查未能完成（{value}），请人工复核。",
+}
+# Kept for callers that show one line when nothing could be decoded.
+PHOTO_UNREADABLE = "无法打开这张照片，文件可能已损坏。请重新拍摄或导出后发送原图。"
+# PHOTO-RULES-END

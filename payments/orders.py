@@ -1,0 +1,53 @@
+"""Orders for the collection fee, and what happens when one is paid."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from store import queries
+from store.models import Candidate, Order, utcnow
+
+
+def new_trade_no(now: datetime | None = None) -> str:
+    moment = (now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return f"PC{moment}{secrets.token_hex(6).upper()}"
+
+
+def open_order(session: Session, candidate: Candidate, amount_fen: int, gateway: str) -> Order:
+    """The graduate's pending order, or a new one. Only ever one pending order per graduate."""
+    order = queries.pending_order(session, candidate.roster_entry_id)
+    if order is not None and order.amount_fen == amount_fen and order.gateway == gateway:
+        return order
+    if order is not None:
+        order.status = "closed"
+    order = Order(out_trade_no=new_trade_no(), roster_entry_id=candidate.roster_entry_id, openid=candidate.openid,
+                  amount_fen=amount_fen, gateway=gateway, status="pending", created_at=utcnow())
+    session.add(order)
+    session.flush()
+    return order
+
+
+def mark_paid(session: Session, order: Order, transaction_id: str) -> bool:
+    """Pending → paid exactly once, however many confirmations arrive at the same time."""
+    result = session.execute(
+        update(Order).where(Order.id == order.id, Order.status == "pending")
+        .values(status="paid", paid_at=utcnow(), transaction_id=transaction_id)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(order)
+    return result.rowcount == 1
+
+
+def confirm_payment(session: Session, order: Order, transaction_id: str) -> bool:
+    """Records a confirmed payment and moves the graduate's conversation on to review.
+    True only for the confirmation that actually paid the order."""
+    if not mark_paid(session, order, transaction_id):
+        return False
+    candidate = session.scalar(select(Candidate).where(Candidate.roster_entry_id == order.roster_entry_id,
+                                                       Candidate.openid == order.openid))
+    if candidate is not None and candidate.state == "payment":
+        candidate.state = "under_review"
+    return True

@@ -1,0 +1,89 @@
+"""The sandbox payment gateway of the embedded default: a page served by the app that completes the
+payment when the candidate presses pay. Real WeChat Pay plugs in behind the same interface."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, abort, current_app, render_template_string
+from itsdangerous import BadSignature, URLSafeSerializer
+
+import messages
+from payments.orders import confirm_payment
+from store import queries
+
+blueprint = Blueprint("sandbox_pay", __name__)
+
+PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>支付采集费</title>
+<style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;color:#222}
+.amount{font-size:2em;margin:.5em 0}button{font-size:1.2em;padding:.6em 2em;background:#07c160;color:#fff;
+border:0;border-radius:6px}.note{color:#666;font-size:.9em}</style></head><body>
+<h1>毕业照片采集费</h1>
+<p>订单号：{{ order.out_trade_no }}</p>
+<p class="amount">¥{{ amount }}</p>
+{% if order.status == "paid" %}
+  <p><strong>已支付。</strong>请返回微信，照片将在{{ review_hours }}小时内审核完成。</p>
+{% elif order.status == "closed" %}
+  <p>此订单已关闭。请返回微信发送“进度”获取新的支付链接。</p>
+{% else %}
+  <form method="post"><button type="submit">确认支付 ¥{{ amount }}</button></form>
+  <p class="note">沙箱支付：用于演示和测试，不会真实扣款。</p>
+{% endif %}
+</body></html>"""
+
+
+class SandboxGateway:
+    name = "sandbox"
+
+    def __init__(self, public_base_url: str, secret_key: str):
+        self.public_base_url = public_base_url.rstrip("/")
+        self.serializer = URLSafeSerializer(secret_key, salt="sandbox-pay")
+
+    def checkout_url(self, out_trade_no: str) -> str:
+        return f"{self.public_base_url}/pay/sandbox/{self.serializer.dumps(out_trade_no)}"
+
+    def trade_no(self, token: str) -> str:
+        try:
+            return self.serializer.loads(token)
+        except BadSignature:
+            abort(404)
+
+
+def _collector():
+    return current_app.extensions["collector"]
+
+
+@blueprint.get("/pay/sandbox/<token>")
+def show(token: str):
+    collector = _collector()
+    with collector.db.session() as session:
+        order = queries.order_by_trade_no(session, collector.payments.trade_no(token))
+        if order is None:
+            abort(404)
+        return _page(order)
+
+
+@blueprint.post("/pay/sandbox/<token>")
+def pay(token: str):
+    collector = _collector()
+    settings = collector.settings
+    with collector.db.session() as session:
+        order = queries.order_by_trade_no(session, collector.payments.trade_no(token))
+        if order is None:
+            abort(404)
+        if confirm_payment(session, order, transaction_id=f"SANDBOX{secrets.token_hex(10).upper()}"):
+            text = messages.PAYMENT_DONE.format(fee=_yuan(order.amount_fen),
+                                                review_hours=settings.collection.review_hours)
+            collector.outbound.text(session, order.openid, text, checks={"payment": order.out_trade_no})
+        return _page(order)
+
+
+def _page(order):
+    return render_template_string(PAGE, order=order, amount=_yuan(order.amount_fen),
+                                  review_hours=_collector().settings.collection.review_hours)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:.2f}"

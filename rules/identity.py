@@ -1,0 +1,112 @@
+"""Names and resident ID numbers (GB 11643-1999).
+
+Every check returns a finding key from messages.IDENTITY (or None when valid), never raises.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from rules.text import normalize
+
+# GB/T 2260 province-level codes (first two digits).
+PROVINCE_CODES = frozenset({
+    "11", "12", "13", "14", "15",
+    "21", "22", "23",
+    "31", "32", "33", "34", "35", "36", "37",
+    "41", "42", "43", "44", "45", "46",
+    "50", "51", "52", "53", "54",
+    "61", "62", "63", "64", "65",
+    "71", "81", "82", "83", "91",
+})
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK_CHARS = "10X98765432"
+
+_NAME = re.compile(r"^[\u4e00-\u9fff\u3400-\u4dbf](?:[\u4e00-\u9fff\u3400-\u4dbf·]*[\u4e00-\u9fff\u3400-\u4dbf])?$")
+_ID_CHARS = re.compile(r"[0-9X]")
+_SEPARATORS = re.compile(r"[\s,，;；:：/|、\-—_]+")
+_NAME_DOTS = str.maketrans({"•": "·", "・": "·", "．": "·", ".": "·", "‧": "·"})
+
+
+def check_digit(first17: str) -> str:
+    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS))
+    return _CHECK_CHARS[total % 11]
+
+
+def clean_id_number(raw: str) -> str:
+    """Full-width digits folded, spaces removed, `x` upper-cased."""
+    return normalize(raw).replace(" ", "").upper()
+
+
+def id_number_problem(id_number: str, today: date) -> str | None:
+    """The key of what is wrong with an already cleaned ID number, or None."""
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", id_number):
+        if re.fullmatch(r"[0-9X]+", id_number) and len(id_number) != 18:
+            return "id.length"
+        return "id.characters"
+    if id_number[:2] not in PROVINCE_CODES:
+        return "id.region"
+    birth = birth_date(id_number)
+    if birth is None or not (date(1900, 1, 1) <= birth <= today):
+        return "id.birthdate"
+    if check_digit(id_number[:17]) != id_number[17]:
+        return "id.checksum"
+    return None
+
+
+def birth_date(id_number: str) -> date | None:
+    try:
+        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+    except ValueError:
+        return None
+
+
+def clean_name(raw: str) -> str:
+    return normalize(raw).replace(" ", "").translate(_NAME_DOTS)
+
+
+def name_problem(name: str) -> str | None:
+    if not name:
+        return "name.missing"
+    if not _NAME.fullmatch(name):
+        return "name.characters"
+    letters = len(name.replace("·", ""))
+    if letters < 2 or len(name) > 30:
+        return "name.length"
+    return None
+
+
+@dataclass(frozen=True)
+class IdentityInput:
+    """What one message contained: a name, an ID number, both, or neither."""
+    name: str | None
+    id_number: str | None
+
+
+def split_identity(text: str) -> IdentityInput:
+    """Digits (and X) form the ID number, the rest the name, in any order and with any separator."""
+    folded = normalize(text).upper()
+    id_number = "".join(_ID_CHARS.findall(folded))
+    rest = _ID_CHARS.sub(" ", folded)
+    name = clean_name(_SEPARATORS.sub("", rest))
+    return IdentityInput(name=name or None, id_number=id_number or None)
+
+
+def mask_id_number(id_number: str | None) -> str:
+    """110101********1234: region and last four kept, birth date hidden."""
+    if not id_number:
+        return ""
+    if len(id_number) < 10:
+        return "*" * len(id_number)
+    return id_number[:6] + "*" * (len(id_number) - 10) + id_number[-4:]
+
+
+_ID_IN_TEXT = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{8}([0-9]{3}[0-9Xx])(?![0-9])")
+_PHONE_IN_TEXT = re.compile(r"(?<![0-9])(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
+
+
+def mask_personal_data(text: str) -> str:
+    """Masks ID numbers and mobile numbers wherever they appear in free text (logs, screens)."""
+    text = _ID_IN_TEXT.sub(lambda m: m.group(1) + "********" + m.group(2), text)
+    return _PHONE_IN_TEXT.sub(lambda m: m.group(1) + "****" + m.group(2), text)

@@ -1,0 +1,112 @@
+"""Queries shared by the conversation, the payment pages and the staff commands."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from store.models import AuditEvent, Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
+
+
+def candidate_for(session: Session, openid: str) -> Candidate:
+    """The candidate row of a WeChat account, created on first contact."""
+    candidate = session.scalar(select(Candidate).where(Candidate.openid == openid))
+    if candidate is None:
+        candidate = Candidate(openid=openid, state="welcome")
+        session.add(candidate)
+        session.flush()
+    return candidate
+
+
+def find_candidate(session: Session, openid: str) -> Candidate | None:
+    return session.scalar(select(Candidate).where(Candidate.openid == openid))
+
+
+def roster_by_id_number(session: Session, id_number: str) -> RosterEntry | None:
+    return session.scalar(select(RosterEntry).where(RosterEntry.id_number == id_number))
+
+
+def match_roster(session: Session, name: str, id_number: str, level: str) -> RosterEntry | None:
+    entry = roster_by_id_number(session, id_number)
+    if entry is None or entry.name != name or entry.level != level:
+        return None
+    return entry
+
+
+def failed_matches_since(session: Session, openid: str, since: datetime) -> int:
+    return session.scalar(
+        select(func.count()).select_from(MatchAttempt)
+        .where(MatchAttempt.openid == openid, MatchAttempt.matched.is_(False), MatchAttempt.created_at >= since)
+    ) or 0
+
+
+def oldest_failed_match_since(session: Session, openid: str, since: datetime) -> datetime | None:
+    return session.scalar(
+        select(func.min(MatchAttempt.created_at))
+        .where(MatchAttempt.openid == openid, MatchAttempt.matched.is_(False), MatchAttempt.created_at >= since)
+    )
+
+
+def record_match_attempt(session: Session, openid: str, matched: bool) -> None:
+    session.add(MatchAttempt(openid=openid, matched=matched, created_at=utcnow()))
+
+
+def bind(session: Session, entry: RosterEntry, openid: str) -> bool:
+    """Binds the roster entry to this account unless another account holds it (a race-safe update)."""
+    result = session.execute(
+        update(RosterEntry)
+        .where(RosterEntry.id == entry.id,
+               (RosterEntry.bound_openid.is_(None)) | (RosterEntry.bound_openid == openid))
+        .values(bound_openid=openid, bound_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(entry)
+    return result.rowcount == 1
+
+
+def paid_order(session: Session, roster_entry_id: int) -> Order | None:
+    return session.scalar(
+        select(Order).where(Order.roster_entry_id == roster_entry_id, Order.status == "paid")
+        .order_by(Order.paid_at).limit(1)
+    )
+
+
+def pending_order(session: Session, roster_entry_id: int) -> Order | None:
+    return session.scalar(
+        select(Order).where(Order.roster_entry_id == roster_entry_id, Order.status == "pending")
+        .order_by(Order.id.desc()).limit(1)
+    )
+
+
+def order_by_trade_no(session: Session, out_trade_no: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
+
+
+def latest_photo(session: Session, candidate_id: int, statuses: tuple[str, ...]) -> Photo | None:
+    return session.scalar(
+        select(Photo).where(Photo.candidate_id == candidate_id, Photo.status.in_(statuses))
+        .order_by(Photo.id.desc()).limit(1)
+    )
+
+
+def latest_roster_photo(session: Session, roster_entry_id: int, statuses: tuple[str, ...]) -> Photo | None:
+    return session.scalar(
+        select(Photo).where(Photo.roster_entry_id == roster_entry_id, Photo.status.in_(statuses))
+        .order_by(Photo.id.desc()).limit(1)
+    )
+
+
+def replace_submitted_photos(session: Session, roster_entry_id: int) -> None:
+    session.execute(
+        update(Photo).where(Photo.roster_entry_id == roster_entry_id, Photo.status == "submitted")
+        .values(status="replaced").execution_options(synchronize_session=False)
+    )
+
+
+def audit(session: Session, actor: str, action: str, target: str, detail: str | None = None) -> None:
+    session.add(AuditEvent(actor=actor, action=action, target=target, detail=detail, created_at=utcnow()))
+
+
+def hour_ago(now: datetime) -> datetime:
+    return now - timedelta(hours=1)
