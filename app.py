@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from flask import Flask
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 import rules.photo
 from bot import webhook
@@ -98,6 +100,18 @@ def register_commands(app: Flask) -> None:
     register(app)
     app.cli.add_command(photo_group)
     app.cli.add_command(chat_command)
+    app.cli.add_command(serve_command)
+
+
+@click.command("serve")
+@with_appcontext
+def serve_command() -> None:
+    """Serve the app with waitress on the host, port and threads from config."""
+    import waitress
+
+    server = current_app.config["SETTINGS"].server
+    click.echo(f"Serving on http://{server.host}:{server.port}/wechat ({server.threads} threads)")
+    waitress.serve(current_app._get_current_object(), host=server.host, port=server.port, threads=server.threads)
 
 
 class MaskPersonalData(logging.Filter):

@@ -147,9 +147,20 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
     }
     top = _build(Settings, raw, "top level", exclude=set(sections))
     data_dir = Path(top.data_dir)
-    if base_dir is not None and not data_dir.is_absolute():
-        data_dir = base_dir / data_dir
-    return dataclasses.replace(top, data_dir=data_dir, **sections)
+    database_url = top.database_url
+    if base_dir is not None:
+        data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
+        database_url = _sqlite_relative_to(database_url, base_dir)
+    return dataclasses.replace(top, data_dir=data_dir, database_url=database_url, **sections)
+
+
+def _sqlite_relative_to(url: str, base_dir: Path) -> str:
+    """A relative SQLite path is relative to the config file, like data_dir, not to the working directory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return url
+    path = Path(url[len(prefix):])
+    return url if path.is_absolute() else prefix + str(base_dir / path)
 
 
 def _build(cls, values: dict[str, Any], where: str, exclude: set[str] = frozenset()):

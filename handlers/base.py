@@ -100,6 +100,14 @@ class Context:
     started: float  # time.monotonic() when the message arrived
     deferred: list[tuple[Future, DeferredHandler]] = field(default_factory=list)
 
+    def release(self) -> None:
+        """Commits what the step has done so far, so that no database lock is held while it waits
+        on the network; the candidate is re-read afterwards in a fresh transaction."""
+        self.session.commit()
+
+    def reload(self) -> None:
+        self.session.refresh(self.candidate)
+
     def defer(self, future: Future, on_done: DeferredHandler) -> None:
         """Finish this piece of work after the reply: on_done runs with a fresh context and its
         reply goes to the candidate as a customer-service message."""

@@ -70,5 +70,6 @@ def view_photo(ctx: Context, msg: Incoming) -> Outcome:
     if photo is None:
         return Outcome(Reply(messages.NO_APPROVED_PHOTO), candidate.state)
     data = ctx.services.photo_files.read(photo.path)
+    ctx.release()
     media_id = ctx.services.wechat.upload_image(data, f"photo-{photo.id}.jpg")
     return Outcome(Reply(image_media_id=media_id), candidate.state)

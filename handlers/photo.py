@@ -37,14 +37,15 @@ class CheckedPhoto:
 def handle(ctx: Context, msg: Incoming) -> Outcome:
     job = ctx.services.submit(fetch_and_check, ctx.services, msg.media_id)
     remaining = ctx.settings.wechat.reply_budget_seconds - (time.monotonic() - ctx.started)
+    ctx.release()
     try:
-        result = job.result(timeout=max(0.0, remaining))
+        job.exception(timeout=max(0.0, remaining))
     except FutureTimeout:
+        ctx.reload()
         ctx.defer(job, apply_later)
         return Outcome(Reply(messages.PHOTO_CHECKING), ctx.candidate.state, checks={"photo": "deferred"})
-    except DownloadFailed as exc:
-        return download_failed(ctx, exc)
-    return apply(ctx, result)
+    ctx.reload()
+    return apply_finished(ctx, job)
 
 
 def fetch_and_check(services: Services, media_id: str) -> CheckedPhoto:
@@ -61,6 +62,10 @@ def apply_later(ctx: Context, job: Future) -> Outcome:
     if ctx.candidate.state not in ACCEPTING_STATES:
         log.info("photo verdict dropped: candidate moved on to %s", ctx.candidate.state)
         return Outcome(Reply(), ctx.candidate.state)
+    return apply_finished(ctx, job)
+
+
+def apply_finished(ctx: Context, job: Future) -> Outcome:
     try:
         result = job.result()
     except DownloadFailed as exc:

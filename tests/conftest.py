@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from bot.fake_wechat import FakeWeChatAPI
@@ -37,6 +38,10 @@ def database_url(tmp_path):
     if not url:
         return f"sqlite:///{tmp_path / 'collector.db'}"
     engine = create_engine(url)
+    try:
+        engine.connect().close()
+    except OperationalError as exc:
+        pytest.skip(f"TEST_DATABASE_URL is set but the database is not reachable: {exc.orig}")
     with engine.begin() as connection:
         Base.metadata.drop_all(connection)
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
