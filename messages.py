@@ -89,6 +89,16 @@ APPROVED_STATUS = "您的照片已审核通过。发送“查看照片”可查�
 REJECTED = "您的照片审核未通过，原因：{reason}\n请按要求重新拍摄后直接发送新照片，无需再次付费。"
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
 
+# --- the sandbox payment page ----------------------------------------------------------------------
+PAY_PAGE = {
+    "title": "毕业照片采集费",
+    "order": "订单号：{out_trade_no}",
+    "pay_button": "确认支付 ¥{amount}",
+    "paid": "已支付。请返回微信，照片将在{review_hours}小时内审核完成。",
+    "closed": "此订单已关闭。请返回微信发送“进度”获取新的支付链接。",
+    "sandbox_note": "沙箱支付：用于演示和测试，不会真实扣款。",
+}
+
 # --- commands that work at any step --------------------------------------------------------------
 HELP = {
     "welcome": "请输入院校名称：{institution}",

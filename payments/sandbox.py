@@ -16,20 +16,20 @@ blueprint = Blueprint("sandbox_pay", __name__)
 PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>支付采集费</title>
+<title>{{ t.title }}</title>
 <style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;color:#222}
 .amount{font-size:2em;margin:.5em 0}button{font-size:1.2em;padding:.6em 2em;background:#07c160;color:#fff;
 border:0;border-radius:6px}.note{color:#666;font-size:.9em}</style></head><body>
-<h1>毕业照片采集费</h1>
-<p>订单号：{{ order.out_trade_no }}</p>
+<h1>{{ t.title }}</h1>
+<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
 <p class="amount">¥{{ amount }}</p>
 {% if order.status == "paid" %}
-  <p><strong>已支付。</strong>请返回微信，照片将在{{ review_hours }}小时内审核完成。</p>
+  <p><strong>{{ t.paid.format(review_hours=review_hours) }}</strong></p>
 {% elif order.status == "closed" %}
-  <p>此订单已关闭。请返回微信发送“进度”获取新的支付链接。</p>
+  <p>{{ t.closed }}</p>
 {% else %}
-  <form method="post"><button type="submit">确认支付 ¥{{ amount }}</button></form>
-  <p class="note">沙箱支付：用于演示和测试，不会真实扣款。</p>
+  <form method="post"><button type="submit">{{ t.pay_button.format(amount=amount) }}</button></form>
+  <p class="note">{{ t.sandbox_note }}</p>
 {% endif %}
 </body></html>"""
 
@@ -81,7 +81,7 @@ def pay(token: str):
 
 
 def _page(order):
-    return render_template_string(PAGE, order=order, amount=_yuan(order.amount_fen),
+    return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=_yuan(order.amount_fen),
                                   review_hours=_collector().settings.collection.review_hours)
 
 
