@@ -52,7 +52,8 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     app.register_blueprint(sandbox.blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     register_commands(app)
-    warm_up_photo_models()
+    # Served apps load the face models before the first photo arrives; CLI commands never do.
+    app.before_request(warm_up_photo_models)
     return app
 
 
@@ -133,3 +134,4 @@ def configure_logging(level: str) -> None:
         handler.addFilter(MaskPersonalData())
         root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
