@@ -1,0 +1,337 @@
+"""Webhook throughput/latency bench: the real app under waitress, driven like WeChat drives it.
+
+    .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
+
+Starts a fake WeChat API and the app (`waitress ... --call app:create_app`) with a throw-away config
+and database, then for plain and AES mode and each client count: every client (its own openid)
+subscribes untimed, then sends the text "帮助" with fresh MsgIds, timed, until the run's request
+budget or time limit is used up. Clients are threads spread over several processes so the client
+side's GIL is not the bottleneck. Prints one table row per run; exits non-zero if any request failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from wechatpy.exceptions import InvalidSignatureException
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: make `bot` importable
+
+from bot.fake_wechat import FakeWeChatAPI  # noqa: E402
+from bot.simulator import ReplyError, WeChatSimulator, http_transport  # noqa: E402
+
+HOST = "127.0.0.1"
+TOKEN = "bench-token"
+APPID = "wx_bench_appid_0001"
+SECRET = "bench-secret"
+AES_KEY = "cGhvdG8tY29sbGVjdG9yIHdlYmhvb2sgYmVuY2ghISE"  # 43 characters: base64 of 32 bytes, no "="
+SERVER_THREADS = 16
+TEXT = "帮助"
+STARTUP_TIMEOUT_SECONDS = 30
+WECHAT_TIMEOUT_SECONDS = 5.0  # WeChat gives up on a webhook after 5 s
+MAX_ERROR_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    mode: str  # "plain" or "aes"
+    clients: int
+    requests: int
+    seconds: float
+
+
+@dataclass
+class WorkerResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0  # failed timed requests
+    setup_errors: int = 0  # failed untimed subscribes
+    error_samples: list[str] = field(default_factory=list)
+    started: float = math.inf
+    finished: float = 0.0
+
+
+# --- server under test ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def write_config(workdir: Path, api_base_url: str) -> Path:
+    config = workdir / "bench.toml"
+    values = {
+        "database_url": f"sqlite:///{workdir / 'bench.db'}",
+        "data_dir": str(workdir / "data"),
+    }
+    wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    lines += ["", "[wechat]"] + [f"{key} = {json.dumps(value)}" for key, value in wechat.items()]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def upgrade_database(app: str, env: dict[str, str]) -> None:
+    """`flask --app app db upgrade`, if the app has that command."""
+    flask = [sys.executable, "-m", "flask", "--app", app]
+    commands = subprocess.run(flask + ["--help"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    if "\n  db " not in commands.stdout:
+        print("note: the app has no `flask db` command; skipping the database upgrade")
+        return
+    upgrade = subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if upgrade.returncode != 0:
+        raise SystemExit(f"bench: `flask db upgrade` failed ({upgrade.returncode}):\n{upgrade.stderr[-3000:]}")
+
+
+def start_server(app: str, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "waitress",
+        f"--listen={HOST}:{port}", f"--threads={SERVER_THREADS}",
+        "--call", app,
+    ]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until_answering(server: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    """Until the webhook passes WeChat's URL verification; SystemExit if the server dies or stalls."""
+    simulator = make_simulator(base_url, aes=False, session=requests.Session())
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            fail(f"the server exited with code {server.returncode}", log_path)
+        try:
+            if simulator.verify_url("bench-ready").content == "bench-ready":
+                return
+        except requests.ConnectionError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    fail(f"the server did not answer within {STARTUP_TIMEOUT_SECONDS}s", log_path)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def fail(reason: str, log_path: Path) -> None:
+    tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:] if log_path.exists() else ""
+    raise SystemExit(f"bench: {reason}\n--- server log (tail) ---\n{tail}")
+
+
+# --- clients (run in worker processes) --------------------------------------------------------
+
+
+def make_simulator(base_url: str, aes: bool, session: requests.Session) -> WeChatSimulator:
+    transport = http_transport(base_url, session=session, timeout=WECHAT_TIMEOUT_SECONDS)
+    return WeChatSimulator(TOKEN, APPID, AES_KEY, transport, aes=aes)
+
+
+class Tickets:
+    """A process's share of the run's requests, handed out to its client threads until used or late."""
+
+    def __init__(self, count: int, deadline: float):
+        self._left = count
+        self._deadline = deadline
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0 or time.time() >= self._deadline:
+                return False
+            self._left -= 1
+            return True
+
+
+def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, results) -> None:
+    """One client process: `clients` threads, each one user; reports a WorkerResult on `results`."""
+    result = WorkerResult()
+    lock = threading.Lock()
+    simulators = [make_simulator(base_url, spec.mode == "aes", requests.Session()) for _ in range(clients)]
+    openids = ["o_bench_" + secrets.token_hex(10) for _ in range(clients)]
+    for simulator, openid in zip(simulators, openids):
+        problem = attempt(lambda: simulator.event(openid, "subscribe"))
+        if problem is not None:
+            result.setup_errors += 1
+            keep_sample(result, f"subscribe: {problem}")
+    ready.put(os.getpid())
+    go.wait()
+    tickets = Tickets(quota, deadline=time.time() + spec.seconds)
+    threads = [
+        threading.Thread(target=client_loop, args=(sim, openid, tickets, result, lock))
+        for sim, openid in zip(simulators, openids)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put(result)
+
+
+def client_loop(simulator: WeChatSimulator, openid: str, tickets: Tickets, result: WorkerResult, lock) -> None:
+    while tickets.take():
+        started = time.time()
+        problem = attempt(lambda: simulator.text(openid, TEXT))
+        finished = time.time()
+        with lock:
+            result.started = min(result.started, started)
+            result.finished = max(result.finished, finished)
+            if problem is None:
+                result.latencies_ms.append((finished - started) * 1000)
+            else:
+                result.errors += 1
+                keep_sample(result, problem)
+
+
+def attempt(push) -> str | None:
+    """Send one push; what went wrong, or None if the webhook answered 200 with a valid reply."""
+    try:
+        reply = push()
+    except (requests.RequestException, ReplyError, InvalidSignatureException) as exc:
+        return repr(exc)
+    return None if reply.status == 200 else f"HTTP {reply.status}: {reply.body[:120]!r}"
+
+
+def keep_sample(result: WorkerResult, problem: str) -> None:
+    if len(result.error_samples) < MAX_ERROR_SAMPLES:
+        result.error_samples.append(problem)
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def run(base_url: str, spec: RunSpec, max_processes: int) -> WorkerResult:
+    context = multiprocessing.get_context("spawn")
+    processes = max(1, min(spec.clients, max_processes))
+    ready, results, go = context.Queue(), context.Queue(), context.Event()
+    workers = []
+    for index in range(processes):
+        clients = spread(spec.clients, processes, index)
+        quota = spread(spec.requests, processes, index)
+        process = context.Process(target=worker, args=(base_url, spec, clients, quota, ready, go, results))
+        process.start()
+        workers.append(process)
+    for _ in workers:
+        ready.get(timeout=120)
+    go.set()
+    merged = WorkerResult()
+    for _ in workers:
+        merge(merged, results.get(timeout=spec.seconds + 120))
+    for process in workers:
+        process.join()
+    return merged
+
+
+def spread(total: int, parts: int, index: int) -> int:
+    """Share `index` of `total` split into `parts` as evenly as possible."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def merge(into: WorkerResult, part: WorkerResult) -> None:
+    into.latencies_ms += part.latencies_ms
+    into.errors += part.errors
+    into.setup_errors += part.setup_errors
+    into.error_samples += part.error_samples
+    into.started = min(into.started, part.started)
+    into.finished = max(into.finished, part.finished)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, math.ceil(fraction * len(sorted_values)) - 1)
+    return sorted_values[max(index, 0)]
+
+
+def table_row(spec: RunSpec, result: WorkerResult) -> str:
+    latencies = sorted(result.latencies_ms)
+    done = len(latencies) + result.errors
+    elapsed = result.finished - result.started
+    throughput = len(latencies) / elapsed if elapsed > 0 else math.nan
+    return (
+        f"{spec.mode:<6}{spec.clients:>8}{done:>10}{throughput:>12.1f}"
+        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{result.errors:>8}"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per run (default 2000)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="time limit per run (default 30)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 64], help="client counts (default 8 64)")
+    parser.add_argument("--modes", nargs="+", choices=["plain", "aes"], default=["plain", "aes"])
+    parser.add_argument("--warmup", type=int, default=200, help="untimed plain requests first (default 200)")
+    parser.add_argument("--app", default="app:create_app", help="the app factory (default app:create_app)")
+    parser.add_argument(
+        "--processes", type=int, default=max(2, os.cpu_count() or 2), help="client processes (default: CPU count)"
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp, FakeWeChatAPI(APPID, SECRET) as fake:
+        workdir = Path(tmp)
+        env = {**os.environ, "COLLECTOR_CONFIG": str(write_config(workdir, fake.base_url))}
+        port = free_port()
+        base_url = f"http://{HOST}:{port}"
+        log_path = workdir / "server.log"
+        upgrade_database(args.app, env)
+        server = start_server(args.app, port, env, log_path)
+        try:
+            wait_until_answering(server, base_url, log_path)
+            failures = run_all(base_url, args)
+        finally:
+            stop_server(server)
+        if failures:
+            print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+    return 1 if failures else 0
+
+
+def run_all(base_url: str, args: argparse.Namespace) -> int:
+    print(f"webhook {base_url}/wechat  waitress threads={SERVER_THREADS}  client processes<={args.processes}  "
+          f"cpus={os.cpu_count()}  text={TEXT!r}")
+    print(f"{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    failures = 0
+    if args.warmup:
+        warmup = run(base_url, RunSpec("plain", min(args.clients), args.warmup, args.seconds), args.processes)
+        failures += report_problems(warmup, "warm-up ")
+    for mode in args.modes:
+        for clients in args.clients:
+            spec = RunSpec(mode, clients, args.requests, args.seconds)
+            result = run(base_url, spec, args.processes)
+            print(table_row(spec, result), flush=True)
+            failures += report_problems(result)
+    return failures
+
+
+def report_problems(result: WorkerResult, label: str = "") -> int:
+    """Print what failed in a run; the number of failed requests."""
+    if result.setup_errors:
+        print(f"    {label}{result.setup_errors} untimed subscribe(s) failed")
+    for sample in result.error_samples:
+        print(f"    {label}error: {sample}")
+    return result.errors + result.setup_errors
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""A local stand-in for the WeChat official-account HTTP API, for tests, demos and the bench.
+
+It is a real HTTP server on 127.0.0.1 speaking the same protocol as https://api.weixin.qq.com/cgi-bin/:
+access tokens (with expiry), temporary media download/upload and customer-service messages, with
+WeChat's error JSON (`{"errcode": 40007, "errmsg": "invalid media_id"}`, HTTP 200) for mistakes.
+Point a `WeChatClient` at `FakeWeChatAPI.base_url` and it cannot tell the difference.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+TOKEN_LIFETIME_SECONDS = 7200
+SHUTDOWN_POLL_SECONDS = 0.05
+JSON_CONTENT_TYPE = "application/json; encoding=utf-8"
+UPLOAD_TYPES = ("image", "voice", "video", "thumb")
+# WeChat's wording for the errors this fake produces.
+ERROR_MESSAGES = {
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40003: "invalid openid",
+    40004: "invalid media type",
+    40007: "invalid media_id",
+    40008: "invalid message type",
+    40013: "invalid appid",
+    40125: "invalid appsecret",
+    41001: "access_token missing",
+    41005: "media data missing",
+    41006: "media_id missing",
+    42001: "access_token expired",
+    44002: "empty post data",
+    44004: "empty content",
+    45015: "response out of time limit or subscription is canceled",
+    45047: "out of response count limit",
+    47001: "data format error",
+}
+
+
+class WeChatAPIError(Exception):
+    """A request the real API would answer with an error JSON."""
+
+    def __init__(self, errcode: int, errmsg: str | None = None):
+        self.errcode = errcode
+        self.errmsg = errmsg or ERROR_MESSAGES.get(errcode, "system error")
+        super().__init__(f"{self.errcode}: {self.errmsg}")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"errcode": self.errcode, "errmsg": self.errmsg}
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    content_type: str
+    filename: str
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Response:
+    body: bytes
+    content_type: str = JSON_CONTENT_TYPE
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, payload: dict[str, Any], status: int = 200) -> "Response":
+        return cls(json.dumps(payload, ensure_ascii=False).encode("utf-8"), status=status)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Any
+    body: bytes
+
+
+class FakeWeChatAPI:
+    """The WeChat API on 127.0.0.1 (port 0 picks a free port). Thread-safe; use as a context manager."""
+
+    def __init__(self, appid: str, secret: str, port: int = 0):
+        self.appid = appid
+        self.secret = secret
+        self.port = port
+        self._lock = threading.Lock()
+        self._messages_changed = threading.Condition(self._lock)
+        self._tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self._media: dict[str, Media] = {}
+        self._uploaded: dict[str, bytes] = {}
+        self._sent: list[dict[str, Any]] = []
+        self._requests: list[tuple[str, str]] = []
+        self._token_fetches = 0
+        self._failing_sends = 0
+        self._failing_errcode = 45015
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
+            ("GET", "/cgi-bin/token"): self._handle_token,
+            ("GET", "/cgi-bin/media/get"): self._handle_media_get,
+            ("POST", "/cgi-bin/media/upload"): self._handle_media_upload,
+            ("POST", "/cgi-bin/message/custom/send"): self._handle_custom_send,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "FakeWeChatAPI":
+        if self._server is not None:
+            raise RuntimeError("FakeWeChatAPI is already running")
+        self._server = ThreadingHTTPServer((HOST, self.port), _make_handler(self))
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            name=f"fake-wechat-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> "FakeWeChatAPI":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeWeChatAPI is not running; call start() first")
+        return f"http://{HOST}:{self.port}/cgi-bin/"
+
+    # --- test controls -----------------------------------------------------------------------
+
+    def add_media(
+        self,
+        data: bytes,
+        content_type: str = "image/jpeg",
+        filename: str = "photo.jpg",
+        delay: float = 0.0,
+    ) -> str:
+        """Store a file as a user's upload would be; returns its media_id. `delay` slows its download."""
+        media_id = _new_media_id()
+        with self._lock:
+            self._media[media_id] = Media(data, content_type, filename, delay)
+        return media_id
+
+    def expire_tokens(self) -> None:
+        """Make every access token issued so far expired (the API then answers 42001)."""
+        now = time.time()
+        with self._lock:
+            for token in self._tokens:
+                self._tokens[token] = now
+
+    def fail_next_sends(self, count: int, errcode: int = 45015) -> None:
+        """Answer the next `count` customer-service sends with `errcode` (45015: 48-hour window closed)."""
+        with self._lock:
+            self._failing_sends = count
+            self._failing_errcode = errcode
+
+    # --- observations ------------------------------------------------------------------------
+
+    @property
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """Customer-service messages accepted so far, as the JSON bodies sent (a snapshot)."""
+        with self._lock:
+            return list(self._sent)
+
+    def messages_to(self, openid: str) -> list[dict[str, Any]]:
+        return [message for message in self.sent_messages if message["touser"] == openid]
+
+    def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Block until at least `count` messages were sent; all of them. TimeoutError if they do not come."""
+        with self._messages_changed:
+            if not self._messages_changed.wait_for(lambda: len(self._sent) >= count, timeout):
+                raise TimeoutError(
+                    f"expected {count} customer-service message(s) within {timeout}s, got {len(self._sent)}"
+                )
+            return list(self._sent)
+
+    def new_messages(self, since: int, timeout: float) -> list[dict[str, Any]]:
+        """Messages number `since` onwards, waiting up to `timeout` for one to arrive ([] if none)."""
+        with self._messages_changed:
+            self._messages_changed.wait_for(lambda: len(self._sent) > since, timeout)
+            return self._sent[since:]
+
+    @property
+    def uploaded_media(self) -> dict[str, bytes]:
+        with self._lock:
+            return dict(self._uploaded)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request received, in order (a snapshot)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def token_fetches(self) -> int:
+        with self._lock:
+            return self._token_fetches
+
+    # --- request handling (called from server threads) -------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        with self._lock:
+            self._requests.append((request.method, request.path))
+        route = self._routes.get((request.method, request.path))
+        if route is None:
+            return Response(b"Not Found", content_type="text/plain", status=404)
+        try:
+            return route(request)
+        except WeChatAPIError as error:
+            return Response.json(error.as_json())
+
+    def _handle_token(self, request: Request) -> Response:
+        if request.query.get("grant_type") != "client_credential":
+            raise WeChatAPIError(40002)
+        if request.query.get("appid") != self.appid:
+            raise WeChatAPIError(40013)
+        if request.query.get("secret") != self.secret:
+            raise WeChatAPIError(40125)
+        token = secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = time.time() + TOKEN_LIFETIME_SECONDS
+            self._token_fetches += 1
+        return Response.json({"access_token": token, "expires_in": TOKEN_LIFETIME_SECONDS})
+
+    def _check_access_token(self, request: Request) -> None:
+        token = request.query.get("access_token")
+        if not token:
+            raise WeChatAPIError(41001)
+        with self._lock:
+            expires_at = self._tokens.get(token)
+        if expires_at is None:
+            raise WeChatAPIError(40001)
+        if expires_at <= time.time():
+            raise WeChatAPIError(42001)
+
+    def _handle_media_get(self, request: Request) -> Response:
+        self._check_access_token(request)
+        media_id = request.query.get("media_id")
+        if not media_id:
+            raise WeChatAPIError(41006)
+        with self._lock:
+            media = self._media.get(media_id)
+        if media is None:
+            raise WeChatAPIError(40007)
+        if media.delay:
+            time.sleep(media.delay)
+        disposition = f'attachment; filename="{media.filename}"'
+        return Response(
+            media.data,
+            content_type=media.content_type,
+            headers=(
+                ("Content-disposition", disposition),
+                ("Cache-Control", "no-cache, must-revalidate"),
+            ),
+        )
+
+    def _handle_media_upload(self, request: Request) -> Response:
+        self._check_access_token(request)
+        media_type = request.query.get("type")
+        if media_type not in UPLOAD_TYPES:
+            raise WeChatAPIError(40004)
+        part = _multipart_file(request, "media")
+        media_id = _new_media_id()
+        with self._lock:
+            self._uploaded[media_id] = part.data
+            self._media[media_id] = part
+        return Response.json({"type": media_type, "media_id": media_id, "created_at": int(time.time())})
+
+    def _handle_custom_send(self, request: Request) -> Response:
+        self._check_access_token(request)
+        message = self._parse_custom_message(request.body)
+        with self._messages_changed:
+            if self._failing_sends > 0:
+                self._failing_sends -= 1
+                raise WeChatAPIError(self._failing_errcode)
+            self._sent.append(message)
+            self._messages_changed.notify_all()
+        return Response.json({"errcode": 0, "errmsg": "ok"})
+
+    def _parse_custom_message(self, body: bytes) -> dict[str, Any]:
+        if not body:
+            raise WeChatAPIError(44002)
+        try:
+            message = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeChatAPIError(47001) from exc
+        if not isinstance(message, dict):
+            raise WeChatAPIError(47001)
+        if not isinstance(message.get("touser"), str) or not message["touser"]:
+            raise WeChatAPIError(40003)
+        msg_type = message.get("msgtype")
+        if msg_type == "text":
+            self._check_text(message)
+        elif msg_type == "image":
+            self._check_image(message)
+        else:
+            raise WeChatAPIError(40008)
+        return message
+
+    @staticmethod
+    def _check_text(message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if not isinstance(text, dict) or not isinstance(text.get("content"), str):
+            raise WeChatAPIError(47001)
+        if not text["content"]:
+            raise WeChatAPIError(44004)
+
+    def _check_image(self, message: dict[str, Any]) -> None:
+        image = message.get("image")
+        if not isinstance(image, dict) or not image.get("media_id"):
+            raise WeChatAPIError(47001)
+        with self._lock:
+            known = image["media_id"] in self._media
+        if not known:
+            raise WeChatAPIError(40007)
+
+
+def _new_media_id() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _multipart_file(request: Request, field: str) -> Media:
+    """The file in multipart form field `field` (41005 if there is none)."""
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise WeChatAPIError(41005)
+    envelope = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + request.body
+    message = BytesParser(policy=policy.HTTP).parsebytes(envelope)
+    if not message.is_multipart():
+        raise WeChatAPIError(41005)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == field:
+            data = part.get_payload(decode=True) or b""
+            if not data:
+                raise WeChatAPIError(41005)
+            return Media(data, part.get_content_type(), part.get_filename() or "media")
+    raise WeChatAPIError(41005)
+
+
+def _make_handler(api: FakeWeChatAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+        server_version = "FakeWeChatAPI"
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def _dispatch(self, method: str) -> None:
+            url = urlsplit(self.path)
+            query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            response = api.handle(Request(method, url.path, query, self.headers, body))
+            try:
+                self._write(response)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up (e.g. its timeout fired during a delayed download).
+                logger.info("client went away before the %s %s response was sent", method, url.path)
+                self.close_connection = True
+
+        def _write(self, response: Response) -> None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(response.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("%s - %s", self.address_string(), format % args)
+
+    return Handler
