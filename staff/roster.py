@@ -1,0 +1,254 @@
+"""The exam office's roster: read a CSV or XLSX file, validate every row, upsert by ID number.
+
+Reading and validating happen before anything is written, so a file that cannot be read (or lacks a
+column) changes nothing. Valid rows are upserted in one transaction; invalid rows are reported with the
+row number a spreadsheet user sees (the header is row 1).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Iterable
+from xml.etree.ElementTree import ParseError
+from zipfile import BadZipFile
+
+from openpyxl.utils.exceptions import InvalidFileException
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rules.identity import clean_id_number, clean_name, id_number_problem, name_problem
+from store.models import RosterEntry, utcnow
+
+COLUMNS = {"姓名": "name", "身份证号": "id_number", "准考证号": "exam_number", "学历层次": "level", "专业": "major"}
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")
+# What openpyxl raises for a file that is not a (valid) workbook.
+XLSX_ERRORS = (InvalidFileException, BadZipFile, ParseError, OSError, KeyError, ValueError, IndexError)
+LOOKUP_CHUNK = 500
+EXACT_FLOAT_LIMIT = 10 ** 15
+FIELD_LIMITS = {"name": 64, "exam_number": 32, "level": 16, "major": 128}
+
+# Staff-facing wording of rules.identity's finding keys.
+IDENTITY_REASONS = {
+    "name.missing": "姓名为空",
+    "name.characters": "姓名只能是汉字（少数民族姓名可用“·”）",
+    "name.length": "姓名应为2到30个汉字",
+    "id.length": "身份证号不是18位",
+    "id.characters": "身份证号只能由数字和最后一位X组成",
+    "id.region": "身份证号前两位不是有效的省份代码",
+    "id.birthdate": "身份证号中的出生日期不正确",
+    "id.checksum": "身份证号校验位不正确",
+}
+
+
+class RosterFileError(ValueError):
+    """The file cannot be used at all (unreadable, wrong format, a column missing)."""
+
+
+@dataclass(frozen=True)
+class RosterRow:
+    row_number: int
+    name: str
+    id_number: str
+    exam_number: str
+    level: str
+    major: str
+
+    def values(self) -> dict[str, str]:
+        return {"name": self.name, "exam_number": self.exam_number, "level": self.level, "major": self.major}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row_number: int
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def read_table(path: Path) -> list[list[str]]:
+    """All rows of the file as lists of strings (header first). RosterFileError if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise RosterFileError(f"file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path.read_bytes(), path)
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_xlsx(path)
+    raise RosterFileError(f"unsupported file type {suffix or '(none)'}: use .csv or .xlsx")
+
+
+def _read_csv(data: bytes, path: Path) -> list[list[str]]:
+    for encoding in CSV_ENCODINGS:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        try:
+            return list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise RosterFileError(f"{path}: not a valid CSV file: {exc}") from exc
+    raise RosterFileError(f"{path}: neither UTF-8 nor GB18030 text")
+
+
+def _read_xlsx(path: Path) -> list[list[str]]:
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet = workbook.worksheets[0]
+            return [[_cell_text(value) for value in row] for row in sheet.iter_rows(values_only=True)]
+        finally:
+            workbook.close()
+    except XLSX_ERRORS as exc:
+        raise RosterFileError(f"{path}: not a readable XLSX file: {exc}") from exc
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        # Excel keeps 15 significant digits: a longer number (an ID number typed into a number cell)
+        # has lost its last digits, so it stays in E notation and is rejected rather than guessed.
+        return f"{value:.14E}" if abs(value) >= EXACT_FLOAT_LIMIT else str(int(value))
+    return str(value)
+
+
+# --- parsing and validation ----------------------------------------------------------------------
+
+def header_positions(header: list[str]) -> dict[str, int]:
+    """Field name → column index. Headers may be in any order and padded with spaces."""
+    cleaned = [cell.strip().lstrip("\ufeff").strip() for cell in header]
+    missing = [title for title in COLUMNS if title not in cleaned]
+    if missing:
+        raise RosterFileError(f"missing column(s): {', '.join(missing)} (缺少列：{'、'.join(missing)})")
+    return {name: cleaned.index(title) for title, name in COLUMNS.items()}
+
+
+def parse_rows(table: list[list[str]], levels: Iterable[str], today: date) -> tuple[list[RosterRow], list[Rejection]]:
+    if not table:
+        raise RosterFileError("the file is empty (文件为空)")
+    positions = header_positions(table[0])
+    level_names = tuple(levels)
+    rows: list[RosterRow] = []
+    rejections: list[Rejection] = []
+    for index, cells in enumerate(table[1:], start=2):
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines at the end of a sheet
+        row = _row_from_cells(index, cells, positions)
+        problems = row_problems(row, level_names, today)
+        if problems:
+            rejections.append(Rejection(index, "；".join(problems)))
+        else:
+            rows.append(row)
+    return _drop_duplicates(rows, rejections)
+
+
+def _row_from_cells(row_number: int, cells: list[str], positions: dict[str, int]) -> RosterRow:
+    def cell(name: str) -> str:
+        position = positions[name]
+        return cells[position].strip() if position < len(cells) else ""
+
+    return RosterRow(row_number=row_number, name=clean_name(cell("name")), id_number=clean_id_number(cell("id_number")),
+                     exam_number=cell("exam_number"), level=cell("level"), major=cell("major"))
+
+
+def row_problems(row: RosterRow, levels: tuple[str, ...], today: date) -> list[str]:
+    problems = []
+    name_key = name_problem(row.name)
+    if name_key:
+        problems.append(f"姓名无效：{IDENTITY_REASONS[name_key]} ({name_key})")
+    if not row.id_number:
+        problems.append("身份证号为空")
+    elif "E+" in row.id_number:
+        problems.append("身份证号在Excel中存成了数字，末几位已丢失：请把该列设为文本格式后重新填写")
+    elif id_key := id_number_problem(row.id_number, today):
+        problems.append(f"身份证号无效：{IDENTITY_REASONS[id_key]} ({id_key})")
+    if row.level not in levels:
+        problems.append(f"学历层次“{row.level}”无效，应为：{'、'.join(levels)}")
+    if not row.exam_number:
+        problems.append("准考证号为空")
+    if not row.major:
+        problems.append("专业为空")
+    problems.extend(_too_long(row))
+    return problems
+
+
+def _too_long(row: RosterRow) -> list[str]:
+    titles = {name: title for title, name in COLUMNS.items()}
+    return [f"{titles[name]}过长（最多{limit}字）" for name, limit in FIELD_LIMITS.items()
+            if len(getattr(row, name)) > limit]
+
+
+def _drop_duplicates(rows: list[RosterRow], rejections: list[Rejection]) -> tuple[list[RosterRow], list[Rejection]]:
+    """An ID number on several rows is ambiguous: every one of those rows is rejected."""
+    by_id: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        by_id[row.id_number].append(row.row_number)
+    kept = []
+    for row in rows:
+        numbers = by_id[row.id_number]
+        if len(numbers) > 1:
+            rejections.append(Rejection(row.row_number, f"身份证号在文件中重复（第{'、'.join(map(str, numbers))}行）"))
+        else:
+            kept.append(row)
+    rejections.sort(key=lambda rejection: rejection.row_number)
+    return kept, rejections
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def upsert(session: Session, rows: list[RosterRow]) -> ImportResult:
+    """Adds new graduates and updates changed ones; a WeChat binding is never touched."""
+    existing = _existing_entries(session, [row.id_number for row in rows])
+    result = ImportResult()
+    now = utcnow()
+    for row in rows:
+        entry = existing.get(row.id_number)
+        if entry is None:
+            session.add(RosterEntry(id_number=row.id_number, created_at=now, updated_at=now, **row.values()))
+            result.added += 1
+        elif all(getattr(entry, name) == value for name, value in row.values().items()):
+            result.unchanged += 1
+        else:
+            for name, value in row.values().items():
+                setattr(entry, name, value)
+            entry.updated_at = now
+            result.updated += 1
+    session.flush()
+    return result
+
+
+def _existing_entries(session: Session, id_numbers: list[str]) -> dict[str, RosterEntry]:
+    found: dict[str, RosterEntry] = {}
+    for start in range(0, len(id_numbers), LOOKUP_CHUNK):
+        chunk = id_numbers[start:start + LOOKUP_CHUNK]
+        for entry in session.scalars(select(RosterEntry).where(RosterEntry.id_number.in_(chunk))):
+            found[entry.id_number] = entry
+    return found
+
+
+def import_roster(session: Session, path: Path, levels: Iterable[str], today: date) -> ImportResult:
+    """Reads, validates and upserts the file. RosterFileError (nothing written) if it cannot be used."""
+    rows, rejections = parse_rows(read_table(path), levels, today)
+    result = upsert(session, rows)
+    result.rejections = rejections
+    return result
