@@ -50,8 +50,7 @@ def restart(ctx: Context, msg: Incoming) -> Outcome:
     if entry is not None and entry.bound_openid == candidate.openid:
         entry.bound_openid = None
         entry.bound_at = None
-    candidate.level = candidate.name = candidate.id_number = candidate.phone = None
-    candidate.roster_entry_id = None
+    candidate.forget_identity()
     text = texts.join(messages.RESTARTED, texts.ask_institution(ctx.settings))
     return Outcome(Reply(text), State.INSTITUTION)
 

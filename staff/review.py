@@ -190,8 +190,7 @@ def unbind(session: Session, id_number: str, by: str) -> str:
 
 def _start_over(candidate: Candidate) -> None:
     candidate.state = State.WELCOME
-    candidate.level = candidate.name = candidate.id_number = candidate.phone = None
-    candidate.roster_entry_id = None
+    candidate.forget_identity()
 
 
 # --- requests for a human -----------------------------------------------------------------------------

@@ -68,6 +68,11 @@ class Candidate(Base):
 
     roster_entry: Mapped[RosterEntry | None] = relationship()
 
+    def forget_identity(self) -> None:
+        """Clears what the candidate entered and the roster link (starting over, or after an unbind)."""
+        self.level = self.name = self.id_number = self.phone = None
+        self.roster_entry_id = None
+
 
 class Photo(Base):
     """An uploaded photo. The bytes live content-addressed under the data directory, untouched."""
