@@ -72,6 +72,7 @@ NOTICE_AGAIN = "请阅读上面的采集须知，然后回复“我知道了”�
 ASK_PHOTO = "请发送本人标准证件照（发送图片时勾选“原图”）。"
 PHOTO_EXPECTED = "这一步需要发送照片，不是文字。请点“+”选择相册里的证件照，勾选“原图”后发送。"
 PHOTO_CHECKING = "照片已收到，正在检查，稍后把结果发给您，请勿重复发送。"
+PHOTO_TOO_LARGE = "照片文件超过{limit_mb}MB，太大了。请发送证件照原图（通常1到5MB）。"
 PHOTO_DOWNLOAD_FAILED = "照片接收失败，请重新发送一次（勾选“原图”）。"
 PHOTO_FAILED = "照片未通过检查：\n{problems}\n请按以上提示重新拍摄或修改后，再次发送照片。"
 PHOTO_PASSED_PAY = (
@@ -191,16 +192,12 @@ PHOTO_RULES = {
 }
 # For staff reviewers, not for candidates: what the machine cannot judge reliably.
 PHOTO_HINTS = {
-    "beauty_app": "EXIF 软件字段是“{value}”，可能经过美颜处理，请人工确认。",
-    "edited": "EXIF 软件字段是“{value}”，照片可能经过编辑，请人工确认。",
-    "glasses": "戴眼镜：请人工确认镜片无反光、镜框不遮挡眼睛。",
-    "ears": "请人工确认双耳外露（测得耳部可见度 {value}）。",
-    "eyebrows": "请人工确认头发未遮挡眉毛和眼睛。",
-    "head_cover": "头顶轮廓异常（{value}），可能戴帽子或头饰，请人工确认。",
-    "jewellery_makeup": "请人工确认未佩戴耳环、项链等饰品，未浓妆。",
-    "clothing": "请人工确认未穿无袖、吊带或大毛领衣服。",
-    "life_photo": "照片不像证件照（{value}），可能是生活照或自拍，请人工确认。",
-    "not_checked": "部分检查未能完成（{value}），请人工复核。",
+    "beauty_app": "EXIF 软件字段为“{value}”（美颜 App），可能经过美颜，请人工确认不是过度美颜照。",
+    "edited": "EXIF 软件字段为“{value}”，照片可能经过编辑，请人工确认。",
+    "glasses": "可能戴眼镜（鼻梁处边缘强度比 {value}）：请确认镜片无反光、镜框不遮挡眼睛。",
+    "ears": "耳部可能被头发遮挡（脸两侧肤色占比 {value}），请确认双耳外露。",
+    "eyebrows": "眉毛可能被头发遮挡（眉上区域肤色占比 {value}），请确认。",
+    "clothing": "肩部大面积露出皮肤（肤色占比 {value}），可能是无袖或吊带，请确认。",
 }
 # Kept for callers that show one line when nothing could be decoded.
 PHOTO_UNREADABLE = "无法打开这张照片，文件可能已损坏。请重新拍摄或导出后发送原图。"

@@ -24,10 +24,6 @@ class ConfigurableWeChatClient(WeChatClient):
         )
 
 
-class MediaTooLarge(Exception):
-    pass
-
-
 class WeChatApi:
     """What the conversation needs from WeChat: media in and out, customer-service messages."""
 
@@ -35,14 +31,11 @@ class WeChatApi:
         self.client = ConfigurableWeChatClient(settings.appid, settings.secret, settings.api_base_url,
                                                timeout=settings.http_timeout_seconds)
 
-    def download_media(self, media_id: str, max_bytes: int) -> bytes:
+    def download_media(self, media_id: str) -> bytes:
         response = self.client.media.download(media_id)
         if isinstance(response, dict):  # an error body that was not an errcode (errcodes raise)
             raise WeChatClientException(None, f"unexpected media response: {response}")
-        data = response.content
-        if len(data) > max_bytes:
-            raise MediaTooLarge(f"{len(data)} bytes")
-        return data
+        return response.content
 
     def upload_image(self, data: bytes, filename: str) -> str:
         result = self.client.media.upload("image", (filename, io.BytesIO(data), "image/jpeg"))

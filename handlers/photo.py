@@ -20,11 +20,16 @@ from store.models import Photo, utcnow
 
 log = logging.getLogger(__name__)
 
-MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+# WeChat itself caps images at 10 MB; anything far past that is not a photo we can use.
+MAX_PHOTO_BYTES = 20 * 1024 * 1024
 ACCEPTING_STATES = (State.PHOTO, State.PAYMENT)
 
 
 class DownloadFailed(Exception):
+    pass
+
+
+class PhotoTooLarge(Exception):
     pass
 
 
@@ -51,9 +56,11 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
 def fetch_and_check(services: Services, media_id: str) -> CheckedPhoto:
     """Runs in a worker thread: no database here, only the download, the file store and the rules."""
     try:
-        data = services.wechat.download_media(media_id, MAX_DOWNLOAD_BYTES)
+        data = services.wechat.download_media(media_id)
     except Exception as exc:
         raise DownloadFailed(str(exc)) from exc
+    if len(data) > MAX_PHOTO_BYTES:
+        raise PhotoTooLarge(f"{len(data)} bytes")
     stored = services.photo_files.put(data)
     return CheckedPhoto(stored=stored, report=services.check_photo(data))
 
@@ -70,6 +77,9 @@ def apply_finished(ctx: Context, job: Future) -> Outcome:
         result = job.result()
     except DownloadFailed as exc:
         return download_failed(ctx, exc)
+    except PhotoTooLarge as exc:
+        text = messages.PHOTO_TOO_LARGE.format(limit_mb=MAX_PHOTO_BYTES // (1024 * 1024))
+        return Outcome(Reply(text), ctx.candidate.state, checks={"photo": "too_large", "size": str(exc)})
     return apply(ctx, result)
 
 

@@ -265,3 +265,21 @@ def test_every_message_in_and_out_is_in_the_transcript(app, at_identity):
     assert [(row.state_before, row.state_after) for row in rows if row.direction == "in"] == [
         ("welcome", "institution"), ("institution", "level"), ("level", "identity")]
     assert rows[3].content.startswith("已找到")
+
+
+def test_a_huge_upload_is_refused_with_its_size_and_nothing_stored(app, chat, roster):
+    chat.walk_to_photo(roster[0])
+    reply = chat.send_photo(b"\xff\xd8\xff\xe0" + b"\0" * (21 * 1024 * 1024))
+    assert "超过20MB" in reply
+    assert chat.state() == "photo"
+    photos_dir = app.config["SETTINGS"].photo_dir
+    assert not photos_dir.exists() or not any(p.is_file() for p in photos_dir.rglob("*"))
+
+
+def test_an_expired_access_token_is_refreshed_and_the_photo_still_arrives(chat, roster, photo, fake_wechat):
+    chat.walk_to_photo(roster[0])
+    chat.send_photo(photo("webmorph_004_03_small.jpg"))
+    fetches = fake_wechat.token_fetches
+    fake_wechat.expire_tokens()
+    assert "检查通过" in chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    assert fake_wechat.token_fetches == fetches + 1

@@ -215,7 +215,7 @@ def test_the_projects_wechat_api_works_against_the_fake(fake):
 
     api = WeChatApi(WeChatSettings(appid=APPID, secret=SECRET, api_base_url=fake.base_url))
     photo = fake.add_media(b"\xff\xd8 candidate photo")
-    assert api.download_media(photo, max_bytes=1024) == b"\xff\xd8 candidate photo"
+    assert api.download_media(photo) == b"\xff\xd8 candidate photo"
     media_id = api.upload_image(b"receipt", "receipt.jpg")
     fake.expire_tokens()
     api.send_text(OPENID, "收到")

@@ -26,13 +26,15 @@ def test_url_verification_with_forged_signature_is_refused(wechat):
     assert wechat.verify_url("hello-123", signature_ok=False).status == 403
 
 
-def test_forged_signature_is_refused_and_changes_nothing(app, wechat):
+def test_forged_signature_is_refused_and_changes_nothing(app, wechat, caplog):
     xml = b"<xml><ToUserName>gh</ToUserName><FromUserName>o_forger</FromUserName><CreateTime>%d</CreateTime>" \
           b"<MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>" % int(time.time())
     reply = wechat.post_xml(xml, signature_ok=False)
     assert reply.status == 403
     assert count(app, Candidate) == 0
     assert count(app, Message) == 0
+    assert any("refused POST /wechat" in r.getMessage() and "bad signature" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_forged_aes_signature_is_refused(app):
