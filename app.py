@@ -123,6 +123,8 @@ class MaskPersonalData(logging.Filter):
         masked = mask_personal_data(message)
         if masked != message:
             record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_personal_data(logging.Formatter().formatException(record.exc_info))
         return True
 
 
