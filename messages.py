@@ -198,7 +198,6 @@ PHOTO_HINTS = {
     "ears": "耳部可能被头发遮挡（脸两侧肤色占比 {value}），请确认双耳外露。",
     "eyebrows": "眉毛可能被头发遮挡（眉上区域肤色占比 {value}），请确认。",
     "clothing": "肩部大面积露出皮肤（肤色占比 {value}），可能是无袖或吊带，请确认。",
+    "rule_error": "以下检查未能完成：{value}。请人工重点核对这几项。",
 }
-# Kept for callers that show one line when nothing could be decoded.
-PHOTO_UNREADABLE = "无法打开这张照片，文件可能已损坏。请重新拍摄或导出后发送原图。"
 # PHOTO-RULES-END

@@ -1,0 +1,109 @@
+"""Cues for the human reviewer. What no machine judges reliably (ears, hair over the brows,
+jewellery, make-up, head covering, clothing style, reflections, beautified or life photos) is never
+failed: it is listed as a hint, with the measured cue where there is one."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import measure as m
+from .context import Photo
+from .report import Hint, hint
+
+BEAUTY_APPS = ("meitu", "美图", "beautycam", "beautyplus", "facetune", "醒图", "b612", "faceu", "轻颜",
+               "youcam", "snow", "ulike", "美颜", "无他相机", "faceapp", "retrica", "perfect365")
+EDITORS = ("photoshop", "lightroom", "gimp", "snapseed", "picsart", "vsco", "黄油相机", "canva")
+_SKIN_DELTA_E = 15.0  # pixels this close to the cheek colour count as skin
+_GLASSES_BRIDGE_EDGES = 3.0  # bridge/forehead horizontal-edge ratio that suggests a frame
+_MIN_EAR_SKIN = 0.15  # skin share beside the cheeks below which the ears may be hidden
+_MIN_FOREHEAD_SKIN = 0.6  # skin share above the brows below which hair may cover them
+_MAX_SHOULDER_SKIN = 0.5  # skin share on the shoulders above which the clothes may be sleeveless
+
+
+def collect(photo: Photo) -> list[Hint]:
+    hints = _software_hints(photo)
+    if photo.mesh is None or photo.metrics.get("face.count", 1) != 1:
+        return hints
+    skin = _cheek_lab(photo)
+    ears = photo.record("hint.ear_skin", _ear_skin_fraction(photo, skin))
+    if ears < _MIN_EAR_SKIN:
+        hints.append(hint("ears", ears, shown=_pct(ears)))
+    brows = photo.record("hint.forehead_skin", _forehead_skin_fraction(photo, skin))
+    if brows < _MIN_FOREHEAD_SKIN:
+        hints.append(hint("eyebrows", brows, shown=_pct(brows)))
+    bridge = photo.record("hint.glasses_bridge_edges", _bridge_edge_ratio(photo))
+    if bridge > _GLASSES_BRIDGE_EDGES:
+        hints.append(hint("glasses", bridge, shown=f"{bridge:.1f}"))
+    shoulders = photo.record("hint.shoulder_skin", _shoulder_skin_fraction(photo, skin))
+    if shoulders > _MAX_SHOULDER_SKIN:
+        hints.append(hint("clothing", shoulders, shown=_pct(shoulders)))
+    return hints
+
+
+def _software_hints(photo: Photo) -> list[Hint]:
+    software = photo.decoded.exif_software
+    lowered = software.lower()
+    if any(name in lowered for name in BEAUTY_APPS):
+        return [hint("beauty_app", software)]
+    if any(name in lowered for name in EDITORS):
+        return [hint("edited", software)]
+    return []
+
+
+def _cheek_lab(photo: Photo) -> np.ndarray:
+    mesh = photo.mesh
+    radius = m.dist(mesh[m.FACE_SIDES[0]], mesh[m.FACE_SIDES[1]]) * 0.05
+    cheek = np.concatenate([m.patch(photo.lab, mesh[i], radius) for i in m.CHEEKS])
+    return np.median(cheek, axis=0)
+
+
+def _skin_fraction(photo: Photo, box: tuple[float, float, float, float], skin: np.ndarray) -> float:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, x0), min(photo.width, x1)
+    y0, y1 = max(0, y0), min(photo.height, y1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    block = photo.lab[y0:y1, x0:x1].reshape(-1, 3)
+    return float((m.delta_e2000(block, skin) < _SKIN_DELTA_E).mean())
+
+
+def _ear_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
+    """Skin-coloured share of the strips just outside both cheeks at ear height (the smaller side)."""
+    mesh = photo.mesh
+    right, left = mesh[m.FACE_SIDES[0]], mesh[m.FACE_SIDES[1]]
+    w = m.dist(right, left)
+    top, bottom = min(right[1], left[1]) - 0.1 * w, max(right[1], left[1]) + 0.25 * w
+    sides = [(right[0] - 0.15 * w, top, right[0], bottom), (left[0], top, left[0] + 0.15 * w, bottom)]
+    return min(_skin_fraction(photo, box, skin) for box in sides)
+
+
+def _forehead_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
+    """Skin-coloured share of the band just above the eyebrows (bangs make it small)."""
+    mesh = photo.mesh
+    brows = mesh[list(m.BROWS)]
+    span = brows[:, 1].min() - mesh[m.FOREHEAD][1]
+    box = (brows[:, 0].min(), brows[:, 1].min() - 0.5 * span, brows[:, 0].max(), brows[:, 1].min())
+    return _skin_fraction(photo, box, skin)
+
+
+def _shoulder_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
+    from .background import clothing_region
+
+    region = clothing_region(photo)
+    if region is None:
+        return 0.0
+    return float((m.delta_e2000(photo.lab[region], skin) < _SKIN_DELTA_E).mean())
+
+
+def _bridge_edge_ratio(photo: Photo) -> float:
+    """Horizontal edges over the nose bridge relative to the forehead: a glasses frame adds a bar."""
+    mesh = photo.mesh
+    w = m.dist(mesh[m.FACE_SIDES[0]], mesh[m.FACE_SIDES[1]])
+    gy = np.abs(cv2.Sobel(photo.gray.astype(np.float32), cv2.CV_32F, 0, 1, ksize=3))
+    bridge = m.patch(gy, mesh[m.NOSE_BRIDGE], 0.06 * w)
+    forehead = m.patch(gy, mesh[151], 0.06 * w)
+    return float(bridge.mean() / max(forehead.mean(), 1.0)) if bridge.size and forehead.size else 0.0
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f}%"
