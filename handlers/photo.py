@@ -20,8 +20,6 @@ from store.models import Photo, utcnow
 
 log = logging.getLogger(__name__)
 
-# WeChat itself caps images at 10 MB; anything far past that is not a photo we can use.
-MAX_PHOTO_BYTES = 20 * 1024 * 1024
 ACCEPTING_STATES = (State.PHOTO, State.PAYMENT)
 
 
@@ -40,7 +38,7 @@ class CheckedPhoto:
 
 
 def handle(ctx: Context, msg: Incoming) -> Outcome:
-    job = ctx.services.submit(fetch_and_check, ctx.services, msg.media_id)
+    job = ctx.services.submit(fetch_and_check, ctx.services, msg.media_id, ctx.settings.photo.max_file_bytes)
     remaining = ctx.settings.wechat.reply_budget_seconds - (time.monotonic() - ctx.started)
     ctx.release()
     try:
@@ -53,14 +51,14 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
     return apply_finished(ctx, job)
 
 
-def fetch_and_check(services: Services, media_id: str) -> CheckedPhoto:
+def fetch_and_check(services: Services, media_id: str, max_bytes: int) -> CheckedPhoto:
     """Runs in a worker thread: no database here, only the download, the file store and the rules."""
     try:
         data = services.wechat.download_media(media_id)
     except Exception as exc:
         raise DownloadFailed(str(exc)) from exc
-    if len(data) > MAX_PHOTO_BYTES:
-        raise PhotoTooLarge(f"{len(data)} bytes")
+    if len(data) > max_bytes:  # not even worth storing
+        raise PhotoTooLarge(len(data))
     stored = services.photo_files.put(data)
     return CheckedPhoto(stored=stored, report=services.check_photo(data))
 
@@ -78,8 +76,8 @@ def apply_finished(ctx: Context, job: Future) -> Outcome:
     except DownloadFailed as exc:
         return download_failed(ctx, exc)
     except PhotoTooLarge as exc:
-        text = messages.PHOTO_TOO_LARGE.format(limit_mb=MAX_PHOTO_BYTES // (1024 * 1024))
-        return Outcome(Reply(text), ctx.candidate.state, checks={"photo": "too_large", "size": str(exc)})
+        text = messages.PHOTO_TOO_LARGE.format(limit_mb=ctx.settings.photo.max_file_bytes // (1024 * 1024))
+        return Outcome(Reply(text), ctx.candidate.state, checks={"photo": "too_large", "bytes": exc.args[0]})
     return apply(ctx, result)
 
 
