@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy.engine import make_url
 
 from staff import review, roster
 from staff.review import StaffActionError
@@ -61,9 +60,8 @@ db_group = AppGroup("db", help="Database schema (alembic migrations).")
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema."""
-    url = collector().settings.database_url
-    _create_sqlite_folder(url)
-    migrate.upgrade(url)
+    # The app's Database has already created the SQLite file's folder.
+    migrate.upgrade(collector().settings.database_url)
     click.echo("数据库已升级到最新版本。")
 
 
@@ -73,12 +71,6 @@ def db_downgrade(revision: str) -> None:
     """Migrate the database back to REVISION (e.g. base)."""
     migrate.downgrade(collector().settings.database_url, revision)
     click.echo(f"数据库已回退到 {revision}。")
-
-
-def _create_sqlite_folder(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 # --- flask roster import ------------------------------------------------------------------------
