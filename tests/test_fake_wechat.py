@@ -6,28 +6,14 @@ import time
 
 import pytest
 import requests
-from wechatpy import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
+from bot.client import ConfigurableWeChatClient
 from bot.fake_wechat import FakeWeChatAPI
 
 APPID = "wx_test_appid_0001"
 SECRET = "test-secret"
 OPENID = "o_test_user_000000000000001"
-
-
-class LocalWeChatClient(WeChatClient):
-    """WeChatClient with every call, the token fetch included, going to `api_base_url`."""
-
-    def __init__(self, appid, secret, api_base_url, **kwargs):
-        super().__init__(appid, secret, **kwargs)
-        self.API_BASE_URL = api_base_url
-
-    def fetch_access_token(self):
-        return self._fetch_access_token(
-            url=self.API_BASE_URL + "token",
-            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
-        )
 
 
 @pytest.fixture
@@ -38,7 +24,7 @@ def fake():
 
 @pytest.fixture
 def client(fake):
-    return LocalWeChatClient(APPID, SECRET, fake.base_url, timeout=5)
+    return ConfigurableWeChatClient(APPID, SECRET, fake.base_url, timeout=5)
 
 
 def get_json(fake, endpoint, **params):
@@ -110,7 +96,7 @@ def test_slow_media_delays_only_its_own_download(fake, client):
     quick = fake.add_media(b"quick")
     started = time.monotonic()
     with pytest.raises(requests.Timeout):
-        LocalWeChatClient(APPID, SECRET, fake.base_url, timeout=0.2).media.download(slow)
+        ConfigurableWeChatClient(APPID, SECRET, fake.base_url, timeout=0.2).media.download(slow)
     assert client.media.download(quick).content == b"quick"
     assert time.monotonic() - started < 2
 
