@@ -17,7 +17,7 @@ from wechatpy.utils import check_signature
 from bot.chat import ChatSession, chat_command, run_chat
 from bot.simulator import ReplyError, WeChatSimulator, flask_transport, http_transport
 from settings import Settings, WeChatSettings
-from tests.test_fake_wechat import LocalWeChatClient
+from bot.client import ConfigurableWeChatClient
 
 TOKEN = "sim-token"
 APPID = "wx_sim_appid_00001"
@@ -36,7 +36,7 @@ def make_webhook_app(api_base_url: str | None = None) -> Flask:
     app = Flask(__name__)
     crypto = WeChatCrypto(TOKEN, AES_KEY, APPID)
     app.config["RECEIVED"] = received = []
-    client = LocalWeChatClient(APPID, SECRET, api_base_url, timeout=5) if api_base_url else None
+    client = ConfigurableWeChatClient(APPID, SECRET, api_base_url, timeout=5) if api_base_url else None
 
     @app.route("/wechat", methods=["GET", "POST"])
     def wechat():
