@@ -144,3 +144,15 @@ def test_after_the_window_closes(make_app, fake_wechat):
     assert "已于2024年06月15日 23:59结束" in reply and "010-58691620" in reply
     assert "当前进度" in wechat.text("o_late", "进度").content
     assert "还没有审核通过的照片" in wechat.text("o_late", "查看照片").content
+
+
+def test_ten_simultaneous_presses_of_pay_pay_once_and_tell_once(app, chat, roster, photo, fake_wechat):
+    from concurrent.futures import ThreadPoolExecutor
+    chat.walk_to_photo(roster[0])
+    link = chat.pay_link(chat.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda _: app.test_client().post(link).status_code, range(10)))
+    assert statuses == [200] * 10
+    # Customer-service messages are sent before the page answers, so all of them have arrived by now.
+    assert len([t for t in chat.customer_service_texts() if "支付成功" in t]) == 1
+    assert chat.state() == "under_review"
