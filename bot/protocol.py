@@ -70,7 +70,7 @@ class WeChatProtocol:
             return EMPTY_REPLY.decode()
         if reply.image_media_id:
             return ImageReply(message=opened.message, media_id=reply.image_media_id).render()
-        return TextReply(message=opened.message, content=reply.text).render()
+        return TextReply(message=opened.message, content=_cdata_safe(reply.text)).render()
 
     def seal(self, reply_xml: str, encrypted: bool) -> bytes:
         """A stored plaintext reply, encrypted afresh when the request was."""
@@ -106,6 +106,12 @@ class WeChatProtocol:
             raise ProtocolError(400, f"malformed encrypted body: {type(exc).__name__}") from None
         self._check_timestamp(timestamp)
         return xml
+
+
+def _cdata_safe(text: str) -> str:
+    # wechatpy puts the text in a CDATA section as is; a "]]>" in it (say, echoed from what the
+    # candidate typed) would end the section early. Split the section around it instead.
+    return text.replace("]]>", "]]]]><![CDATA[>")
 
 
 def _sha1(*parts: str) -> str:

@@ -163,3 +163,11 @@ def test_a_retry_while_the_first_attempt_runs_gets_an_empty_answer(app, chat, ro
     assert "检查通过" in results["first"].content
     assert count(app, Message, Message.direction == "in", Message.openid == chat.openid,
                  Message.msg_type == "image") == 1
+
+
+def test_a_reply_echoing_cdata_terminators_is_still_well_formed_xml(app, wechat, chat):
+    chat.subscribe()
+    for aes in (False, True):
+        reply = simulator_for(app, aes=aes).text(chat.openid, "<b>]]></b>")
+        assert reply.status == 200
+        assert "b>]]></b" in reply.content  # parsed back intact from well-formed XML
