@@ -11,15 +11,14 @@ from wechatpy.exceptions import WeChatClientException
 from bot.client import ConfigurableWeChatClient
 from bot.fake_wechat import FakeWeChatAPI
 
-APPID = "wx_test_appid_0001"
-SECRET = "test-secret"
+from tests.conftest import APPID, SECRET
+
 OPENID = "o_test_user_000000000000001"
 
 
 @pytest.fixture
-def fake():
-    with FakeWeChatAPI(APPID, SECRET) as api:
-        yield api
+def fake(fake_wechat):
+    return fake_wechat
 
 
 @pytest.fixture
