@@ -1,6 +1,10 @@
 """Cues for the human reviewer. What no machine judges reliably (ears, hair over the brows,
 jewellery, make-up, head covering, clothing style, reflections, beautified or life photos) is never
-failed: it is listed as a hint, with the measured cue where there is one."""
+failed: it is listed as a hint, with the measured cue where there is one.
+
+Ears have no cue here: skin beside the cheeks flagged 13 of the 26 compliant labelled photos,
+among them a bald head with both ears in plain sight, and a hint that cries wolf teaches reviewers
+to ignore hints."""
 from __future__ import annotations
 
 import cv2
@@ -15,7 +19,6 @@ BEAUTY_APPS = ("meitu", "美图", "beautycam", "beautyplus", "facetune", "醒图
 EDITORS = ("photoshop", "lightroom", "gimp", "snapseed", "picsart", "vsco", "黄油相机", "canva")
 _SKIN_DELTA_E = 15.0  # pixels this close to the cheek colour count as skin
 _GLASSES_BRIDGE_EDGES = 3.0  # bridge/forehead horizontal-edge ratio that suggests a frame
-_MIN_EAR_SKIN = 0.15  # skin share beside the cheeks below which the ears may be hidden
 _MIN_FOREHEAD_SKIN = 0.6  # skin share above the brows below which hair may cover them
 _MAX_SHOULDER_SKIN = 0.5  # skin share on the shoulders above which the clothes may be sleeveless
 
@@ -25,9 +28,6 @@ def collect(photo: Photo) -> list[Hint]:
     if photo.mesh is None or photo.metrics.get("face.count", 1) != 1:
         return hints
     skin = _cheek_lab(photo)
-    ears = photo.record("hint.ear_skin", _ear_skin_fraction(photo, skin))
-    if ears < _MIN_EAR_SKIN:
-        hints.append(hint("ears", ears, shown=_pct(ears)))
     brows = photo.record("hint.forehead_skin", _forehead_skin_fraction(photo, skin))
     if brows < _MIN_FOREHEAD_SKIN:
         hints.append(hint("eyebrows", brows, shown=_pct(brows)))
@@ -65,16 +65,6 @@ def _skin_fraction(photo: Photo, box: tuple[float, float, float, float], skin: n
         return 0.0
     block = photo.lab[y0:y1, x0:x1].reshape(-1, 3)
     return float((m.delta_e2000(block, skin) < _SKIN_DELTA_E).mean())
-
-
-def _ear_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
-    """Skin-coloured share of the strips just outside both cheeks at ear height (the smaller side)."""
-    mesh = photo.mesh
-    right, left = mesh[m.FACE_SIDES[0]], mesh[m.FACE_SIDES[1]]
-    w = m.dist(right, left)
-    top, bottom = min(right[1], left[1]) - 0.1 * w, max(right[1], left[1]) + 0.25 * w
-    sides = [(right[0] - 0.15 * w, top, right[0], bottom), (left[0], top, left[0] + 0.15 * w, bottom)]
-    return min(_skin_fraction(photo, box, skin) for box in sides)
 
 
 def _forehead_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
