@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import re
+import random
 
 import numpy as np
 import pytest
@@ -183,3 +184,24 @@ def test_rule_order_puts_file_problems_first(compliant):
     assert order[0] == "file.format"
     assert {"image.resolution", "image.color"} <= set(order)
     assert order == sorted(order, key=RULE_ORDER.index)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_corrupted_bytes_never_crash_and_always_get_chinese_reasons(read, seed):
+    """Bit flips, cut-outs and splices of real JPEG and PNG files, as a flaky upload would make them."""
+    rng = random.Random(seed)
+    data = bytearray(read(rng.choice(["webmorph_004_03_blue_ok.jpg", "webmorph_019_03_png.png"])))
+    for _ in range(rng.randint(1, 40)):
+        position = rng.randrange(len(data))
+        kind = rng.choice(["flip", "cut", "splice"])
+        if kind == "flip":
+            data[position] ^= 1 << rng.randrange(8)
+        elif kind == "cut":
+            del data[position:position + rng.randint(1, 2000)]
+        else:
+            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+    report = check(bytes(data))
+    assert report.verdict in ("pass", "fail")
+    assert "rule_errors" not in report.metrics
+    for failure in report.failures:
+        assert re.search(r"[\u4e00-\u9fff]", failure.message), failure
