@@ -96,7 +96,8 @@ class Conversation:
 
     def _context(self, session, openid: str, started: float) -> Context:
         return Context(session=session, settings=self.settings, services=self.services,
-                       candidate=queries.candidate_for(session, openid), now=self.now(), started=started)
+                       candidate=queries.candidate_for(session, openid, lock=True), now=self.now(),
+                       started=started)
 
     def now(self) -> datetime:
         return datetime.now(self.settings.window.tz)

@@ -106,7 +106,7 @@ class Context:
         self.session.commit()
 
     def reload(self) -> None:
-        self.session.refresh(self.candidate)
+        self.session.refresh(self.candidate, with_for_update=True)
 
     def defer(self, future: Future, on_done: DeferredHandler) -> None:
         """Finish this piece of work after the reply: on_done runs with a fresh context and its

@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 from store.models import AuditEvent, Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
 
 
-def candidate_for(session: Session, openid: str) -> Candidate:
-    """The candidate row of a WeChat account, created on first contact."""
-    candidate = session.scalar(select(Candidate).where(Candidate.openid == openid))
+def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidate:
+    """The candidate row of a WeChat account, created on first contact. With lock, two messages of
+    the same candidate are handled one after the other, each seeing what the other stored."""
+    query = select(Candidate).where(Candidate.openid == openid)
+    candidate = session.scalar(query.with_for_update() if lock else query)
     if candidate is None:
         candidate = Candidate(openid=openid, state="welcome")
         session.add(candidate)

@@ -283,3 +283,14 @@ def test_an_expired_access_token_is_refreshed_and_the_photo_still_arrives(chat, 
     fake_wechat.expire_tokens()
     assert "检查通过" in chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
     assert fake_wechat.token_fetches == fetches + 1
+
+
+def test_two_quick_messages_of_one_candidate_each_see_the_other(app, at_identity):
+    """Name and ID number typed in quick succession arrive together; neither may be lost."""
+    from concurrent.futures import ThreadPoolExecutor
+    from tests.conftest import simulator_for
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        replies = list(pool.map(lambda text: simulator_for(app).text(at_identity.openid, text).content,
+                                ["张三", "110101199003074573"]))
+    assert any("手机号" in reply for reply in replies), replies
+    assert at_identity.state() == "phone"
