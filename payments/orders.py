@@ -47,7 +47,7 @@ def confirm_payment(session: Session, order: Order, transaction_id: str) -> bool
     if not mark_paid(session, order, transaction_id):
         return False
     candidate = session.scalar(select(Candidate).where(Candidate.roster_entry_id == order.roster_entry_id,
-                                                       Candidate.openid == order.openid))
+                                                       Candidate.openid == order.openid).with_for_update())
     if candidate is not None and candidate.state == "payment":
         candidate.state = "under_review"
     return True
