@@ -140,7 +140,6 @@ SYSTEM_ERROR = "系统繁忙，您的消息已收到。请稍后再发一次，�
 
 # --- photo checker (rules/photo) -------------------------------------------------------------
 # One entry per rule id. Each says what is wrong and what to do about it.
-# PHOTO-RULES-BEGIN
 PHOTO_RULES = {
     # file
     "file.format": "照片格式是 {value}，不是 JPG。请保存为 JPG 格式后重新发送。",
@@ -199,4 +198,3 @@ PHOTO_HINTS = {
     "clothing": "肩部大面积露出皮肤（肤色占比 {value}），可能是无袖或吊带，请确认。",
     "rule_error": "以下检查未能完成：{value}。请人工重点核对这几项。",
 }
-# PHOTO-RULES-END
