@@ -48,8 +48,7 @@ def restart(ctx: Context, msg: Incoming) -> Outcome:
                        candidate.state)
     entry = candidate.roster_entry
     if entry is not None and entry.bound_openid == candidate.openid:
-        entry.bound_openid = None
-        entry.bound_at = None
+        entry.unbind()
     candidate.forget_identity()
     text = texts.join(messages.RESTARTED, texts.ask_institution(ctx.settings))
     return Outcome(Reply(text), State.INSTITUTION)

@@ -7,9 +7,13 @@ import messages
 from settings import Settings
 
 
-def fee_yuan(settings: Settings) -> str:
-    fen = settings.collection.fee_fen
+def yuan(fen: int) -> str:
+    """An amount as candidates read it in a sentence: 30, or 30.50."""
     return f"{fen // 100}" if fen % 100 == 0 else f"{fen / 100:.2f}"
+
+
+def fee_yuan(settings: Settings) -> str:
+    return yuan(settings.collection.fee_fen)
 
 
 def levels_text(settings: Settings) -> str:

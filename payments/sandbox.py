@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, render_template_string
 from itsdangerous import BadSignature, URLSafeSerializer
 
 import messages
+from handlers.texts import yuan
 from payments.orders import confirm_payment
 from store import queries
 
@@ -74,16 +75,17 @@ def pay(token: str):
         if order is None:
             abort(404)
         if confirm_payment(session, order, transaction_id=f"SANDBOX{secrets.token_hex(10).upper()}"):
-            text = messages.PAYMENT_DONE.format(fee=_yuan(order.amount_fen),
+            text = messages.PAYMENT_DONE.format(fee=yuan(order.amount_fen),
                                                 review_hours=settings.collection.review_hours)
             collector.outbound.text(session, order.openid, text, checks={"payment": order.out_trade_no})
         return _page(order)
 
 
 def _page(order):
-    return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=_yuan(order.amount_fen),
+    return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=_price(order.amount_fen),
                                   review_hours=_collector().settings.collection.review_hours)
 
 
-def _yuan(fen: int) -> str:
+def _price(fen: int) -> str:
+    """The price tag on the page: always two decimals."""
     return f"{fen / 100:.2f}"

@@ -182,8 +182,7 @@ def unbind(session: Session, id_number: str, by: str) -> str:
     old_state = candidate.state if candidate else None
     if candidate is not None:
         _start_over(candidate)
-    entry.bound_openid = None
-    entry.bound_at = None
+    entry.unbind()
     queries.audit(session, by, "roster.unbind", _target(entry), f"openid {old_openid} (state {old_state})")
     return old_openid
 

@@ -49,6 +49,11 @@ class RosterEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
+    def unbind(self) -> None:
+        """Frees the graduate for another WeChat account."""
+        self.bound_openid = None
+        self.bound_at = None
+
 
 class Candidate(Base):
     """A WeChat account talking to the bot, and where it stands in the conversation."""

@@ -36,7 +36,7 @@ def test_happy_path_from_subscribe_to_approved(chat, roster, photo, app, fake_we
     assert "已支付" in response.get_data(as_text=True)
     assert chat.state() == "under_review"
     fake_wechat.wait_for_messages(1)
-    assert any("支付成功" in text for text in chat.customer_service_texts())
+    assert any("支付成功（30元）" in text for text in chat.customer_service_texts())
     assert "审核中" in chat.say("在吗")
 
 
