@@ -1,7 +1,10 @@
 """Engine and sessions: one transaction per unit of work, SQLite tuned for a threaded server."""
 from __future__ import annotations
 
+import functools
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, busy_timeout: float = 30.0):
+        """busy_timeout: seconds a SQLite writer waits for another process's write to finish."""
         self.url = url
-        self.engine = _create_engine(url)
+        self.engine = _create_engine(url, busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -41,14 +45,14 @@ class Database:
         self.engine.dispose()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, busy_timeout: float) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
+    event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout=busy_timeout))
     writer = _WriterLock()
     event.listen(engine, "begin", writer.begin)
     event.listen(engine, "commit", writer.end)
@@ -56,15 +60,34 @@ def _create_engine(url: str) -> Engine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection, _record, busy_timeout: float) -> None:
     # Let SQLAlchemy own transactions (pysqlite's implicit BEGIN gets in the way of BEGIN IMMEDIATE).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    _use_wal(cursor, busy_timeout)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _use_wal(cursor, busy_timeout: float) -> None:
+    """WAL is a property of the database file: it is set once and after that only read. The pragma
+    can answer "database is locked" at once, busy timeout or not, while other processes open the same
+    file: CI saw it once with four processes starting together (it did not reproduce here in 1,300
+    opens). Reading the mode first keeps the pragma off that path; a refused switch is retried."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 class _WriterLock:
@@ -83,6 +106,9 @@ class _WriterLock:
         except BaseException:
             self._lock.release()
             raise
+        connection.info["holds_writer_lock"] = True
 
     def end(self, connection) -> None:
-        self._lock.release()
+        # SQLAlchemy rolls back after a failed BEGIN too; that rollback must not release again.
+        if connection.info.pop("holds_writer_lock", False):
+            self._lock.release()
