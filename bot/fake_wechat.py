@@ -1,7 +1,8 @@
 """A local stand-in for the WeChat official-account HTTP API, for tests, demos and the bench.
 
 It is a real HTTP server on 127.0.0.1 speaking the same protocol as https://api.weixin.qq.com/cgi-bin/:
-access tokens (with expiry), temporary media download/upload and customer-service messages, with
+access tokens (with expiry), temporary media download/upload, customer-service messages and the
+web-page OAuth of snsapi_base (/connect/oauth2/authorize, /sns/oauth2/access_token), with
 WeChat's error JSON (`{"errcode": 40007, "errmsg": "invalid media_id"}`, HTTP 200) for mistakes.
 Point a `WeChatClient` at `FakeWeChatAPI.base_url` and it cannot tell the difference.
 """
@@ -15,17 +16,22 @@ import time
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from bot.loopback import LoopbackHandler, LoopbackServer
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 TOKEN_LIFETIME_SECONDS = 7200
-SHUTDOWN_POLL_SECONDS = 0.05
+# Like WeChat: fetching a token retires the previous ones, which keep working this long.
+TOKEN_GRACE_SECONDS = 300.0
 JSON_CONTENT_TYPE = "application/json; encoding=utf-8"
 UPLOAD_TYPES = ("image", "voice", "video", "thumb")
+# How long a category template's value may be, by field type (thing1, phrase2…); WeChat answers
+# 47003 beyond it.
+TEMPLATE_VALUE_LIMITS = {"thing": 20, "phrase": 5, "name": 10, "character_string": 32}
 # WeChat's wording for the errors this fake produces.
 ERROR_MESSAGES = {
     40001: "invalid credential, access_token is invalid or not latest",
@@ -35,6 +41,8 @@ ERROR_MESSAGES = {
     40007: "invalid media_id",
     40008: "invalid message type",
     40013: "invalid appid",
+    40029: "invalid code",
+    40037: "invalid template_id",
     40125: "invalid appsecret",
     41001: "access_token missing",
     41005: "media data missing",
@@ -45,6 +53,7 @@ ERROR_MESSAGES = {
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
     47001: "data format error",
+    47003: "argument invalid! data.keyword1.value invalid",
 }
 
 
@@ -89,68 +98,57 @@ class Request:
     body: bytes
 
 
-class FakeWeChatAPI:
+class FakeWeChatAPI(LoopbackServer):
     """The WeChat API on 127.0.0.1 (port 0 picks a free port). Thread-safe; use as a context manager."""
 
-    def __init__(self, appid: str, secret: str, port: int = 0):
+    def __init__(self, appid: str, secret: str, port: int = 0, token_grace_seconds: float = TOKEN_GRACE_SECONDS):
+        super().__init__(port)
         self.appid = appid
         self.secret = secret
-        self.port = port
+        self.token_grace_seconds = token_grace_seconds  # tests may change it (0: retired at once)
         self._lock = threading.Lock()
         self._messages_changed = threading.Condition(self._lock)
         self._tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self._retired: dict[str, float] = {}  # superseded token -> when it stops working (40001)
         self._media: dict[str, Media] = {}
         self._uploaded: dict[str, bytes] = {}
         self._sent: list[dict[str, Any]] = []
+        self._templates: dict[str, tuple[str, ...]] = {}
+        self._templates_sent: list[dict[str, Any]] = []
         self._requests: list[tuple[str, str]] = []
         self._token_fetches = 0
         self._failing_sends = 0
         self._failing_errcode = 45015
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._oauth_openid: str | None = None  # who is using WeChat's in-app browser
+        self._oauth_codes: dict[str, str] = {}  # unused OAuth code -> openid
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/cgi-bin/token"): self._handle_token,
             ("GET", "/cgi-bin/media/get"): self._handle_media_get,
             ("POST", "/cgi-bin/media/upload"): self._handle_media_upload,
             ("POST", "/cgi-bin/message/custom/send"): self._handle_custom_send,
+            ("POST", "/cgi-bin/message/template/send"): self._handle_template_send,
+            ("GET", "/connect/oauth2/authorize"): self._handle_oauth_authorize,
+            ("GET", "/sns/oauth2/access_token"): self._handle_oauth_access_token,
         }
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "FakeWeChatAPI":
-        if self._server is not None:
-            raise RuntimeError("FakeWeChatAPI is already running")
-        self._server = ThreadingHTTPServer((HOST, self.port), _make_handler(self))
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name=f"fake-wechat-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "FakeWeChatAPI":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeWeChatAPI is not running; call start() first")
-        return f"http://{HOST}:{self.port}/cgi-bin/"
+        return f"http://{self.address()}/cgi-bin/"
+
+    @property
+    def oauth_base_url(self) -> str:
+        """Web-page authorisation, as https://open.weixin.qq.com/connect/ ([wechat] oauth_base_url)."""
+        return f"http://{self.address()}/connect/"
+
+    @property
+    def sns_api_base_url(self) -> str:
+        """The API that turns an OAuth code into an openid, as https://api.weixin.qq.com/ ([wechat] sns_api_base_url)."""
+        return f"http://{self.address()}/"
 
     # --- test controls -----------------------------------------------------------------------
 
@@ -173,6 +171,11 @@ class FakeWeChatAPI:
         with self._lock:
             for token in self._tokens:
                 self._tokens[token] = now
+
+    def set_oauth_user(self, openid: str | None) -> None:
+        """The WeChat user whose phone opens web pages from now on (None: nobody)."""
+        with self._lock:
+            self._oauth_openid = openid
 
     def fail_next_sends(self, count: int, errcode: int = 45015) -> None:
         """Answer the next `count` customer-service sends with `errcode` (45015: 48-hour window closed)."""
@@ -244,7 +247,10 @@ class FakeWeChatAPI:
             raise WeChatAPIError(40125)
         token = secrets.token_urlsafe(48)
         with self._lock:
-            self._tokens[token] = time.time() + TOKEN_LIFETIME_SECONDS
+            now = time.time()
+            for old in self._tokens.keys() - self._retired.keys():
+                self._retired[old] = now + self.token_grace_seconds
+            self._tokens[token] = now + TOKEN_LIFETIME_SECONDS
             self._token_fetches += 1
         return Response.json({"access_token": token, "expires_in": TOKEN_LIFETIME_SECONDS})
 
@@ -254,9 +260,11 @@ class FakeWeChatAPI:
             raise WeChatAPIError(41001)
         with self._lock:
             expires_at = self._tokens.get(token)
-        if expires_at is None:
+            retired_at = self._retired.get(token)
+        now = time.time()
+        if expires_at is None or (retired_at is not None and retired_at <= now):
             raise WeChatAPIError(40001)
-        if expires_at <= time.time():
+        if expires_at <= now:
             raise WeChatAPIError(42001)
 
     def _handle_media_get(self, request: Request) -> Response:
@@ -302,6 +310,73 @@ class FakeWeChatAPI:
             self._sent.append(message)
             self._messages_changed.notify_all()
         return Response.json({"errcode": 0, "errmsg": "ok"})
+
+    def _handle_oauth_authorize(self, request: Request) -> Response:
+        """snsapi_base authorises silently: straight back to redirect_uri with a one-time code."""
+        query = request.query
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("appid") != self.appid or query.get("response_type") != "code" \
+                or query.get("scope") not in ("snsapi_base", "snsapi_userinfo") or not redirect_uri:
+            return Response("参数错误".encode("utf-8"), content_type="text/plain; charset=utf-8", status=400)
+        with self._lock:
+            openid = self._oauth_openid
+            if openid is None:
+                return Response("请在微信客户端打开链接".encode("utf-8"), content_type="text/plain; charset=utf-8",
+                                status=403)
+            code = secrets.token_urlsafe(24)
+            self._oauth_codes[code] = openid
+        separator = "&" if "?" in redirect_uri else "?"
+        location = f"{redirect_uri}{separator}{urlencode({'code': code, 'state': query.get('state', '')})}"
+        return Response(b"", content_type="text/plain", status=302, headers=(("Location", location),))
+
+    def _handle_oauth_access_token(self, request: Request) -> Response:
+        query = request.query
+        if query.get("grant_type") != "authorization_code":
+            raise WeChatAPIError(40002)
+        if query.get("appid") != self.appid:
+            raise WeChatAPIError(40013)
+        if query.get("secret") != self.secret:
+            raise WeChatAPIError(40125)
+        with self._lock:
+            openid = self._oauth_codes.pop(query.get("code", ""), None)  # a code works once
+        if openid is None:
+            raise WeChatAPIError(40029)
+        return Response.json({"access_token": secrets.token_urlsafe(48), "expires_in": TOKEN_LIFETIME_SECONDS,
+                              "refresh_token": secrets.token_urlsafe(48), "openid": openid, "scope": "snsapi_base"})
+
+    def add_template(self, template_id: str, fields: tuple[str, ...]) -> None:
+        """A template the official account has chosen in its console, with its data fields."""
+        with self._lock:
+            self._templates[template_id] = tuple(fields)
+
+    @property
+    def templates_sent(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._templates_sent)
+
+    def _handle_template_send(self, request: Request) -> Response:
+        self._check_access_token(request)
+        try:
+            message = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeChatAPIError(47001) from exc
+        if not isinstance(message, dict) or not message.get("touser"):
+            raise WeChatAPIError(40003)
+        with self._lock:
+            fields = self._templates.get(message.get("template_id"))
+        if fields is None:
+            raise WeChatAPIError(40037)
+        data = message.get("data")
+        if not isinstance(data, dict) or set(data) != set(fields) or not all(
+                isinstance(item, dict) and isinstance(item.get("value"), str) for item in data.values()):
+            raise WeChatAPIError(47003)
+        if any(len(item["value"]) > TEMPLATE_VALUE_LIMITS.get(key.rstrip("0123456789"), 200)
+               for key, item in data.items()):
+            raise WeChatAPIError(47003)
+        with self._messages_changed:
+            self._templates_sent.append(message)
+            self._messages_changed.notify_all()
+        return Response.json({"errcode": 0, "errmsg": "ok", "msgid": secrets.randbelow(10**12)})
 
     def _parse_custom_message(self, body: bytes) -> dict[str, Any]:
         if not body:
@@ -364,8 +439,7 @@ def _multipart_file(request: Request, field: str) -> Media:
 
 
 def _make_handler(api: FakeWeChatAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    class Handler(LoopbackHandler):
         server_version = "FakeWeChatAPI"
 
         def do_GET(self) -> None:
@@ -377,26 +451,13 @@ def _make_handler(api: FakeWeChatAPI) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self, method: str) -> None:
             url = urlsplit(self.path)
             query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            response = api.handle(Request(method, url.path, query, self.headers, body))
+            response = api.handle(Request(method, url.path, query, self.headers, self.read_body()))
             try:
-                self._write(response)
+                self.send(response.status, response.body,
+                          [("Content-Type", response.content_type), *response.headers])
             except (BrokenPipeError, ConnectionResetError):
                 # The client gave up (e.g. its timeout fired during a delayed download).
                 logger.info("client went away before the %s %s response was sent", method, url.path)
                 self.close_connection = True
-
-        def _write(self, response: Response) -> None:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            for name, value in response.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(response.body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s - %s", self.address_string(), format % args)
 
     return Handler

@@ -8,6 +8,7 @@ import pytest
 import requests
 from wechatpy.exceptions import WeChatClientException
 
+from bot.access_token import MemoryTokenStore
 from bot.client import ConfigurableWeChatClient
 from bot.fake_wechat import FakeWeChatAPI
 
@@ -198,7 +199,7 @@ def test_the_projects_wechat_api_works_against_the_fake(fake):
     from bot.client import WeChatApi
     from settings import WeChatSettings
 
-    api = WeChatApi(WeChatSettings(appid=APPID, secret=SECRET, api_base_url=fake.base_url))
+    api = WeChatApi(WeChatSettings(appid=APPID, secret=SECRET, api_base_url=fake.base_url), MemoryTokenStore())
     photo = fake.add_media(b"\xff\xd8 candidate photo")
     assert api.download_media(photo) == b"\xff\xd8 candidate photo"
     media_id = api.upload_image(b"receipt", "receipt.jpg")
