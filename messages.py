@@ -88,6 +88,33 @@ UNDER_REVIEW_OVERDUE = "您的照片正在审核中，审核时间已超过预�
 APPROVED = "恭喜，您的毕业照片审核通过！照片将统一报送市自考办，无需自取。发送“查看照片”可查看您的照片。"
 APPROVED_STATUS = "您的照片已审核通过。发送“查看照片”可查看照片。"
 REJECTED = "您的照片审核未通过，原因：{reason}\n请按要求重新拍摄后直接发送新照片，无需再次付费。"
+REVIEW_DELAYED = ("抱歉，您的照片审核超过了承诺的{review_hours}小时，我们正在加紧处理，结果会第一时间通知您。"
+                  "无需重新提交或再次付费。")
+
+# WeChat template messages, used when the 48-hour customer-service window has closed. These are
+# the texts a template can show; which template field shows which is set in config
+# ([notifications] wechat_template_<kind>_fields). Besides these, a template can show the
+# candidate's name, the amount, the reason of a rejection and the time of the event.
+TEMPLATE_PAYMENT_DONE = {
+    "title": "毕业照片采集费支付成功",
+    "status": "审核中",
+    "next": "照片已提交人工审核，{review_hours}小时内完成，结果会通知您。",
+}
+TEMPLATE_APPROVED = {
+    "title": "您的毕业照片审核通过",
+    "status": "审核通过",
+    "next": "照片将统一报送市自考办。回复“查看照片”可查看。",
+}
+TEMPLATE_REJECTED = {
+    "title": "您的毕业照片审核未通过",
+    "status": "未通过",
+    "next": "请进入公众号重新发送照片，无需再次付费。",
+}
+TEMPLATE_REVIEW_DELAYED = {
+    "title": "抱歉，您的照片审核超时了",
+    "status": "审核中",
+    "next": "超过承诺的{review_hours}小时，我们正在加紧处理，结果会第一时间通知您。",
+}
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
 
 # --- the sandbox payment page ----------------------------------------------------------------------
@@ -99,6 +126,27 @@ PAY_PAGE = {
     "closed": "此订单已关闭。请返回微信发送“进度”获取新的支付链接。",
     "sandbox_note": "沙箱支付：用于演示和测试，不会真实扣款。",
 }
+
+# WeChat Pay (JSAPI): the page opened from the payment link inside WeChat.
+WECHATPAY_PAGE = {
+    "title": "毕业照片采集费",
+    "order": "订单号：{out_trade_no}",
+    "pay_button": "微信支付 ¥{amount}",
+    "paying": "请在弹出的微信支付窗口中完成付款。付款后本页会自动显示结果。",
+    "checking": "正在确认付款结果，请稍候……",
+    "open_in_wechat": "请在微信中打开此链接完成支付。",
+    "paid": "已支付。请返回微信，照片将在{review_hours}小时内审核完成。",
+    "closed": "此订单已关闭。请返回微信发送“进度”获取新的支付链接。",
+    "expired": "此支付链接已过期。请返回微信发送“进度”获取新的支付链接。",
+    "wrong_payer": "此支付链接属于另一个微信号。请用提交照片的本人微信打开，或在本人微信中发送“进度”获取支付链接。",
+    "login_failed": "未能确认您的微信身份，请点击下方按钮重试。",
+    "retry": "重试",
+    "unavailable": "微信支付暂时无法下单，请稍后刷新本页重试。",
+}
+# Shown in the payer's WeChat Pay bill, and as the reason of an automatic refund.
+WECHATPAY_DESCRIPTION = "北京自考毕业照片采集费"
+REFUND_REASON_DUPLICATE = "毕业照片采集费重复支付，自动退回"
+REFUNDED = "您重复支付的采集费{fee}元已原路退回，请留意微信支付的退款通知，无需其他操作。"
 
 # --- commands that work at any step --------------------------------------------------------------
 HELP = {

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
 
 import messages
 from bot import states
-from bot.outbound import Outbound
 from handlers import texts
-from handlers.base import Context, DeferredHandler, Incoming, NO_REPLY, Outcome, Reply, Services, State
+from handlers.base import Context, Incoming, NO_REPLY, Outcome, Reply, Services, State
+from notify import notices
+from notify.outbox import Outbox
 from rules.text import compact
 from rules.window import WindowStatus, window_status
 from settings import Settings
@@ -23,11 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class Conversation:
-    def __init__(self, db: Database, settings: Settings, services: Services, outbound: Outbound):
+    def __init__(self, db: Database, settings: Settings, services: Services, outbox: Outbox):
         self.db = db
         self.settings = settings
         self.services = services
-        self.outbound = outbound
+        self.outbox = outbox
 
     def handle(self, incoming: Incoming) -> Reply:
         started = time.monotonic()
@@ -41,8 +44,8 @@ class Conversation:
             log.exception("message %s from %s failed in state %s", incoming.msg_id, incoming.openid, state_before)
             self._record_failure(incoming.openid, inbound_id, state_before)
             return Reply(messages.SYSTEM_ERROR)
-        for job, on_done in ctx.deferred:
-            job.add_done_callback(self._finisher(incoming.openid, inbound_id, on_done))
+        for job, kind in ctx.deferred:
+            job.add_done_callback(self._finisher(incoming.openid, inbound_id, kind))
         return outcome.reply
 
     # -- routing ---------------------------------------------------------------------------------
@@ -120,17 +123,20 @@ class Conversation:
         if channel == "passive":
             inbound.state_after = outcome.state
             inbound.checks = outcome.checks
+            inbound.pending = ctx.deferred[0][1] if ctx.deferred else None
         if outcome.media_path:
             inbound.media_path = outcome.media_path
         if outcome.reply.empty:
             return
-        row = Message(openid=ctx.candidate.openid, direction="out", channel=channel,
-                      msg_type="image" if outcome.reply.image_media_id else "text",
-                      content=outcome.reply.describe(), state_before=before, state_after=outcome.state,
-                      checks=outcome.checks, created_at=utcnow())
-        ctx.session.add(row)
         if channel == "custom":
-            self.outbound.deliver_after_commit(ctx.session, row, outcome.reply)
+            notice = notices.reply(ctx.candidate.openid, f"reply:{inbound_id}", outcome.reply.text,
+                                   outcome.reply.image_media_id)
+            self.outbox.add(ctx.session, notice, state_before=before, state_after=outcome.state, checks=outcome.checks)
+            return
+        ctx.session.add(Message(openid=ctx.candidate.openid, direction="out", channel=channel,
+                                msg_type="image" if outcome.reply.image_media_id else "text",
+                                content=outcome.reply.describe(), state_before=before, state_after=outcome.state,
+                                checks=outcome.checks, created_at=utcnow()))
 
     def _record_failure(self, openid: str, inbound_id: int, state: str) -> None:
         with self.db.session() as session:
@@ -143,18 +149,47 @@ class Conversation:
 
     # -- deferred work ---------------------------------------------------------------------------
 
-    def _finisher(self, openid: str, inbound_id: int, on_done: DeferredHandler):
+    def _finisher(self, openid: str, inbound_id: int, kind: str):
+        _, on_done = states.DEFERRABLE[kind]
+
         def finish(job: Future) -> None:
             try:
                 with self.db.session() as session:
                     ctx = self._context(session, openid, time.monotonic())
+                    if not self._claim_deferred(session, inbound_id):
+                        log.info("deferred work for message %s was already applied", inbound_id)
+                        return
                     outcome = on_done(ctx, job)
                     self._settle(ctx, outcome, inbound_id, channel="custom")
             except Exception:
                 log.exception("deferred work for %s failed", openid)
                 with self.db.session() as session:
-                    self.outbound.text(session, openid, messages.SYSTEM_ERROR)
+                    self._claim_deferred(session, inbound_id)  # told to send again; not redone in a loop
+                    self.outbox.add(session, notices.reply(openid, f"reply:{inbound_id}:error", messages.SYSTEM_ERROR))
         return finish
+
+    @staticmethod
+    def _claim_deferred(session, inbound_id: int) -> bool:
+        """Deferred work is applied once: by the thread that did it, or by the job that redid it
+        after that thread's process died, whichever gets here first."""
+        return session.execute(
+            update(Message).where(Message.id == inbound_id, Message.pending.is_not(None)).values(pending=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+
+    def resume_lost_work(self, older_than: timedelta) -> dict[str, int]:
+        """Redoes deferred work still unapplied long after its message (its process died)."""
+        cutoff = utcnow() - older_than
+        with self.db.session() as session:
+            lost = session.execute(select(Message.id, Message.openid, Message.pending, Message.checks)
+                                   .where(Message.pending.is_not(None), Message.created_at < cutoff)
+                                   .order_by(Message.id)).all()
+        for inbound_id, openid, kind, checks in lost:
+            redo, _ = states.DEFERRABLE[kind]
+            log.warning("redoing %s work for message %s from %s: its process never finished it", kind, inbound_id,
+                        openid)
+            self._finisher(openid, inbound_id, kind)(redo(self.services, self.settings, checks or {}))
+        return {"resumed": len(lost)}
 
 
 def _inbound_content(incoming: Incoming) -> str:

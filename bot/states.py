@@ -29,12 +29,14 @@ Anywhere: 帮助 (help for this step), 进度 (status), 重新开始 (back to in
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Callable
 
 import messages
 from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, review,
                       welcome)
-from handlers.base import Handler, State
+from handlers.base import DeferredHandler, Handler, State
 
 TEXT = frozenset({"text"})
 IMAGE = frozenset({"image"})
@@ -78,6 +80,12 @@ COMMANDS: dict[str, Handler] = {
     "人工客服": commands.human,
     "客服": commands.human,
     "查看照片": commands.view_photo,
+}
+
+# Work a step deferred past its reply: name → (redo(services, settings, inbound checks) → Future, used
+# by the "deferred" job when the process that started the work died; on_done, which applies it).
+DEFERRABLE: dict[str, tuple[Callable[..., Future], DeferredHandler]] = {
+    "photo": (photo.redo, photo.apply_later),
 }
 
 # Outside the collection window these still answer; everything else says when collection opens or that it closed.

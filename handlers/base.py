@@ -70,6 +70,7 @@ class WeChatGateway(Protocol):
     def upload_image(self, data: bytes, filename: str) -> str: ...
     def send_text(self, openid: str, text: str) -> None: ...
     def send_image(self, openid: str, media_id: str) -> None: ...
+    def send_template(self, openid: str, template_id: str, data: dict) -> None: ...
 
 
 class PaymentGateway(Protocol):
@@ -98,7 +99,7 @@ class Context:
     candidate: Candidate
     now: datetime
     started: float  # time.monotonic() when the message arrived
-    deferred: list[tuple[Future, DeferredHandler]] = field(default_factory=list)
+    deferred: list[tuple[Future, str]] = field(default_factory=list)
 
     def release(self) -> None:
         """Commits what the step has done so far, so that no database lock is held while it waits
@@ -108,10 +109,11 @@ class Context:
     def reload(self) -> None:
         self.session.refresh(self.candidate, with_for_update=True)
 
-    def defer(self, future: Future, on_done: DeferredHandler) -> None:
-        """Finish this piece of work after the reply: on_done runs with a fresh context and its
-        reply goes to the candidate as a customer-service message."""
-        self.deferred.append((future, on_done))
+    def defer(self, future: Future, kind: str) -> None:
+        """Finish this piece of work after the reply. `kind` names its entry in bot/states.DEFERRABLE:
+        the step's on_done, which runs with a fresh context and whose reply goes to the candidate as a
+        customer-service message, and how to redo the work should this process die first."""
+        self.deferred.append((future, kind))
 
 
 Handler = Callable[[Context, Incoming], Outcome]

@@ -45,8 +45,9 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
         job.exception(timeout=max(0.0, remaining))
     except FutureTimeout:
         ctx.reload()
-        ctx.defer(job, apply_later)
-        return Outcome(Reply(messages.PHOTO_CHECKING), ctx.candidate.state, checks={"photo": "deferred"})
+        ctx.defer(job, "photo")
+        return Outcome(Reply(messages.PHOTO_CHECKING), ctx.candidate.state,
+                       checks={"photo": "deferred", "media_id": msg.media_id})
     ctx.reload()
     return apply_finished(ctx, job)
 
@@ -61,6 +62,17 @@ def fetch_and_check(services: Services, media_id: str, max_bytes: int) -> Checke
         raise PhotoTooLarge(len(data))
     stored = services.photo_files.put(data)
     return CheckedPhoto(stored=stored, report=services.check_photo(data))
+
+
+def redo(services: Services, settings, checks: dict) -> Future:
+    """The download and checks again, here and now, for a deferred check whose process died.
+    WeChat keeps an upload's media for 3 days."""
+    job: Future = Future()
+    try:
+        job.set_result(fetch_and_check(services, checks["media_id"], settings.photo.max_file_bytes))
+    except Exception as exc:  # handed to apply_later like the original job's error
+        job.set_exception(exc)
+    return job
 
 
 def apply_later(ctx: Context, job: Future) -> Outcome:

@@ -61,5 +61,10 @@ def step_help(settings: Settings, state: str) -> str:
     return body + messages.HELP_FOOTER
 
 
+def shorten(text: str, limit: int) -> str:
+    """The text, or its first limit-1 characters and "…" when it is longer than limit."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def join(*parts: str) -> str:
     return "\n\n".join(part for part in parts if part)

@@ -103,7 +103,8 @@ def mask_id_number(id_number: str | None) -> str:
 
 
 _ID_IN_TEXT = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{8}([0-9]{3}[0-9Xx])(?![0-9])")
-_PHONE_IN_TEXT = re.compile(r"(?<![0-9])(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
+# A mobile number on its own or in E.164 (+8613800138000), whose "86" would otherwise hide it.
+_PHONE_IN_TEXT = re.compile(r"(?:(?<=\+86)|(?<![0-9]))(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
 
 
 def mask_personal_data(text: str) -> str:

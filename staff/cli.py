@@ -11,11 +11,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from handlers.texts import shorten
 from staff import review, roster
 from staff.review import StaffActionError
 from rules.identity import clean_id_number, mask_id_number, mask_personal_data
 from store import migrate, queries
-from store.models import Message
+from store.models import Message, Notification
 
 DEMO_ROSTER = Path(__file__).resolve().parents[1] / "demo" / "roster.csv"
 CONTENT_PREVIEW = 60
@@ -117,7 +118,7 @@ review_group = AppGroup("review", help="Staff review of submitted photos.")
 @by_option
 def review_approve(id_number: str, by: str) -> None:
     """Approve the photo of the graduate with ID_NUMBER."""
-    reviewed = run_action(review.approve, collector().outbound, id_number, by=by)
+    reviewed = run_action(review.approve, collector().outbox, id_number, by=by)
     click.echo(f"已通过：{reviewed.entry.name}（{mask_id_number(reviewed.entry.id_number)}），照片 {reviewed.photo.id}，已通知考生。")
 
 
@@ -127,7 +128,7 @@ def review_approve(id_number: str, by: str) -> None:
 @by_option
 def review_reject(id_number: str, reason: str, by: str) -> None:
     """Reject the photo of the graduate with ID_NUMBER; they send a new one without paying again."""
-    reviewed = run_action(review.reject, collector().outbound, id_number, reason=reason, by=by)
+    reviewed = run_action(review.reject, collector().outbox, id_number, reason=reason, by=by)
     click.echo(f"未通过：{reviewed.entry.name}（{mask_id_number(reviewed.entry.id_number)}），照片 {reviewed.photo.id}，已通知考生重新上传。")
 
 
@@ -179,16 +180,31 @@ def transcript_command(openid_or_id_number: str, unmasked: bool, by: str) -> Non
     try:
         with collector().db.session() as session:
             target, openids = review.conversation_openids(session, openid_or_id_number)
-            transcripts = [(openid, review.transcript(session, openid)) for openid in openids]
+            transcripts = [(openid, review.transcript(session, openid), review.notifications(session, openid))
+                           for openid in openids]
             if unmasked:
                 queries.audit(session, by, "transcript.unmasked", target)
     except StaffActionError as exc:
         raise fail(exc) from exc
     show = (lambda text: text) if unmasked else mask_personal_data
-    for openid, rows in transcripts:
+    for openid, rows, sent in transcripts:
         click.echo(f"== {openid}（{len(rows)} 条消息）")
         for row in rows:
             click.echo(format_message(row, show))
+        if sent:
+            click.echo(f"-- 通知（{len(sent)} 条，微信和短信）")
+            for notification in sent:
+                click.echo(format_notification(notification, show))
+
+
+NOTIFICATION_STATUS = {"pending": "待发送", "sending": "发送中", "sent": "已发送", "dead": "已放弃"}
+
+
+def format_notification(row: Notification, show) -> str:
+    via = f"，经 {row.delivered_via}" if row.delivered_via else ""
+    line = (f"{local_time(row.created_at)} #{row.id} {row.kind} {row.channel:<6} "
+            f"{NOTIFICATION_STATUS.get(row.status, row.status)}（尝试 {row.attempts} 次{via}）")
+    return line + (f"\n    ！{show(row.last_error)}" if row.last_error else "")
 
 
 def format_message(row: Message, show) -> str:
@@ -261,7 +277,7 @@ def _preview(text: str | None) -> str:
     if not text:
         return "-"
     flat = mask_personal_data(" ".join(text.split()))
-    return flat if len(flat) <= CONTENT_PREVIEW else flat[:CONTENT_PREVIEW - 1] + "…"
+    return shorten(flat, CONTENT_PREVIEW)
 
 
 # --- flask demo seed ---------------------------------------------------------------------------------

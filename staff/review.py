@@ -12,12 +12,13 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import messages
-from bot.outbound import Outbound
-from handlers.base import Reply, State
+from handlers.base import State
+from notify import notices
+from notify.notices import Notice
+from notify.outbox import Outbox
 from rules.identity import clean_id_number, mask_id_number, mask_personal_data
 from store import queries
-from store.models import Candidate, Message, Order, Photo, RosterEntry, utcnow
+from store.models import Candidate, Message, Notification, Order, Photo, RosterEntry, utcnow
 
 ACTOR_MAX_LENGTH = 64
 
@@ -96,17 +97,18 @@ def photo_under_review(session: Session, id_number: str) -> Reviewed:
     return Reviewed(entry, candidate, photo)
 
 
-def approve(session: Session, outbound: Outbound, id_number: str, by: str) -> Reviewed:
+def approve(session: Session, outbox: Outbox, id_number: str, by: str) -> Reviewed:
     by = check_actor(by)
     reviewed = photo_under_review(session, id_number)
     _mark_photo(reviewed.photo, "approved", by, reason=None)
-    _move_and_notify(session, outbound, reviewed.candidate, State.APPROVED, messages.APPROVED,
+    notice = notices.approved(outbox.settings, reviewed.candidate.openid, reviewed.photo.id, reviewed.entry.name)
+    _move_and_notify(session, outbox, reviewed.candidate, State.APPROVED, notice,
                      checks={"review": "approved", "photo_id": reviewed.photo.id, "by": by})
     queries.audit(session, by, "review.approve", _target(reviewed.entry), f"photo {reviewed.photo.id}")
     return reviewed
 
 
-def reject(session: Session, outbound: Outbound, id_number: str, reason: str, by: str) -> Reviewed:
+def reject(session: Session, outbox: Outbox, id_number: str, reason: str, by: str) -> Reviewed:
     """The candidate goes back to sending a photo; the payment stays (no second payment)."""
     by = check_actor(by)
     reason = reason.strip()
@@ -114,7 +116,9 @@ def reject(session: Session, outbound: Outbound, id_number: str, reason: str, by
         raise StaffActionError("请填写不通过的原因（--reason）")
     reviewed = photo_under_review(session, id_number)
     _mark_photo(reviewed.photo, "rejected", by, reason=reason)
-    _move_and_notify(session, outbound, reviewed.candidate, State.PHOTO, messages.REJECTED.format(reason=reason),
+    notice = notices.rejected(outbox.settings, reviewed.candidate.openid, reviewed.photo.id, reviewed.entry.name,
+                              reason)
+    _move_and_notify(session, outbox, reviewed.candidate, State.PHOTO, notice,
                      checks={"review": "rejected", "photo_id": reviewed.photo.id, "by": by})
     queries.audit(session, by, "review.reject", _target(reviewed.entry), f"photo {reviewed.photo.id}: {reason}")
     return reviewed
@@ -127,14 +131,12 @@ def _mark_photo(photo: Photo, status: str, by: str, reason: str | None) -> None:
     photo.reviewed_by = by
 
 
-def _move_and_notify(session: Session, outbound: Outbound, candidate: Candidate, state: str, text: str,
+def _move_and_notify(session: Session, outbox: Outbox, candidate: Candidate, state: str, notice: Notice,
                      checks: dict) -> None:
-    """Moves the candidate on and sends the verdict as a customer-service message (after commit)."""
-    row = Message(openid=candidate.openid, direction="out", channel="custom", msg_type="text", content=text,
-                  state_before=candidate.state, state_after=state, checks=checks, created_at=utcnow())
+    """Moves the candidate on and tells them, by WeChat and SMS, once the transaction commits."""
+    before = candidate.state
     candidate.state = state
-    session.add(row)
-    outbound.deliver_after_commit(session, row, Reply(text))
+    outbox.add(session, notice, state_before=before, state_after=state, checks=checks)
 
 
 def _target(entry: RosterEntry) -> str:
@@ -254,3 +256,9 @@ def _graduate_openids(session: Session, entry: RosterEntry) -> list[str]:
 
 def transcript(session: Session, openid: str) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.openid == openid).order_by(Message.id)))
+
+
+def notifications(session: Session, openid: str) -> list[Notification]:
+    """What the outbox sent (or failed to send) this account, by WeChat and by SMS."""
+    return list(session.scalars(select(Notification).where(Notification.openid == openid)
+                                .order_by(Notification.id)))
