@@ -23,7 +23,8 @@ run: setup config.toml
 	@echo
 	@echo "Chat with the bot in another terminal:  $(FLASK) chat"
 	@echo
-	$(FLASK) serve
+	@# The huey consumer (notifications, periodic jobs) runs beside the web server and stops with it.
+	$(FLASK) jobs work & worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; $(FLASK) serve
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -35,6 +36,7 @@ test-postgres: setup
 bench: setup
 	$(BIN)/python bench/webhook_bench.py
 	$(BIN)/python bench/photo_bench.py
+	$(BIN)/python bench/outbox_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

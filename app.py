@@ -7,23 +7,27 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 import click
-from flask import Flask, current_app
+from flask import Blueprint, Flask, current_app
 from flask.cli import with_appcontext
 
 import rules.photo
 from bot import webhook
+from bot.access_token import build_token_store
 from bot.client import WeChatApi
 from bot.conversation import Conversation
-from bot.outbound import Outbound
 from bot.protocol import WeChatProtocol
 from bot.retries import RetryGuard
-from handlers.base import Services
+from handlers.base import PaymentGateway, Services
+from jobs.queue import Jobs, build_huey
+from notify.outbox import Outbox
+from notify.wechat import WeChatChannel
 from payments import sandbox
 from rules.identity import mask_personal_data
-from settings import Settings, load_settings
+from settings import ConfigError, Settings, load_settings
 from store.db import Database
 from store.files import PhotoFiles
 
@@ -36,9 +40,10 @@ class Collector:
     protocol: WeChatProtocol
     retries: RetryGuard
     conversation: Conversation
-    outbound: Outbound
+    outbox: Outbox
+    jobs: Jobs
     services: Services
-    payments: sandbox.SandboxGateway
+    payments: PaymentGateway
 
 
 def create_app(config_path: str | os.PathLike | None = None) -> Flask:
@@ -49,7 +54,7 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
                       MAX_CONTENT_LENGTH=settings.wechat.max_body_bytes)
     app.extensions["collector"] = build_collector(settings)
     app.register_blueprint(webhook.blueprint)
-    app.register_blueprint(sandbox.blueprint)
+    app.register_blueprint(payment_blueprint(settings))
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
     register_commands(app)
     # Served apps load the face models before the first photo arrives; CLI commands never do.
@@ -72,33 +77,79 @@ def warm_up_photo_models() -> None:
 
 def build_collector(settings: Settings) -> Collector:
     db = Database(settings.database_url)
-    wechat = WeChatApi(settings.wechat)
+    wechat = WeChatApi(settings.wechat, build_token_store(settings, db))
     payments = build_payment_gateway(settings)
     photo_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="photo")
     services = Services(
         photo_files=PhotoFiles(settings.photo_dir), wechat=wechat, payments=payments,
         check_photo=partial(rules.photo.check, thresholds=settings.photo), submit=photo_workers.submit,
     )
-    outbound = Outbound(db, wechat)
-    return Collector(
+    outbox = build_outbox(settings, db, wechat)
+    collector = Collector(
         settings=settings, db=db, protocol=WeChatProtocol(settings.wechat), retries=RetryGuard(db),
-        conversation=Conversation(db, settings, services, outbound), outbound=outbound, services=services,
-        payments=payments,
+        conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=Jobs(build_huey(settings)),
+        services=services, payments=payments,
     )
+    register_jobs(collector)
+    return collector
 
 
-def build_payment_gateway(settings: Settings) -> sandbox.SandboxGateway:
-    if settings.payment.gateway != "sandbox":
-        raise ValueError(f"unknown payment gateway: {settings.payment.gateway}")
-    return sandbox.SandboxGateway(settings.payment.public_base_url, settings.secret_key)
+def build_outbox(settings: Settings, db: Database, wechat: WeChatApi) -> Outbox:
+    from notify.sms import SmsChannel, build_sms_provider
+
+    channels = {
+        "wechat": WeChatChannel(db, wechat, settings.notifications),
+        "sms": SmsChannel(build_sms_provider(settings)),
+    }
+    return Outbox(db, settings, channels)
+
+
+def register_jobs(collector: Collector) -> None:
+    """Every background task and periodic job, in one place. Deliveries are queued once the event's
+    transaction commits; the periodic outbox sweep catches whatever a crash or a full queue left."""
+    from jobs import periodic
+
+    jobs, outbox, every = collector.jobs, collector.outbox, collector.settings.jobs
+    jobs.task("deliver", outbox.deliver)
+    outbox.enqueue = partial(jobs.enqueue, "deliver")
+    jobs.every("outbox", every.sweep_every_minutes, outbox.sweep, "deliver notifications that are due or stuck")
+    jobs.every("deferred", every.sweep_every_minutes,
+               partial(collector.conversation.resume_lost_work, timedelta(minutes=every.lost_work_after_minutes)),
+               "redo slow photo checks whose process died before answering")
+    jobs.every("reviews", every.reviews_every_minutes, partial(periodic.review_deadlines, collector),
+               "apologise for reviews past the promised time, warn about those close to it")
+    periodic.register_payment_jobs(collector)
+
+
+def build_payment_gateway(settings: Settings) -> PaymentGateway:
+    """[payment] gateway: "sandbox" (the default) or "wechatpay" (ConfigError if [wechatpay] is incomplete)."""
+    if settings.payment.gateway == "sandbox":
+        return sandbox.SandboxGateway(settings.payment.public_base_url, settings.secret_key)
+    if settings.payment.gateway == "wechatpay":
+        from payments.wechatpay import WeChatPayGateway
+
+        return WeChatPayGateway(settings)
+    raise ConfigError(f'payment.gateway must be "sandbox" or "wechatpay", not {settings.payment.gateway!r}')
+
+
+def payment_blueprint(settings: Settings) -> Blueprint:
+    """Only the configured gateway's pages are served: a sandbox page must never confirm a real order."""
+    if settings.payment.gateway == "wechatpay":
+        from payments import wechatpay_views
+
+        return wechatpay_views.blueprint
+    return sandbox.blueprint
 
 
 def register_commands(app: Flask) -> None:
     from bot.chat import chat_command
+    from jobs.cli import jobs_group, outbox_group
     from staff.cli import register
     from staff.photo import photo_group
 
     register(app)
+    app.cli.add_command(jobs_group)
+    app.cli.add_command(outbox_group)
     app.cli.add_command(photo_group)
     app.cli.add_command(chat_command)
     app.cli.add_command(serve_command)

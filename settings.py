@@ -34,6 +34,10 @@ class WeChatSettings:
     max_body_bytes: int = 1024 * 1024
     reply_budget_seconds: float = 4.0
     http_timeout_seconds: float = 3.0
+    # WeChat web-page authorisation (OAuth 2, snsapi_base) for the payment page: where the phone is
+    # sent to authorise, and the API that turns the code into an openid.
+    oauth_base_url: str = "https://open.weixin.qq.com/connect/"
+    sns_api_base_url: str = "https://api.weixin.qq.com/"
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,97 @@ class CollectionSettings:
 
 @dataclass(frozen=True)
 class PaymentSettings:
-    gateway: str = "sandbox"
+    gateway: str = "sandbox"  # sandbox | wechatpay
     # The address candidates' phones reach this server on; links in the chat start with it.
     public_base_url: str = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class WeChatPaySettings:
+    """WeChat Pay API v3, JSAPI, in WeChat-Pay-public-key mode (no platform certificate download)."""
+    mchid: str = ""
+    appid: str = ""  # empty: the official account's appid ([wechat] appid)
+    merchant_serial_no: str = ""
+    private_key_path: str = ""  # the merchant's API private key (apiclient_key.pem)
+    apiv3_key: str = ""
+    public_key_path: str = ""  # the WeChat Pay public key (pub_key.pem)
+    public_key_id: str = ""  # PUB_KEY_ID_…, also the Wechatpay-Serial of everything WeChat Pay signs
+    api_base_url: str = "https://api.mch.weixin.qq.com"
+    order_expire_minutes: int = 30
+    # Orders with no notification this long after they were opened are queried.
+    query_after_minutes: int = 5
+    max_clock_skew_seconds: int = 300
+    http_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    """Text messages. "console" writes them to the log (the embedded default); "tencent" sends
+    them through Tencent Cloud SMS, whose messages are templates approved in its console."""
+    provider: str = "console"  # console | tencent
+    secret_id: str = ""
+    secret_key: str = ""
+    sdk_app_id: str = ""
+    sign_name: str = ""
+    region: str = "ap-guangzhou"
+    endpoint: str = "sms.tencentcloudapi.com"
+    scheme: str = "https"
+    http_timeout_seconds: float = 5.0
+    template_payment_done: str = ""
+    template_approved: str = ""
+    template_rejected: str = ""
+    template_review_delay: str = ""
+
+
+# What a WeChat template message can show (notify/notices.py fills them in).
+TEMPLATE_VALUES = ("title", "name", "status", "reason", "amount", "time", "next")
+CLASSIC_TEMPLATE = {"first": "title", "keyword1": "name", "keyword2": "status", "keyword3": "time",
+                    "remark": "next"}
+
+
+def _classic(keyword2: str = "status"):
+    return lambda: {**CLASSIC_TEMPLATE, "keyword2": keyword2}
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """The outbox: how notifications are retried, and the WeChat template messages used once the
+    candidate's 48-hour customer-service window has closed."""
+    max_attempts: int = 8
+    retry_base_seconds: int = 30
+    retry_max_seconds: int = 3600
+    # A delivery that has not finished this long after it was claimed is taken over by the sweep.
+    lease_seconds: int = 120
+    customer_service_window_hours: int = 48
+    # Reviews this close to the promised review time are logged as a warning for staff.
+    review_warning_hours: int = 6
+    wechat_template_payment_done: str = ""
+    wechat_template_approved: str = ""
+    wechat_template_rejected: str = ""
+    wechat_template_review_delay: str = ""
+    # Which template field shows what: {template field = one of TEMPLATE_VALUES}. The default fits
+    # the classic layout; a category template (thing1, time2…) names its own fields.
+    wechat_template_payment_done_fields: dict[str, str] = field(default_factory=_classic("amount"))
+    wechat_template_approved_fields: dict[str, str] = field(default_factory=_classic())
+    wechat_template_rejected_fields: dict[str, str] = field(default_factory=_classic("reason"))
+    wechat_template_review_delay_fields: dict[str, str] = field(default_factory=_classic())
+
+    def template_fields(self, kind: str) -> dict[str, str]:
+        return getattr(self, f"wechat_template_{kind}_fields", CLASSIC_TEMPLATE)
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """Background work on huey: SqliteHuey in <data_dir>/<huey_file>, or RedisHuey when redis_url is set."""
+    immediate: bool = False  # run tasks at once, in the caller (tests)
+    workers: int = 2
+    huey_file: str = "huey.db"
+    queue_name: str = "photo-collector"
+    sweep_every_minutes: int = 1
+    # A slow photo check still unapplied this long after its message (its process died) is redone.
+    lost_work_after_minutes: int = 5
+    orders_every_minutes: int = 5
+    reviews_every_minutes: int = 30
 
 
 @dataclass(frozen=True)
@@ -95,17 +187,28 @@ class Settings:
     data_dir: Path = Path("var")
     secret_key: str = "change-me"
     log_level: str = "INFO"
+    # Empty: background jobs and the shared WeChat access token live in SQLite/the database.
+    # "redis://127.0.0.1:6379/0": both live in Redis.
+    redis_url: str = ""
     wechat: WeChatSettings = field(default_factory=WeChatSettings)
     window: WindowSettings = field(default_factory=WindowSettings)
     office: OfficeSettings = field(default_factory=OfficeSettings)
     collection: CollectionSettings = field(default_factory=CollectionSettings)
     payment: PaymentSettings = field(default_factory=PaymentSettings)
+    wechatpay: WeChatPaySettings = field(default_factory=WeChatPaySettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
 
     @property
     def photo_dir(self) -> Path:
         return self.data_dir / "photos"
+
+    @property
+    def huey_path(self) -> Path:
+        return self.data_dir / self.jobs.huey_file
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -142,6 +245,10 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "office": _build(OfficeSettings, raw.pop("office", {}), "office"),
         "collection": _build_collection(raw.pop("collection", {})),
         "payment": _build(PaymentSettings, raw.pop("payment", {}), "payment"),
+        "wechatpay": _build(WeChatPaySettings, raw.pop("wechatpay", {}), "wechatpay"),
+        "sms": _build(SmsSettings, raw.pop("sms", {}), "sms"),
+        "notifications": _build_notifications(raw.pop("notifications", {})),
+        "jobs": _build(JobsSettings, raw.pop("jobs", {}), "jobs"),
         "server": _build(ServerSettings, raw.pop("server", {}), "server"),
         "photo": _build_photo(raw.pop("photo", {})),
     }
@@ -149,18 +256,29 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
     data_dir = Path(top.data_dir)
     database_url = top.database_url
     if base_dir is not None:
-        data_dir = data_dir if data_dir.is_absolute() else base_dir / data_dir
+        data_dir = _relative_to(base_dir, data_dir)
         database_url = _sqlite_relative_to(database_url, base_dir)
+        sections["wechatpay"] = _key_paths_relative_to(sections["wechatpay"], base_dir)
     return dataclasses.replace(top, data_dir=data_dir, database_url=database_url, **sections)
 
 
+def _relative_to(base_dir: Path, path: Path) -> Path:
+    """A relative path in the config file is relative to the file, not to the working directory."""
+    return path if path.is_absolute() else base_dir / path
+
+
+def _key_paths_relative_to(wechatpay: "WeChatPaySettings", base_dir: Path) -> "WeChatPaySettings":
+    def resolve(path: str) -> str:
+        return str(_relative_to(base_dir, Path(path))) if path else path
+    return dataclasses.replace(wechatpay, private_key_path=resolve(wechatpay.private_key_path),
+                               public_key_path=resolve(wechatpay.public_key_path))
+
+
 def _sqlite_relative_to(url: str, base_dir: Path) -> str:
-    """A relative SQLite path is relative to the config file, like data_dir, not to the working directory."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == prefix + ":memory:":
         return url
-    path = Path(url[len(prefix):])
-    return url if path.is_absolute() else prefix + str(base_dir / path)
+    return prefix + str(_relative_to(base_dir, Path(url[len(prefix):])))
 
 
 def _build(cls, values: dict[str, Any], where: str, exclude: set[str] = frozenset()):
@@ -206,6 +324,21 @@ def _build_collection(values: dict[str, Any]) -> CollectionSettings:
             raise ConfigError("collection.levels must be a non-empty list of names")
         values["levels"] = tuple(Level(str(i), name) for i, name in enumerate(levels, start=1))
     return _build(CollectionSettings, values, "collection")
+
+
+def _build_notifications(values: dict[str, Any]) -> NotificationSettings:
+    notifications = _build(NotificationSettings, values, "notifications")
+    for item in dataclasses.fields(NotificationSettings):
+        if not item.name.endswith("_fields"):
+            continue
+        mapping = getattr(notifications, item.name)
+        if not isinstance(mapping, dict) or not mapping:
+            raise ConfigError(f"notifications.{item.name} must be a table of template field = value")
+        unknown = {value for value in mapping.values() if value not in TEMPLATE_VALUES}
+        if unknown:
+            raise ConfigError(f"notifications.{item.name}: unknown value(s) {', '.join(sorted(map(str, unknown)))}; "
+                              f"choose from {', '.join(TEMPLATE_VALUES)}")
+    return notifications
 
 
 def _build_photo(values: dict[str, Any]) -> PhotoThresholds:

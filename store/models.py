@@ -111,8 +111,31 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | paid | closed
     gateway: Mapped[str] = mapped_column(String(16))
     transaction_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # WeChat Pay: the prepay id of the JSAPI order, when it stops being payable, last status query.
+    prepay_id: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queried_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Refund(Base):
+    """Money sent back: a second payment by a graduate who had already paid. One refund per order."""
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
+    amount_fen: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(80))
+    # pending (recorded, not yet asked) | processing (WeChat Pay accepted it) | success | closed | abnormal
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    refund_id: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Message(Base):
@@ -132,7 +155,45 @@ class Message(Base):
     state_after: Mapped[str | None] = mapped_column(String(32))
     checks: Mapped[dict | None] = mapped_column(JSON)
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    # "photo" while work deferred past the reply (a slow photo check) has not been applied; a job
+    # finishes it should the process that started it die.
+    pending: Mapped[str | None] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Notification(Base):
+    """The outbox: one message to one candidate on one channel, written in the same transaction as the
+    event that causes it and delivered afterwards by a worker, with retries, exactly once per dedupe_key."""
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # payment_done | approved | rejected | review_delay | reply
+    channel: Mapped[str] = mapped_column(String(8))  # wechat | sms
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    payload: Mapped[dict] = mapped_column(JSON)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))  # the transcript row
+    # pending | sending (claimed by a worker until lease_until) | sent | dead (gave up; staff can retry)
+    status: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_via: Mapped[str | None] = mapped_column(String(16))  # custom | template | sms provider
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SharedToken(Base):
+    """A credential every process shares (the WeChat access token) when no Redis is configured."""
+    __tablename__ = "shared_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class InboundKey(Base):

@@ -26,6 +26,8 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items()) + "}"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -34,11 +36,18 @@ def write_config(tmp_path: Path, *, database_url, api_base_url, token, appid, se
         "wechat": {"token": token, "appid": appid, "secret": secret, "encoding_aes_key": aes_key,
                    "api_base_url": api_base_url, "reply_budget_seconds": 4.0},
         "payment": {"public_base_url": "http://collector.test"},
+        # Background tasks run at once, in the caller; tests of the consumer itself turn this off.
+        "jobs": {"immediate": True},
     }
+    top = {}
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+        if isinstance(values, dict):
+            base.setdefault(name, {}).update(values)
+        else:  # a top-level key, e.g. redis_url="redis://…"
+            top[name] = values
     lines = [f'database_url = {_toml_value(database_url)}', f'data_dir = {_toml_value(str(tmp_path / "data"))}',
              'secret_key = "test-secret-key"', 'log_level = "INFO"']
+    lines.extend(f"{key} = {_toml_value(value)}" for key, value in top.items())
     for name, values in base.items():
         lines.append(f"\n[{name}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import messages
+from tests.journey import Chat
 
 
 def test_subscribe_greets_and_asks_for_the_institution(chat):
@@ -103,6 +104,20 @@ def test_a_new_photo_while_paying_replaces_the_old_one(chat, roster, photo):
     assert first == second  # the same pending order, not a second one
     assert chat.state() == "payment"
     assert "/pay/sandbox/" in chat.say("怎么付款")
+
+
+def test_a_replaced_order_cannot_be_paid_from_its_old_page(app, chat, roster, fake_wechat, photo):
+    chat.walk_to_photo(roster[0])
+    old_link = chat.pay_link(chat.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
+    assert app.test_cli_runner().invoke(args=["unbind", roster[0]["id_number"], "--by", "staff"]).exit_code == 0
+    other = Chat(app, chat.wechat, fake_wechat, openid="o_other_account")
+    other.walk_to_photo(roster[0])
+    new_link = other.pay_link(other.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
+    assert new_link != old_link
+    page = chat.pay(old_link)
+    assert page.status_code == 200 and messages.PAY_PAGE["closed"] in page.get_data(as_text=True)
+    assert other.state() == "payment"
+    assert other.pay(new_link).status_code == 200 and other.state() == "under_review"
 
 
 def test_restart_after_payment_is_refused(chat, roster, photo):

@@ -82,6 +82,11 @@ def test_masking():
     assert "110105********002X" in masked and "138****8000" in masked
 
 
+def test_masking_catches_e164_numbers_whose_country_code_hides_them():
+    masked = mask_personal_data("SMS to +8613800138000 failed")
+    assert masked == "SMS to +86138****8000 failed"
+
+
 def test_normalize_folds_full_width_and_trims_punctuation():
     assert normalize("　“１２３”。 ") == "123"
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from settings import ConfigError, load_settings
+from settings import ConfigError, Settings, load_settings
 
 
 def write(tmp_path, text: str):
@@ -22,10 +22,25 @@ def test_the_example_config_loads_and_matches_the_notice(tmp_path):
     assert [level.name for level in settings.collection.levels] == ["专科", "本科"]
 
 
+def test_the_example_config_shows_the_defaults_of_notifications_and_jobs():
+    from pathlib import Path
+    settings = load_settings(Path(__file__).resolve().parents[1] / "config.example.toml")
+    defaults = Settings()
+    assert (settings.notifications, settings.jobs, settings.redis_url) == (
+        defaults.notifications, defaults.jobs, defaults.redis_url)
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     settings = load_settings(write(tmp_path, 'database_url = "sqlite:///var/c.db"\ndata_dir = "var"\n'))
     assert settings.database_url == f"sqlite:///{tmp_path}/var/c.db"
     assert settings.data_dir == tmp_path / "var"
+
+
+def test_wechat_pay_key_files_are_relative_to_the_config_file_too(tmp_path):
+    settings = load_settings(write(tmp_path, '[wechatpay]\nprivate_key_path = "keys/apiclient_key.pem"\n'
+                                             'public_key_path = "/etc/collector/pub_key.pem"\n'))
+    assert settings.wechatpay.private_key_path == str(tmp_path / "keys" / "apiclient_key.pem")
+    assert settings.wechatpay.public_key_path == "/etc/collector/pub_key.pem"
 
 
 def test_bare_dates_cover_whole_days(tmp_path):
