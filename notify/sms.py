@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 TEMPLATES = ("payment_done", "approved", "rejected", "review_delay")
 CONSOLE_LOG_FILE = "sms.jsonl"
 SDK_LOGGER = "tencentcloud_sdk_common"
-# rules.identity.mask_personal_data leaves "+8613800138000" alone (the number follows a digit).
 
 # Tencent Cloud error codes (whole-request `Error.Code` or per-number `SendStatusSet[].Code`) are
 # "Family.Detail". These families mean the request itself is wrong and will stay wrong.
@@ -127,7 +126,7 @@ class TencentSms:
     def __init__(self, settings: SmsSettings):
         self.settings = settings
         self._local = threading.local()
-        # At DEBUG the SDK logs whole requests: E.164 numbers, which the log filter does not mask.
+        # At DEBUG the SDK logs whole requests and responses, numbers and signatures included.
         logging.getLogger(SDK_LOGGER).setLevel(max(logging.INFO, logging.getLogger(SDK_LOGGER).level))
 
     def send(self, phone: str, template: str, params: list[str]) -> str:
