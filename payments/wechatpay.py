@@ -106,14 +106,12 @@ class WeChatPayGateway:
 
     def __init__(self, settings: Settings):
         config = settings.wechatpay
-        check_config(settings)
+        self._private_key, self._public_key = check_config(settings)
         self.config = config
         self.appid = config.appid or settings.wechat.appid
         self.public_base_url = settings.payment.public_base_url.rstrip("/")
         self.notify_url = f"{self.public_base_url}/pay/notify"
         self.links = PayLinks(self.public_base_url, "/pay/wechat", settings.secret_key, salt="wechatpay-pay")
-        self._private_key = _load_private_key(config.private_key_path)
-        self._public_key = _load_public_key(config.public_key_path)
         self.client = WeChatPay(
             wechatpay_type=WeChatPayType.JSAPI, mchid=config.mchid, private_key=_pem(self._private_key),
             cert_serial_no=config.merchant_serial_no, appid=self.appid, apiv3_key=config.apiv3_key,
@@ -250,8 +248,9 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(BEIJING).isoformat(timespec="seconds")
 
 
-def check_config(settings: Settings) -> None:
-    """Raises ConfigError naming everything in [wechatpay] that cannot work."""
+def check_config(settings: Settings) -> tuple[rsa.RSAPrivateKey, rsa.RSAPublicKey]:
+    """The merchant's private key and WeChat Pay's public key, loaded; raises ConfigError naming
+    everything in [wechatpay] that cannot work."""
     config: WeChatPaySettings = settings.wechatpay
     required = ("mchid", "merchant_serial_no", "private_key_path", "apiv3_key", "public_key_path", "public_key_id")
     missing = [key for key in required if not str(getattr(config, key)).strip()]
@@ -266,8 +265,7 @@ def check_config(settings: Settings) -> None:
                           "JSAPI pays with the openid the page learns through that account")
     if not config.api_base_url.startswith(("https://", "http://")):
         raise ConfigError("wechatpay.api_base_url must be an http(s) URL")
-    _load_private_key(config.private_key_path)
-    _load_public_key(config.public_key_path)
+    return _load_private_key(config.private_key_path), _load_public_key(config.public_key_path)
 
 
 def _load_private_key(path: str) -> rsa.RSAPrivateKey:
