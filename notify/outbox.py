@@ -38,6 +38,7 @@ class Parcel:
     phone: str | None
     payload: dict
     attempt: int
+    message_id: int | None  # the transcript row of a WeChat notification
 
 
 class Channel(Protocol):
@@ -144,7 +145,7 @@ class Outbox:
                 return None
             row = session.get(Notification, notification_id)
             return Parcel(id=row.id, kind=row.kind, channel=row.channel, openid=row.openid, phone=row.phone,
-                          payload=dict(row.payload), attempt=row.attempts)
+                          payload=dict(row.payload), attempt=row.attempts, message_id=row.message_id)
 
     def _failed(self, parcel: Parcel, error: str, permanent: bool) -> str:
         give_up = permanent or parcel.attempt >= self.policy.max_attempts
@@ -171,14 +172,8 @@ class Outbox:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if parcel.channel == "wechat":
-                self._mark_transcript(session, parcel.id, error)
-
-    @staticmethod
-    def _mark_transcript(session: Session, notification_id: int, error: str | None) -> None:
-        message_id = session.scalar(select(Notification.message_id).where(Notification.id == notification_id))
-        if message_id is not None:
-            session.get(Message, message_id).delivery_error = error
+            if parcel.message_id is not None:
+                session.get(Message, parcel.message_id).delivery_error = error
 
     def backoff(self, attempt: int) -> timedelta:
         seconds = self.policy.retry_base_seconds * 2 ** max(attempt - 1, 0)
