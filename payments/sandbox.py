@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, abort, current_app, render_template_string
+from flask import Blueprint, abort, render_template_string
 
 import messages
+from payments import pages
 from payments.links import PayLinks
 from payments.orders import confirm_payment
 from store import queries
 
 blueprint = Blueprint("sandbox_pay", __name__)
 
-PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ t.title }}</title>
-<style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;color:#222}
-.amount{font-size:2em;margin:.5em 0}button{font-size:1.2em;padding:.6em 2em;background:#07c160;color:#fff;
-border:0;border-radius:6px}.note{color:#666;font-size:.9em}</style></head><body>
-<h1>{{ t.title }}</h1>
-<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
+PAGE = pages.HEAD + """<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
 <p class="amount">¥{{ amount }}</p>
 {% if order.status == "paid" %}
   <p><strong>{{ t.paid.format(review_hours=review_hours) }}</strong></p>
@@ -47,13 +40,9 @@ class SandboxGateway:
         return self.links.trade_no(token)
 
 
-def _collector():
-    return current_app.extensions["collector"]
-
-
 @blueprint.get("/pay/sandbox/<token>")
 def show(token: str):
-    collector = _collector()
+    collector = pages.collector()
     with collector.db.session() as session:
         order = queries.order_by_trade_no(session, collector.payments.trade_no(token))
         if order is None:
@@ -63,7 +52,7 @@ def show(token: str):
 
 @blueprint.post("/pay/sandbox/<token>")
 def pay(token: str):
-    collector = _collector()
+    collector = pages.collector()
     with collector.db.session() as session:
         order = queries.order_by_trade_no(session, collector.payments.trade_no(token))
         if order is None:
@@ -75,10 +64,5 @@ def pay(token: str):
 
 
 def _page(order):
-    return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=_price(order.amount_fen),
-                                  review_hours=_collector().settings.collection.review_hours)
-
-
-def _price(fen: int) -> str:
-    """The price tag on the page: always two decimals."""
-    return f"{fen / 100:.2f}"
+    return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=pages.price(order.amount_fen),
+                                  review_hours=pages.collector().settings.collection.review_hours)

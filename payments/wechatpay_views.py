@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template_string, request, url_for
+from flask import Blueprint, abort, jsonify, redirect, render_template_string, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 from wechatpy.exceptions import WeChatOAuthException
 from wechatpy.oauth import WeChatOAuth
 
 import messages
-from payments import reconcile
+from payments import pages, reconcile
 from payments.wechatpay import NotificationRejected, WeChatPayError, WeChatPayGateway
 from store import queries
 from store.models import Order, utcnow
@@ -21,16 +21,7 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("wechatpay", __name__)
 
-PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ t.title }}</title>
-<style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;color:#222}
-.amount{font-size:2em;margin:.5em 0}button,a.button{display:inline-block;font-size:1.2em;padding:.6em 2em;
-background:#07c160;color:#fff;border:0;border-radius:6px;text-decoration:none}.note{color:#666;font-size:.9em}</style>
-</head><body>
-<h1>{{ t.title }}</h1>
-{% if order %}<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
+PAGE = pages.HEAD + """{% if order %}<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
 <p class="amount">¥{{ amount }}</p>{% endif %}
 {% if params %}
   <p><button id="pay" type="button">{{ t.pay_button.format(amount=amount) }}</button></p>
@@ -64,12 +55,8 @@ background:#07c160;color:#fff;border:0;border-radius:6px;text-decoration:none}.n
 </body></html>"""
 
 
-def _collector():
-    return current_app.extensions["collector"]
-
-
 def _gateway() -> WeChatPayGateway:
-    return _collector().payments
+    return pages.collector().payments
 
 
 @blueprint.get("/pay/wechat/<token>")
@@ -95,18 +82,18 @@ def show(token: str):
 def _checkout(gateway: WeChatPayGateway, order: Order, token: str):
     t = messages.WECHATPAY_PAGE
     if order.status == "paid":
-        return _message(order, t["paid"].format(review_hours=_collector().settings.collection.review_hours))
+        return _message(order, t["paid"].format(review_hours=pages.collector().settings.collection.review_hours))
     if order.status == "closed":
         return _message(order, t["closed"])
     now = utcnow()
     if now >= gateway.payable_until(order):
         return _message(order, t["expired"])
     try:
-        prepay_id = gateway.ensure_prepay(_collector().db, order, now)
+        prepay_id = gateway.ensure_prepay(pages.collector().db, order, now)
     except WeChatPayError as exc:
         log.error("order %s: JSAPI order failed: %s", order.out_trade_no, exc)
         return _message(order, t["unavailable"], 503, retry_url=_page_url(token))
-    return render_template_string(PAGE, t=t, order=order, amount=_price(order.amount_fen),
+    return render_template_string(PAGE, t=t, order=order, amount=pages.price(order.amount_fen),
                                   params=gateway.jsapi_params(prepay_id),
                                   status_url=url_for("wechatpay.status", token=token))
 
@@ -123,7 +110,7 @@ def status(token: str):
 def notify():
     """WeChat Pay's notifications. 204: taken (also when already known); 4xx: refused, with the
     reason; 5xx: we could not store it, so WeChat Pay tries again later."""
-    collector = _collector()
+    collector = pages.collector()
     try:
         notification = collector.payments.parse_notification(request.headers, request.get_data())
         outcome = reconcile.apply_notification(collector, notification)
@@ -142,7 +129,7 @@ def _fail(status: int, message: str):
 
 
 def _oauth(token: str) -> WeChatOAuth:
-    wechat = _collector().settings.wechat
+    wechat = pages.collector().settings.wechat
     oauth = _TimedOAuth(wechat.appid, wechat.secret, _page_url(token), scope="snsapi_base", state=token)
     oauth.API_BASE_URL, oauth.OAUTH_BASE_URL = wechat.sns_api_base_url, wechat.oauth_base_url
     oauth.timeout = wechat.http_timeout_seconds
@@ -163,7 +150,7 @@ def _page_url(token: str) -> str:
 
 
 def _order(out_trade_no: str) -> Order:
-    collector = _collector()
+    collector = pages.collector()
     with collector.db.session() as session:
         order = queries.order_by_trade_no(session, out_trade_no)
     if order is None:
@@ -172,11 +159,7 @@ def _order(out_trade_no: str) -> Order:
 
 
 def _message(order: Order | None, text: str, status: int = 200, retry_url: str | None = None):
-    amount = _price(order.amount_fen) if order is not None else ""
+    amount = pages.price(order.amount_fen) if order is not None else ""
     page = render_template_string(PAGE, t=messages.WECHATPAY_PAGE, order=order, amount=amount, params=None,
                                   text=text, retry_url=retry_url)
     return page, status
-
-
-def _price(fen: int) -> str:
-    return f"{fen / 100:.2f}"

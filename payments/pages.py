@@ -1,0 +1,25 @@
+"""What the sandbox and WeChat Pay pages share: the page head, the price tag, and the app's collector."""
+from __future__ import annotations
+
+from flask import current_app
+
+# Both templates start with this and close </body></html> themselves; `t` is the page's texts.
+HEAD = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ t.title }}</title>
+<style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;color:#222}
+.amount{font-size:2em;margin:.5em 0}button,a.button{display:inline-block;font-size:1.2em;padding:.6em 2em;
+background:#07c160;color:#fff;border:0;border-radius:6px;text-decoration:none}.note{color:#666;font-size:.9em}</style>
+</head><body>
+<h1>{{ t.title }}</h1>
+"""
+
+
+def collector():
+    return current_app.extensions["collector"]
+
+
+def price(fen: int) -> str:
+    """The price tag on a page: always two decimals."""
+    return f"{fen / 100:.2f}"
