@@ -95,6 +95,7 @@ REVIEW_DELAYED = ("抱歉，您的照片审核超过了承诺的{review_hours}�
 # the texts a template can show; which template field shows which is set in config
 # ([notifications] wechat_template_<kind>_fields). Besides these, a template can show the
 # candidate's name, the amount, the reason of a rejection and the time of the event.
+TEMPLATE_AMOUNT = "{fee}元"
 TEMPLATE_PAYMENT_DONE = {
     "title": "毕业照片采集费支付成功",
     "status": "审核中",

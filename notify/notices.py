@@ -41,7 +41,8 @@ def payment_done(settings: Settings, openid: str, out_trade_no: str, amount_fen:
     return Notice(
         kind="payment_done", openid=openid, key=f"payment_done:{out_trade_no}",
         text=messages.PAYMENT_DONE.format(fee=fee, review_hours=hours),
-        template_fields=_fields(settings, messages.TEMPLATE_PAYMENT_DONE, name=name, amount=f"{fee}元"),
+        template_fields=_fields(settings, messages.TEMPLATE_PAYMENT_DONE, name=name,
+                                amount=messages.TEMPLATE_AMOUNT.format(fee=fee)),
         sms_params=(fee, hours),
     )
 
