@@ -23,10 +23,15 @@ PROVINCE_CODES = frozenset({
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 
-_NAME = re.compile(r"^[\u4e00-\u9fff\u3400-\u4dbf](?:[\u4e00-\u9fff\u3400-\u4dbf·]*[\u4e00-\u9fff\u3400-\u4dbf])?$")
+# Every CJK ideograph a name may use: 〇, Extension A, the Unified block, the compatibility ideographs
+# (NFKC folds most into unified ones), Extensions B–F and I with the compatibility supplement, G and H.
+_HAN = ("\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+        "\U00020000-\U0002a6df\U0002a700-\U0002ee5f\U0002f800-\U0002fa1f\U00030000-\U000323af")
+_NAME = re.compile(f"[{_HAN}]+(?:·[{_HAN}]+)*")
 _ID_CHARS = re.compile(r"[0-9X]")
 _SEPARATORS = re.compile(r"[\s,，;；:：/|、\-—_]+")
-_NAME_DOTS = str.maketrans({"•": "·", "・": "·", "．": "·", ".": "·", "‧": "·"})
+# The middle dot of minority names, as phones and input methods type it.
+_NAME_DOTS = str.maketrans({ch: "·" for ch in "•・．.‧∙⋅⸱･"})
 
 
 def check_digit(first17: str) -> str:
