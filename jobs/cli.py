@@ -53,7 +53,7 @@ def list_jobs() -> None:
 @outbox_group.command("status")
 def status() -> None:
     """How many notifications are in each state."""
-    with collector().db.session() as session:
+    with collector().db.read() as session:
         counts = session.execute(select(Notification.status, Notification.channel, func.count())
                                  .group_by(Notification.status, Notification.channel)).all()
     click.echo(table(["status", "channel", "count"], [[s, c, str(n)] for s, c, n in sorted(counts)]) if counts
@@ -66,7 +66,7 @@ def status() -> None:
 @click.option("--limit", default=50, show_default=True)
 def list_notifications(wanted: str, limit: int) -> None:
     """Notifications in one state, newest first, with their last error."""
-    with collector().db.session() as session:
+    with collector().db.read() as session:
         rows = list(session.scalars(select(Notification).where(Notification.status == wanted)
                                     .order_by(Notification.id.desc()).limit(limit)))
     if not rows:

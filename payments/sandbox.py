@@ -43,7 +43,7 @@ class SandboxGateway:
 @blueprint.get("/pay/sandbox/<token>")
 def show(token: str):
     collector = pages.collector()
-    with collector.db.session() as session:
+    with collector.db.read() as session:
         order = queries.order_by_trade_no(session, collector.payments.trade_no(token))
         if order is None:
             abort(404)

@@ -151,7 +151,7 @@ def _page_url(token: str) -> str:
 
 def _order(out_trade_no: str) -> Order:
     collector = pages.collector()
-    with collector.db.session() as session:
+    with collector.db.read() as session:
         order = queries.order_by_trade_no(session, out_trade_no)
     if order is None:
         abort(404)

@@ -135,7 +135,7 @@ def review_reject(id_number: str, reason: str, by: str) -> None:
 @review_group.command("pending")
 def review_pending() -> None:
     """Photos waiting for review, oldest first."""
-    with collector().db.session() as session:
+    with collector().db.read() as session:
         items = review.pending_reviews(session)
     if not items:
         click.echo("没有待审核的照片。")
@@ -251,7 +251,7 @@ support_group = AppGroup("support", help="Conversations that asked for a human (
 @support_group.command("queue")
 def support_queue() -> None:
     """Who asked for a human, oldest first."""
-    with collector().db.session() as session:
+    with collector().db.read() as session:
         requests = review.support_queue(session)
     if not requests:
         click.echo("没有等待人工客服的对话。")

@@ -1,4 +1,8 @@
-"""Engine and sessions: one transaction per unit of work, SQLite tuned for a threaded server."""
+"""Engine and sessions: one transaction per unit of work, SQLite tuned for a threaded server.
+
+`session()` is for work that may write: on SQLite it takes the one writer lock up front. `read()` is
+for pages and listings that only read: it never waits for a writer (WAL lets readers see the last
+commit while a write is in progress), and a write attempted in it fails at once."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +24,8 @@ class Database:
         self.url = url
         self.engine = _create_engine(url, busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = _create_read_engine(url, busy_timeout) or self.engine
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -36,6 +42,20 @@ class Database:
         for callback in session.info.pop("after_commit", ()):
             callback()
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session: one consistent snapshot, no writer lock. A write in it raises (SQLite:
+        query_only; PostgreSQL: a READ ONLY transaction), so it can never turn into a writer halfway,
+        which on SQLite could deadlock with a writer waiting for it. Objects loaded in it stay readable
+        after the block, detached."""
+        session = self._read_sessions()
+        try:
+            if self._read_engine.dialect.name == "postgresql":
+                session.execute(text("SET TRANSACTION READ ONLY"))
+            yield session
+        finally:
+            session.close()
+
     @staticmethod
     def after_commit(session: Session, callback) -> None:
         """Runs callback once the session's transaction has committed (never if it rolls back)."""
@@ -43,6 +63,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._read_engine is not self.engine:
+            self._read_engine.dispose()
 
 
 def _create_engine(url: str, busy_timeout: float) -> Engine:
@@ -60,7 +82,20 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record, busy_timeout: float) -> None:
+def _create_read_engine(url: str, busy_timeout: float) -> Engine | None:
+    """SQLite: a second pool of query-only connections whose transactions begin deferred (a snapshot
+    taken at the first read) and skip the writer lock. None elsewhere: PostgreSQL readers never wait
+    for writers, and an in-memory database is private to its connection."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
+    event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout=busy_timeout, query_only=True))
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record, busy_timeout: float, query_only: bool = False) -> None:
     # Let SQLAlchemy own transactions (pysqlite's implicit BEGIN gets in the way of BEGIN IMMEDIATE).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -68,6 +103,8 @@ def _sqlite_pragmas(dbapi_connection, _record, busy_timeout: float) -> None:
     _use_wal(cursor, busy_timeout)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    if query_only:
+        cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
 
