@@ -20,6 +20,7 @@ from bot.access_token import build_token_store
 from bot.client import WeChatApi
 from bot.conversation import Conversation
 from bot.protocol import WeChatProtocol
+from bot.replay import build_nonce_store
 from bot.retries import RetryGuard
 from handlers.base import PaymentGateway, Services
 from jobs.queue import Jobs, build_huey
@@ -86,7 +87,8 @@ def build_collector(settings: Settings) -> Collector:
     )
     outbox = build_outbox(settings, db, wechat)
     collector = Collector(
-        settings=settings, db=db, protocol=WeChatProtocol(settings.wechat), retries=RetryGuard(db),
+        settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db)),
+        retries=RetryGuard(db),
         conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=Jobs(build_huey(settings)),
         services=services, payments=payments,
     )

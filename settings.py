@@ -38,6 +38,14 @@ class WeChatSettings:
     # sent to authorise, and the API that turns the code into an openid.
     oauth_base_url: str = "https://open.weixin.qq.com/connect/"
     sns_api_base_url: str = "https://api.weixin.qq.com/"
+    # Message security mode: "safe" (only AES-encrypted requests), "compatible" (plain ones too) or
+    # "plain". Empty: safe when encoding_aes_key is set, else plain. A plain request's signature does
+    # not cover its body, so compatible and plain mode trust whoever holds a captured query string.
+    mode: str = ""
+
+    @property
+    def message_mode(self) -> str:
+        return self.mode or ("safe" if self.encoding_aes_key else "plain")
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
     raw = dict(raw)
     sections = {
-        "wechat": _build(WeChatSettings, raw.pop("wechat", {}), "wechat"),
+        "wechat": _build_wechat(raw.pop("wechat", {})),
         "window": _build_window(raw.pop("window", {})),
         "office": _build(OfficeSettings, raw.pop("office", {}), "office"),
         "collection": _build_collection(raw.pop("collection", {})),
@@ -287,6 +295,18 @@ def _build(cls, values: dict[str, Any], where: str, exclude: set[str] = frozense
     if unknown:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
     return cls(**values)
+
+
+WECHAT_MODES = ("safe", "compatible", "plain")
+
+
+def _build_wechat(values: dict[str, Any]) -> WeChatSettings:
+    wechat = _build(WeChatSettings, values, "wechat")
+    if wechat.mode and wechat.mode not in WECHAT_MODES:
+        raise ConfigError(f'wechat.mode must be "safe", "compatible" or "plain", not {wechat.mode!r}')
+    if wechat.message_mode != "plain" and len(wechat.encoding_aes_key) != 43:
+        raise ConfigError(f"wechat.mode {wechat.message_mode!r} needs a 43-character encoding_aes_key")
+    return wechat
 
 
 def _build_window(values: dict[str, Any]) -> WindowSettings:

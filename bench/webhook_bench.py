@@ -79,7 +79,8 @@ def write_config(workdir: Path, api_base_url: str) -> Path:
         "database_url": f"sqlite:///{workdir / 'bench.db'}",
         "data_dir": str(workdir / "data"),
     }
-    wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url}
+    wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url,
+              "mode": "compatible"}  # the bench measures plain and AES requests
     lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     lines += ["", "[wechat]"] + [f"{key} = {json.dumps(value)}" for key, value in wechat.items()]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -217,13 +217,15 @@ def _default_openid() -> str:
 @click.command("chat")
 @click.option("--url", help="The webhook URL (default: http://{server.host}:{server.port}/wechat).")
 @click.option("--openid", default=None, help="The user to chat as (default: a random o_demo_… id).")
-@click.option("--aes", is_flag=True, help="Use safe mode (AES-encrypted messages).")
+@click.option("--aes", is_flag=True, help="Use safe mode (AES-encrypted messages); the default when the "
+                                           "server's [wechat] mode is safe.")
 @with_appcontext
 def chat_command(url: str | None, openid: str | None, aes: bool) -> None:
     """Chat with the running webhook as a WeChat user would."""
     settings = current_app.config["SETTINGS"]
     url = url or f"http://{settings.server.host}:{settings.server.port}/wechat"
     openid = openid or _default_openid()
+    aes = aes or settings.wechat.message_mode == "safe"  # a safe-mode server refuses plain requests
     target = urlsplit(url)
     simulator = WeChatSimulator(
         settings.wechat.token,

@@ -13,6 +13,7 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import ImageReply, TextReply
 
+from bot.replay import MemoryNonceStore, NonceStore, fingerprint, nonce_key, ttl_for
 from handlers.base import Incoming, Reply
 from settings import WeChatSettings
 
@@ -38,10 +39,16 @@ class Opened:
 
 
 class WeChatProtocol:
-    def __init__(self, settings: WeChatSettings, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: WeChatSettings, clock: Callable[[], float] = time.time,
+                 nonces: NonceStore | None = None):
+        """nonces: where used (timestamp, nonce) pairs are remembered; shared by every process in a
+        deployment (bot/replay.py), or this process's memory when none is given."""
         self.settings = settings
         self.clock = clock
-        self.crypto = WeChatCrypto(settings.token, settings.encoding_aes_key, settings.appid)
+        self.mode = settings.message_mode
+        self.nonces = nonces if nonces is not None else MemoryNonceStore()
+        self.crypto = (WeChatCrypto(settings.token, settings.encoding_aes_key, settings.appid)
+                       if settings.encoding_aes_key else None)
 
     def verify_url(self, args: Mapping[str, str]) -> str:
         """GET /wechat: the server-address check WeChat runs when the URL is configured."""
@@ -57,10 +64,17 @@ class WeChatProtocol:
         _refuse_declarations(body)
         if encrypted:
             xml = self._decrypt(body, args.get("msg_signature", ""), timestamp, nonce)
+        elif self.mode == "safe":
+            # The plain signature does not cover the body: anyone holding one query string could
+            # write any message under it.
+            raise ProtocolError(403, "plain request refused in safe mode")
         else:
             self._check_signature(args.get("signature", ""), timestamp, nonce)
             xml = body
         message = _parse(xml)
+        if self.mode != "safe":
+            # In safe mode msg_signature covers the ciphertext, so a pair cannot carry another message.
+            self._check_replay(timestamp, nonce, message)
         return Opened(message=message, incoming=to_incoming(message), encrypted=encrypted,
                       retry_key=retry_key(message))
 
@@ -92,9 +106,19 @@ class WeChatProtocol:
         if skew > self.settings.max_clock_skew_seconds:
             raise ProtocolError(403, f"stale timestamp ({int(skew)} s off)")
 
+    def _check_replay(self, timestamp: str, nonce: str, message) -> None:
+        """A (timestamp, nonce) belongs to the first message that used it; WeChat's retries of that
+        message may repeat it and go on to the retry guard."""
+        mine = fingerprint(message._data)
+        ttl = ttl_for(timestamp, self.settings.max_clock_skew_seconds, self.clock())
+        if self.nonces.take(nonce_key(timestamp, nonce), mine, ttl) != mine:
+            raise ProtocolError(403, "nonce already used by another message (replayed query string)")
+
     def _decrypt(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> str:
         if not msg_signature:
             raise ProtocolError(403, "missing msg_signature")
+        if self.crypto is None:
+            raise ProtocolError(403, "encrypted request, but no encoding_aes_key is configured")
         try:
             envelope = wechatpy.utils.to_text(body)
             xml = self.crypto.decrypt_message(envelope, msg_signature, timestamp, nonce)

@@ -206,6 +206,16 @@ class InboundKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
+class ReplayNonce(Base):
+    """A (timestamp, nonce) already used by a webhook request, with the message it carried, kept while
+    the timestamp is still accepted: a plain request's signature covers only those two, not the body."""
+    __tablename__ = "replay_nonces"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class MatchAttempt(Base):
     """A roster look-up, kept to limit how fast one account can probe ID numbers."""
     __tablename__ = "match_attempts"

@@ -33,8 +33,9 @@ def _toml_value(value) -> str:
 
 def write_config(tmp_path: Path, *, database_url, api_base_url, token, appid, secret, aes_key, sections) -> Path:
     base = {
+        # Most tests post plain requests; the safe-mode default refusing them is tested in test_replay.py.
         "wechat": {"token": token, "appid": appid, "secret": secret, "encoding_aes_key": aes_key,
-                   "api_base_url": api_base_url, "reply_budget_seconds": 4.0},
+                   "api_base_url": api_base_url, "reply_budget_seconds": 4.0, "mode": "compatible"},
         "payment": {"public_base_url": "http://collector.test"},
         # Background tasks run at once, in the caller; tests of the consumer itself turn this off.
         "jobs": {"immediate": True},

@@ -16,8 +16,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        'replay_nonces',
+        sa.Column('key', sa.String(length=64), nullable=False),
+        sa.Column('fingerprint', sa.String(length=64), nullable=False),
+        sa.Column('expires_at', store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('key'),
+    )
+    op.create_index(op.f('ix_replay_nonces_expires_at'), 'replay_nonces', ['expires_at'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index(op.f('ix_replay_nonces_expires_at'), table_name='replay_nonces')
+    op.drop_table('replay_nonces')
