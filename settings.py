@@ -33,6 +33,9 @@ class WeChatSettings:
     max_clock_skew_seconds: int = 300
     max_body_bytes: int = 1024 * 1024
     reply_budget_seconds: float = 4.0
+    # A message being worked on is claimed by its process for this long, renewed every third of it;
+    # a claim whose process died runs out and WeChat's next retry runs the message.
+    claim_lease_seconds: float = 3.0
     http_timeout_seconds: float = 3.0
     # WeChat web-page authorisation (OAuth 2, snsapi_base) for the payment page: where the phone is
     # sent to authorise, and the API that turns the code into an openid.
@@ -85,6 +88,16 @@ class CollectionSettings:
     fee_fen: int = 3000
     review_hours: int = 48
     max_failed_matches_per_hour: int = 5
+    # Roster look-ups by all accounts together (0: no limit); stops enumeration by many accounts.
+    max_roster_lookups_per_minute: int = 120
+    max_roster_lookups_per_hour: int = 3000
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    claim_minutes: int = 15
+    undo_seconds: int = 30
+    second_review_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,33 @@ class JobsSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The staff console under /staff/ (console/)."""
+    # Session cookies carry the Secure flag: the console must be served over HTTPS. Only the demo on
+    # plain http://127.0.0.1 turns it off.
+    secure_cookies: bool = True
+    # A session unused this long is signed out.
+    idle_minutes: int = 30
+    # This many failed sign-ins in a row lock the account for lockout_minutes.
+    lockout_failures: int = 5
+    lockout_minutes: int = 15
+    # Flask-Limiter limits on failed sign-ins, per account name and per client address.
+    account_failure_limit: str = "10 per 15 minutes"
+    address_failure_limit: str = "30 per 15 minutes"
+    # Keys of the rate-limit counters in Redis (when redis_url is set).
+    rate_limit_prefix: str = "photo-collector-console"
+
+
+@dataclass(frozen=True)
+class HandoverSettings:
+    """Hand-over of approved photos to the exam office (staff/handover.py)."""
+    # What names each photo in the zip: "exam_number" (准考证号) or "id_number" (身份证号).
+    file_key: str = "exam_number"
+    # Also put a copy normalised to the office's 480×640 JPEG in a second folder of the zip.
+    normalised_copy: bool = False
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -202,12 +242,15 @@ class Settings:
     window: WindowSettings = field(default_factory=WindowSettings)
     office: OfficeSettings = field(default_factory=OfficeSettings)
     collection: CollectionSettings = field(default_factory=CollectionSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     payment: PaymentSettings = field(default_factory=PaymentSettings)
     wechatpay: WeChatPaySettings = field(default_factory=WeChatPaySettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    handover: HandoverSettings = field(default_factory=HandoverSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
 
     @property
@@ -252,12 +295,15 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "window": _build_window(raw.pop("window", {})),
         "office": _build(OfficeSettings, raw.pop("office", {}), "office"),
         "collection": _build_collection(raw.pop("collection", {})),
+        "review": _build_review(raw.pop("review", {})),
         "payment": _build(PaymentSettings, raw.pop("payment", {}), "payment"),
         "wechatpay": _build(WeChatPaySettings, raw.pop("wechatpay", {}), "wechatpay"),
         "sms": _build(SmsSettings, raw.pop("sms", {}), "sms"),
         "notifications": _build_notifications(raw.pop("notifications", {})),
         "jobs": _build(JobsSettings, raw.pop("jobs", {}), "jobs"),
         "server": _build(ServerSettings, raw.pop("server", {}), "server"),
+        "handover": _build_handover(raw.pop("handover", {})),
+        "console": _build(ConsoleSettings, raw.pop("console", {}), "console"),
         "photo": _build_photo(raw.pop("photo", {})),
     }
     top = _build(Settings, raw, "top level", exclude=set(sections))
@@ -309,6 +355,16 @@ def _build_wechat(values: dict[str, Any]) -> WeChatSettings:
     return wechat
 
 
+HANDOVER_FILE_KEYS = ("exam_number", "id_number")
+
+
+def _build_handover(values: dict[str, Any]) -> HandoverSettings:
+    handover = _build(HandoverSettings, values, "handover")
+    if handover.file_key not in HANDOVER_FILE_KEYS:
+        raise ConfigError(f'handover.file_key must be "exam_number" or "id_number", not {handover.file_key!r}')
+    return handover
+
+
 def _build_window(values: dict[str, Any]) -> WindowSettings:
     values = dict(values)
     for key in ("start", "end"):
@@ -344,6 +400,15 @@ def _build_collection(values: dict[str, Any]) -> CollectionSettings:
             raise ConfigError("collection.levels must be a non-empty list of names")
         values["levels"] = tuple(Level(str(i), name) for i, name in enumerate(levels, start=1))
     return _build(CollectionSettings, values, "collection")
+
+
+def _build_review(values: dict[str, Any]) -> ReviewSettings:
+    review = _build(ReviewSettings, values, "review")
+    if not 0 <= review.second_review_share <= 1:
+        raise ConfigError("review.second_review_share must be between 0 and 1")
+    if review.claim_minutes < 1 or review.undo_seconds < 0:
+        raise ConfigError("review.claim_minutes must be at least 1 and review.undo_seconds not negative")
+    return review
 
 
 def _build_notifications(values: dict[str, Any]) -> NotificationSettings:

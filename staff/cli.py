@@ -14,7 +14,8 @@ from flask.cli import AppGroup, with_appcontext
 from handlers.texts import shorten
 from staff import review, roster
 from staff.review import StaffActionError
-from rules.identity import clean_id_number, mask_id_number, mask_personal_data
+from staff.lookup import shown
+from rules.identity import mask_id_number, mask_personal_data
 from store import migrate, queries
 from store.models import Message, Notification
 
@@ -27,6 +28,9 @@ def register(app: Flask) -> None:
         app.cli.add_command(group)
     app.cli.add_command(unbind_command)
     app.cli.add_command(transcript_command)
+    from staff.handover_cli import handover_group
+
+    app.cli.add_command(handover_group)
 
 
 def collector():
@@ -113,38 +117,74 @@ def print_import_result(result: roster.ImportResult) -> None:
 review_group = AppGroup("review", help="Staff review of submitted photos.")
 
 
-@review_group.command("approve")
-@click.argument("id_number")
+GRADUATE_HELP = ("GRADUATE: the full ID number, the 准考证号, or the masked ID number and the name as "
+                 "`review pending` shows them (quote the mask: '110101********0118' 王小明).")
+
+
+def graduate_argument(function):
+    return click.argument("graduate", nargs=-1, required=True)(function)
+
+
+@review_group.command("approve", epilog=GRADUATE_HELP)
+@graduate_argument
+@click.option("--wrong-rule", "wrong_rules", multiple=True,
+              help="A checker rule that refused this photo wrongly (needed to approve a refused photo).")
 @by_option
-def review_approve(id_number: str, by: str) -> None:
-    """Approve the photo of the graduate with ID_NUMBER."""
-    reviewed = run_action(review.approve, collector().outbox, id_number, by=by)
+def review_approve(graduate: tuple[str, ...], wrong_rules: tuple[str, ...], by: str) -> None:
+    """Approve the photo of GRADUATE."""
+    reviewed = run_action(review.approve, collector().outbox, " ".join(graduate), by=by, wrong_rules=wrong_rules)
     click.echo(f"已通过：{reviewed.entry.name}（{mask_id_number(reviewed.entry.id_number)}），照片 {reviewed.photo.id}，已通知考生。")
 
 
-@review_group.command("reject")
-@click.argument("id_number")
-@click.option("--reason", required=True, help="Why, in words the candidate understands (sent to them).")
+@review_group.command("reject", epilog=GRADUATE_HELP)
+@graduate_argument
+@click.option("--preset", default=None, help="A preset reason's code (`flask review reasons` lists them).")
+@click.option("--reason", default="", help="Why, in words the candidate understands (sent to them, after the preset).")
 @by_option
-def review_reject(id_number: str, reason: str, by: str) -> None:
-    """Reject the photo of the graduate with ID_NUMBER; they send a new one without paying again."""
-    reviewed = run_action(review.reject, collector().outbox, id_number, reason=reason, by=by)
-    click.echo(f"未通过：{reviewed.entry.name}（{mask_id_number(reviewed.entry.id_number)}），照片 {reviewed.photo.id}，已通知考生重新上传。")
+def review_reject(graduate: tuple[str, ...], preset: str | None, reason: str, by: str) -> None:
+    """Reject the photo of GRADUATE; they send a new one without paying again."""
+    reviewed = run_action(review.reject, collector().outbox, " ".join(graduate), reason=reason, by=by,
+                          preset=preset)
+    click.echo(f"未通过：{reviewed.entry.name}（{mask_id_number(reviewed.entry.id_number)}），照片 {reviewed.photo.id}，"
+               f"原因：{reviewed.photo.review_reason}。已通知考生重新上传。")
+
+
+@review_group.command("force")
+@click.argument("photo_id", type=int)
+@click.option("--why", required=True, help="Why the checker's refusal should be looked at by a person (audited).")
+@by_option
+def review_force(photo_id: int, why: str, by: str) -> None:
+    """Send a photo the checker refused to the review queue anyway."""
+    forced = run_action(review.send_to_review, photo_id, by, why)
+    where = "已进入审核队列" if forced.paid else "考生尚未缴费：已转到缴费步骤，缴费后进入审核队列"
+    click.echo(f"照片 {photo_id}（{forced.entry.name}，{mask_id_number(forced.entry.id_number)}）{where}。")
+
+
+@review_group.command("reasons")
+def review_reasons() -> None:
+    """The preset reasons for rejecting a photo (admins edit them in the console)."""
+    with collector().db.session() as session:
+        rows = [[reason.code, reason.label, reason.text] for reason in review.reject_reasons(session)]
+    click.echo(table(["代码", "名称", "考生收到的说明"], rows) if rows else "没有预设原因。")
 
 
 @review_group.command("pending")
 def review_pending() -> None:
     """Photos waiting for review, oldest first."""
-    with collector().db.read() as session:
+    with collector().db.session() as session:
         items = review.pending_reviews(session)
     if not items:
         click.echo("没有待审核的照片。")
         return
     now = datetime.now(timezone.utc)
-    rows = [[f"{item.hours_waiting(now):.1f}", item.name, item.masked_id_number, item.level,
-             str(item.photo_id or "-"), ",".join(item.hints) or "-", item.openid] for item in items]
-    click.echo(table(["等待(小时)", "姓名", "身份证号", "层次", "照片", "提示", "openid"], rows))
-    click.echo(f"共 {len(items)} 人待审核。")
+    hours = collector().settings.collection.review_hours
+    rows = [[f"{item.hours_waiting(now):.1f}", f"{hours - item.hours_waiting(now):.1f}", item.name,
+             item.masked_id_number, item.exam_number, item.level, str(item.photo_id or "-"),
+             ",".join(item.refused) or "-", ",".join(item.hints) or "-", item.openid] for item in items]
+    click.echo(table(["等待(小时)", "剩余(小时)", "姓名", "身份证号", "准考证号", "层次", "照片", "检查拒绝", "提示",
+                      "openid"], rows))
+    click.echo(f"共 {len(items)} 人待审核。审核：flask review approve 准考证号，或 "
+               f"flask review approve '身份证号（如上，带*）' 姓名；不通过：flask review reject … --preset 代码")
 
 
 def run_action(action, *args, **kwargs):
@@ -158,25 +198,26 @@ def run_action(action, *args, **kwargs):
 
 # --- flask unbind ---------------------------------------------------------------------------------
 
-@click.command("unbind")
-@click.argument("id_number")
+@click.command("unbind", epilog=GRADUATE_HELP)
+@graduate_argument
 @by_option
 @with_appcontext
-def unbind_command(id_number: str, by: str) -> None:
-    """Free the graduate with ID_NUMBER for another WeChat account (the old one starts over)."""
-    old_openid = run_action(review.unbind, id_number, by=by)
-    click.echo(f"已解除 {mask_id_number(clean_id_number(id_number))} 与微信号 {old_openid} 的绑定；该微信号回到开始步骤。")
+def unbind_command(graduate: tuple[str, ...], by: str) -> None:
+    """Free GRADUATE for another WeChat account (the old one starts over)."""
+    old_openid = run_action(review.unbind, " ".join(graduate), by=by)
+    click.echo(f"已解除 {shown(' '.join(graduate))} 与微信号 {old_openid} 的绑定；该微信号回到开始步骤。")
 
 
 # --- flask transcript -------------------------------------------------------------------------------
 
-@click.command("transcript")
-@click.argument("openid_or_id_number")
+@click.command("transcript", epilog=GRADUATE_HELP)
+@click.argument("openid_or_graduate", nargs=-1, required=True)
 @click.option("--unmasked", is_flag=True, help="Show ID and phone numbers in full (audited).")
 @by_option
 @with_appcontext
-def transcript_command(openid_or_id_number: str, unmasked: bool, by: str) -> None:
-    """The conversation of a WeChat account, or of every account that collected for an ID number."""
+def transcript_command(openid_or_graduate: tuple[str, ...], unmasked: bool, by: str) -> None:
+    """The conversation of a WeChat account, or of every account that collected for a graduate."""
+    openid_or_id_number = " ".join(openid_or_graduate)
     try:
         with collector().db.session() as session:
             target, openids = review.conversation_openids(session, openid_or_id_number)

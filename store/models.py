@@ -97,6 +97,75 @@ class Photo(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The hand-over batch that took this approved photo to the exam office (claimed once, never twice).
+    handover_batch_id: Mapped[int | None] = mapped_column(ForeignKey("handover_batches.id"), index=True)
+
+
+class ReviewClaim(Base):
+    """A reviewer's hold on a photo in the review queue (first or second review) until lease_until;
+    a lapsed lease puts the photo back in the queue. One row per photo and round."""
+    __tablename__ = "review_claims"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id"), primary_key=True)
+    round: Mapped[str] = mapped_column(String(8), primary_key=True)  # first | second
+    reviewer: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    lease_until: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReviewDecision(Base):
+    """One reviewer's verdict on one photo. `round` second: the blind quality check of an approval,
+    which changes nothing for the candidate. `overridden_rules`: checker rules the reviewer marked wrong
+    when accepting a photo the checker refused. `undone_at`: taken back within the grace period."""
+    __tablename__ = "review_decisions"
+    __table_args__ = (Index("ix_review_decisions_photo_round", "photo_id", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id"))
+    round: Mapped[str] = mapped_column(String(8))  # first | second
+    reviewer: Mapped[str] = mapped_column(String(64), index=True)
+    verdict: Mapped[str] = mapped_column(String(8))  # approved | rejected
+    reason_code: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)  # the text the candidate receives
+    overridden_rules: Mapped[list | None] = mapped_column(JSON)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    undo_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    undone_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SecondReview(Base):
+    """An approval drawn for a blind second look; `second_decision_id` is set once it was given."""
+    __tablename__ = "second_reviews"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id"), primary_key=True)
+    first_decision_id: Mapped[int] = mapped_column(ForeignKey("review_decisions.id"))
+    second_decision_id: Mapped[int | None] = mapped_column(ForeignKey("review_decisions.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ForcedReview(Base):
+    """A photo the checker refused that staff sent to the review queue anyway, and why."""
+    __tablename__ = "forced_reviews"
+
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id"), primary_key=True)
+    sent_by: Mapped[str] = mapped_column(String(64))
+    why: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RejectReason(Base):
+    """A preset reason for rejecting a photo: a short label for reviewers and the sentence the
+    candidate receives. Admins edit the list; retired reasons stay for the decisions that used them."""
+    __tablename__ = "reject_reasons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    label: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Order(Base):
@@ -118,6 +187,9 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Why it stopped being payable: replaced (a new order for the same collection) | expired | restart
+    # or unbind (the collection it was opened for ended: money that still arrives for it is refunded).
+    closed_reason: Mapped[str | None] = mapped_column(String(16))
 
 
 class Refund(Base):
@@ -197,13 +269,18 @@ class SharedToken(Base):
 
 
 class InboundKey(Base):
-    """A message already taken in, so WeChat's retries are answered from here instead of run again."""
+    """A message already taken in, so WeChat's retries are answered from here instead of run again.
+    The process running it holds a lease it keeps renewing; a retry after the lease ran out runs it."""
     __tablename__ = "inbound_keys"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     reply_xml: Mapped[str | None] = mapped_column(Text)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    owner: Mapped[str | None] = mapped_column(String(96))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The latest moment an attempt still holding WeChat's connection open can take the reply.
+    waiting_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ReplayNonce(Base):
@@ -219,7 +296,8 @@ class ReplayNonce(Base):
 class MatchAttempt(Base):
     """A roster look-up, kept to limit how fast one account can probe ID numbers."""
     __tablename__ = "match_attempts"
-    __table_args__ = (Index("ix_match_attempts_openid_created", "openid", "created_at"),)
+    __table_args__ = (Index("ix_match_attempts_openid_created", "openid", "created_at"),
+                      Index("ix_match_attempts_created", "created_at"))  # the global limit counts by time
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     openid: Mapped[str] = mapped_column(String(64))
@@ -236,4 +314,42 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(128))
     detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    # Why the staff member did it (a reject reason, a disable reason), and from which address.
+    reason: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
+
+
+class StaffUser(Base):
+    """A console account. `generation` changes when the account is disabled or its password set, which
+    ends every session signed in before (the session carries the generation it was opened with)."""
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class HandoverBatch(Base):
+    """A zip of approved photos (and its manifest) for the exam office, kept under the data directory."""
+    __tablename__ = "handover_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(12))  # building | ready | failed
+    created_by: Mapped[str] = mapped_column(String(64))
+    photo_count: Mapped[int] = mapped_column(Integer, default=0)
+    file_key: Mapped[str] = mapped_column(String(16))  # exam_number | id_number
+    normalised_copy: Mapped[bool] = mapped_column(Boolean, default=False)
+    path: Mapped[str | None] = mapped_column(String(255))  # relative to the data directory
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
