@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import messages
-from handlers import texts
+from handlers import roster_limit, texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
 from rules.identity import mask_id_number
 from rules.phone import parse_mobile
@@ -30,8 +30,12 @@ def match(ctx: Context) -> Outcome:
         minutes = max(1, int((oldest + timedelta(hours=1) - ctx.now).total_seconds() // 60) + 1)
         return Outcome(Reply(messages.TOO_MANY_ATTEMPTS.format(minutes=minutes, **office)), State.IDENTITY,
                        checks={"roster": "rate_limited"})
+    wait = roster_limit.minutes_to_wait(ctx)
+    if wait is not None:  # the candidate keeps what they typed; sending the phone again retries
+        return Outcome(Reply(messages.ROSTER_BUSY.format(minutes=wait, **office)), State.PHONE,
+                       checks={"roster": "busy"})
     entry = queries.match_roster(ctx.session, candidate.name, candidate.id_number, candidate.level)
-    queries.record_match_attempt(ctx.session, candidate.openid, matched=entry is not None)
+    queries.record_match_attempt(ctx.session, candidate.openid, matched=entry is not None, at=ctx.now)
     if entry is None:
         candidate.name = None
         candidate.id_number = None

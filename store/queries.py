@@ -1,7 +1,7 @@
 """Queries shared by the conversation, the payment pages and the staff commands."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -50,8 +50,19 @@ def oldest_failed_match_since(session: Session, openid: str, since: datetime) ->
     )
 
 
-def record_match_attempt(session: Session, openid: str, matched: bool) -> None:
-    session.add(MatchAttempt(openid=openid, matched=matched, created_at=utcnow()))
+def match_attempts_since(session: Session, since: datetime) -> tuple[int, datetime | None]:
+    """Roster look-ups by every account since `since`: how many, and the oldest one's time."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(MatchAttempt.created_at)).where(MatchAttempt.created_at >= since)
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:  # an aggregate skips the column's type on SQLite
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    return count or 0, oldest
+
+
+def record_match_attempt(session: Session, openid: str, matched: bool, at: datetime | None = None) -> None:
+    """`at`: the conversation's clock, which the limits count by."""
+    session.add(MatchAttempt(openid=openid, matched=matched, created_at=at or utcnow()))
 
 
 def bind(session: Session, entry: RosterEntry, openid: str) -> bool:

@@ -16,8 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('orders') as batch:
+        batch.add_column(sa.Column('closed_reason', sa.String(length=16), nullable=True))
+    op.create_index('ix_match_attempts_created', 'match_attempts', ['created_at'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index('ix_match_attempts_created', table_name='match_attempts')
+    with op.batch_alter_table('orders') as batch:
+        batch.drop_column('closed_reason')

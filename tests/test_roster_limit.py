@@ -1,0 +1,103 @@
+"""The global limit on roster look-ups (many accounts probing ID numbers), through the webhook."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from handlers import roster_limit
+from rules.identity import check_digit
+from store.models import MatchAttempt
+from tests.conftest import simulator_for
+from tests.journey import GRADUATES, Chat, seed_roster
+
+ALERT = "ALERT roster look-ups over the global limit"
+
+
+@pytest.fixture(autouse=True)
+def fresh_alerts():
+    roster_limit.alerts = roster_limit._Alerts()  # alerts are per process; each test is a fresh process here
+    yield
+
+
+def made_up_id(n: int) -> str:
+    first17 = f"11010119900101{n:03d}"
+    return first17 + check_digit(first17)
+
+
+def at_phone(app, openid: str, name: str, id_number: str, level: str = "本科") -> Chat:
+    chat = Chat(app, simulator_for(app), None, openid=openid)
+    chat.subscribe()
+    chat.say("北京市高等教育自学考试")
+    chat.say(level)
+    assert "手机号" in chat.say(f"{name} {id_number}")
+    return chat
+
+
+def pass_time(app, **delta) -> None:
+    """Moves every recorded look-up back in time, as if that much time had passed."""
+    with app.extensions["collector"].db.session() as session:
+        for attempt in session.scalars(select(MatchAttempt)):
+            attempt.created_at -= timedelta(**delta)
+
+
+def alerts_in(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if ALERT in r.getMessage()]
+
+
+def test_many_accounts_hit_the_per_minute_limit_then_a_real_candidate_is_matched(make_app, caplog):
+    app = make_app(collection={"max_roster_lookups_per_minute": 5, "max_roster_lookups_per_hour": 100,
+                               "max_failed_matches_per_hour": 5})
+    seed_roster(app)
+    caplog.set_level(logging.WARNING, logger="handlers.roster_limit")
+    probers = [at_phone(app, f"o_prober_{i}", "王五", made_up_id(i)) for i in range(12)]
+    real = at_phone(app, "o_real", GRADUATES[0]["name"], GRADUATES[0]["id_number"])
+
+    replies = [chat.say("13800138000") for chat in probers]
+
+    assert all("无法采集" in reply for reply in replies[:5]), replies[:5]
+    refused = replies[5:]
+    assert all("稍后再试" in reply and "1分钟后" in reply and "010-58691620" in reply for reply in refused), refused
+    assert [chat.state() for chat in probers[5:]] == ["phone"] * 7
+    busy = real.say("13800138000")
+    assert "稍后再试" in busy and "请认真核对" not in busy
+    assert len(alerts_in(caplog)) == 1, alerts_in(caplog)
+    assert "5 in the last minute (limit 5)" in alerts_in(caplog)[0]
+
+    pass_time(app, seconds=61)
+    card = real.say("13800138000")  # name and ID number were kept: sending the phone again is enough
+    assert "请认真核对" in card and GRADUATES[0]["name"] in card, card
+    assert real.state() == "confirm"
+
+
+def test_the_per_hour_limit_says_how_long_to_wait(make_app, caplog):
+    app = make_app(collection={"max_roster_lookups_per_minute": 0, "max_roster_lookups_per_hour": 3})
+    seed_roster(app)
+    caplog.set_level(logging.WARNING, logger="handlers.roster_limit")
+    for i in range(3):
+        assert "无法采集" in at_phone(app, f"o_prober_{i}", "王五", made_up_id(i)).say("13800138000")
+    pass_time(app, minutes=20)
+    real = at_phone(app, "o_real", GRADUATES[1]["name"], GRADUATES[1]["id_number"], level="专科")
+
+    busy = real.say("13800138000")
+    again = real.say("13800138000")
+
+    assert "稍后再试" in busy and "40分钟后" in busy, busy
+    assert "稍后再试" in again
+    assert len(alerts_in(caplog)) == 1 and "in the last hour (limit 3)" in alerts_in(caplog)[0]
+    pass_time(app, minutes=41)
+    assert "请认真核对" in real.say("13800138000")
+
+
+def test_a_lookup_refused_by_the_global_limit_does_not_count_against_the_account(make_app):
+    app = make_app(collection={"max_roster_lookups_per_minute": 1, "max_roster_lookups_per_hour": 100,
+                               "max_failed_matches_per_hour": 2})
+    seed_roster(app)
+    at_phone(app, "o_other", "王五", made_up_id(1)).say("13800138000")
+    real = at_phone(app, "o_real", GRADUATES[0]["name"], GRADUATES[0]["id_number"])
+    for _ in range(4):
+        assert "稍后再试" in real.say("13800138000")
+    pass_time(app, seconds=61)
+    assert "请认真核对" in real.say("13800138000")
