@@ -22,6 +22,7 @@ from bot.conversation import Conversation
 from bot.protocol import WeChatProtocol
 from bot.replay import build_nonce_store
 from bot.retries import RetryGuard
+from console import register_console
 from handlers.base import PaymentGateway, Services
 from jobs.queue import Jobs, build_huey
 from notify.outbox import Outbox
@@ -57,6 +58,7 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     app.register_blueprint(webhook.blueprint)
     app.register_blueprint(payment_blueprint(settings))
     app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    register_console(app)
     register_commands(app)
     # Served apps load the face models before the first photo arrives; CLI commands never do.
     app.before_request(warm_up_photo_models)

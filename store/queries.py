@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from store.models import AuditEvent, Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
+from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
 
 
 def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidate:
@@ -117,8 +117,12 @@ def replace_submitted_photos(session: Session, roster_entry_id: int) -> None:
     )
 
 
-def audit(session: Session, actor: str, action: str, target: str, detail: str | None = None) -> None:
-    session.add(AuditEvent(actor=actor, action=action, target=target, detail=detail, created_at=utcnow()))
+def audit(session: Session, actor: str, action: str, target: str, detail: str | None = None,
+          reason: str | None = None) -> None:
+    """Kept for existing callers; staff/audit.py is where audit events are written."""
+    from staff.audit import record  # staff builds on store, so store imports it only when used
+
+    record(session, actor, action, target, detail, reason=reason)
 
 
 def hour_ago(now: datetime) -> datetime:

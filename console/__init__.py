@@ -1,0 +1,84 @@
+"""The exam office's web console under /staff/: server-rendered pages over the functions in staff/.
+
+`register_console(app)` sets up sign-in (Flask-Login), CSRF (Flask-WTF, on /staff/ only: the WeChat
+webhook, /pay/notify and the candidates' pay pages are not forms of ours), the sign-in rate limits
+(Flask-Limiter), the session cookie, idle expiry, the error pages, and every blueprint named in
+BLUEPRINT_MODULES (each module exposes `blueprint`).
+"""
+from __future__ import annotations
+
+import importlib
+from datetime import timedelta
+
+from flask import Blueprint, Flask, render_template, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from rules.identity import mask_personal_data
+
+BLUEPRINT_MODULES = (
+    "console.auth",
+    "console.home",
+    "console.audit",
+    "console.users",
+)
+
+PREFIX = "/staff"
+
+# Templates (console/templates/console/*.html) and static files (/staff/static/…, url_for("console.static",
+# filename=…)) of every console page.
+assets = Blueprint("console", __name__, static_folder="static", static_url_path="/static",
+                   template_folder="templates", url_prefix=PREFIX)
+
+
+def register_console(app: Flask) -> None:
+    settings = app.config["SETTINGS"].console
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=settings.secure_cookies,
+        # Only the console uses Flask's session; candidates' pages never receive the staff cookie.
+        SESSION_COOKIE_NAME="staff_session", SESSION_COOKIE_PATH=PREFIX + "/",
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.idle_minutes),
+        # A form stays valid as long as its session: idle expiry already ends both.
+        WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_SSL_STRICT=settings.secure_cookies,
+    )
+    from console import auth
+
+    csrf = CSRFProtect(app)
+    app.before_request(_protect_console_forms(csrf))
+    login_manager = LoginManager(app)
+    auth.configure(app, login_manager)
+    app.register_error_handler(CSRFError, _csrf_refused)
+    app.after_request(_console_headers)
+    app.add_template_filter(mask_personal_data, "masked")
+    app.register_blueprint(assets)
+    for name in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(name).blueprint)
+    from staff.users_cli import users_group
+
+    app.cli.add_command(users_group)
+
+
+def is_console_request() -> bool:
+    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+
+
+def _protect_console_forms(csrf: CSRFProtect):
+    def protect():
+        if is_console_request():
+            csrf.protect()
+    return protect
+
+
+def _console_headers(response):
+    """Console pages show personal data: never cached, never framed by another site."""
+    if is_console_request() and not request.path.startswith(PREFIX + "/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _csrf_refused(error: CSRFError):
+    return render_template("console/error.html", title="请求已失效",
+                           message="页面已过期或来源不明，请刷新页面后重试。"), 400
