@@ -28,6 +28,7 @@ from jobs.queue import Jobs, build_huey
 from notify.outbox import Outbox
 from notify.wechat import WeChatChannel
 from payments import sandbox
+from rules.credentials import remember_secrets, scrub_credentials
 from rules.identity import mask_personal_data
 from settings import ConfigError, Settings, load_settings
 from store.db import Database
@@ -51,6 +52,8 @@ class Collector:
 def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     settings = load_settings(config_path)
     configure_logging(settings.log_level)
+    remember_secrets(settings.secret_key, settings.wechat.secret, settings.wechat.token,
+                     settings.wechat.encoding_aes_key, settings.wechatpay.apiv3_key, settings.sms.secret_key)
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, SECRET_KEY=settings.secret_key, PHOTO_THRESHOLDS=settings.photo,
                       MAX_CONTENT_LENGTH=settings.wechat.max_body_bytes)
@@ -78,6 +81,11 @@ def warm_up_photo_models() -> None:
         atexit.register(_warm_up_thread.join, 60)
 
 
+def check_photo(data: bytes, thresholds):
+    """rules.photo.check, imported on the first photo: OpenCV and mediapipe stay out of CLI commands."""
+    return rules.photo.check(data, thresholds)
+
+
 def build_collector(settings: Settings) -> Collector:
     db = Database(settings.database_url)
     wechat = WeChatApi(settings.wechat, build_token_store(settings, db))
@@ -85,12 +93,12 @@ def build_collector(settings: Settings) -> Collector:
     photo_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="photo")
     services = Services(
         photo_files=PhotoFiles(settings.photo_dir), wechat=wechat, payments=payments,
-        check_photo=partial(rules.photo.check, thresholds=settings.photo), submit=photo_workers.submit,
+        check_photo=partial(check_photo, thresholds=settings.photo), submit=photo_workers.submit,
     )
     outbox = build_outbox(settings, db, wechat)
     collector = Collector(
         settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db)),
-        retries=RetryGuard(db),
+        retries=RetryGuard(db, settings.wechat.claim_lease_seconds),
         conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=Jobs(build_huey(settings)),
         services=services, payments=payments,
     )
@@ -163,24 +171,28 @@ def register_commands(app: Flask) -> None:
 @with_appcontext
 def serve_command() -> None:
     """Serve the app with waitress on the host, port and threads from config."""
-    import waitress
+    from bot import arrival
 
     server = current_app.config["SETTINGS"].server
     click.echo(f"Serving on http://{server.host}:{server.port}/wechat ({server.threads} threads)")
-    waitress.serve(current_app._get_current_object(), host=server.host, port=server.port, threads=server.threads)
+    arrival.serve(current_app._get_current_object(), host=server.host, port=server.port, threads=server.threads)
 
 
 class MaskPersonalData(logging.Filter):
-    """ID and phone numbers never reach a log line in full."""
+    """ID and phone numbers never reach a log line in full, credentials (rules/credentials.py) not at all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_personal_data(message)
+        masked = _masked(message)
         if masked != message:
             record.msg, record.args = masked, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = mask_personal_data(logging.Formatter().formatException(record.exc_info))
+        if record.exc_info or record.exc_text:
+            record.exc_text = _masked(record.exc_text or logging.Formatter().formatException(record.exc_info))
         return True
+
+
+def _masked(text: str) -> str:
+    return scrub_credentials(mask_personal_data(text))
 
 
 def configure_logging(level: str) -> None:
@@ -189,6 +201,8 @@ def configure_logging(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(MaskPersonalData())
-        root.addHandler(handler)
+        # First in line: its filter changes the record itself, so every handler after it (pytest's
+        # caplog, an error reporter) sees the masked text.
+        root.handlers.insert(0, handler)
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)

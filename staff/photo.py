@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -9,8 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from rules.photo import PhotoThresholds, check
-from rules.photo.explain import explain as explain_photo
+from rules.photo import PhotoThresholds
 
 photo_group = AppGroup("photo", help="Check graduation photos with the same rules the chat uses.")
 
@@ -43,6 +44,8 @@ def _thresholds_of(app) -> PhotoThresholds | None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def check_command(files: tuple[Path, ...], as_json: bool) -> None:
     """Check FILE... and print the verdict, what to fix, and hints for the reviewer."""
+    from rules.photo import check  # OpenCV and the face models: only for commands that check photos
+
     thresholds = configured_thresholds()
     failed = 0
     for path in files:
@@ -72,11 +75,21 @@ def _summary(path: Path, report, ms: float) -> str:
 @photo_group.command("explain", with_appcontext=False)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the annotated PNG (default: FILE.explain.png).")
+              help="Where to write the annotated PNG (default: a new file in the temporary folder).")
 def explain_command(file: Path, output: Path | None) -> None:
-    """Write an annotated PNG showing why FILE passed or failed."""
+    """Write an annotated PNG showing why FILE passed or failed (never beside FILE unless asked)."""
+    from rules.photo.explain import explain as explain_photo
+
     report, png = explain_photo(file.read_bytes(), configured_thresholds())
-    output = output or file.with_name(file.stem + ".explain.png")
+    output = output or temporary_output(file)
     output.write_bytes(png)
     click.echo(_summary(file, report, 0.0).split("\n", 1)[-1] if report.failures or report.hints else "")
     click.echo(f"已写入 {output}")
+
+
+def temporary_output(file: Path) -> Path:
+    """A new file of its own in the temporary folder: the photo's folder may be read-only, shared, or
+    the candidates' photo store, where a stray PNG does not belong."""
+    fd, name = tempfile.mkstemp(prefix=f"{file.stem[:40]}-", suffix=".explain.png")
+    os.close(fd)
+    return Path(name)
