@@ -20,6 +20,8 @@ config.toml:
 run: setup config.toml
 	$(FLASK) db upgrade
 	$(FLASK) demo seed
+	@# The staff console's demo admin: a new random password on every start, printed once.
+	$(FLASK) users demo-admin
 	@echo
 	@echo "Chat with the bot in another terminal:  $(FLASK) chat"
 	@echo

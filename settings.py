@@ -202,7 +202,7 @@ class ConsoleSettings:
     # plain http://127.0.0.1 turns it off.
     secure_cookies: bool = True
     # A session unused this long is signed out.
-    idle_minutes: int = 30
+    idle_minutes: float = 30
     # This many failed sign-ins in a row lock the account for lockout_minutes.
     lockout_failures: int = 5
     lockout_minutes: int = 15
