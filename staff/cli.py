@@ -15,6 +15,7 @@ from handlers.texts import shorten
 from staff import review, roster
 from staff.review import StaffActionError
 from staff.lookup import shown
+from rules.credentials import scrub_credentials
 from rules.identity import mask_id_number, mask_personal_data
 from store import migrate, queries
 from store.models import Message, Notification
@@ -97,10 +98,7 @@ def import_file(file: Path, by: str) -> roster.ImportResult:
     today = datetime.now(settings.window.tz).date()
     try:
         with collector().db.session() as session:
-            result = roster.import_roster(session, file, levels, today)
-            queries.audit(session, by, "roster.import", file.name[:128],
-                          f"added {result.added}, updated {result.updated}, unchanged {result.unchanged}, "
-                          f"rejected {result.rejected}")
+            result = roster.import_audited(session, file, levels, today, by, file.name)
     except roster.RosterFileError as exc:
         raise fail(exc) from exc
     return result
@@ -227,7 +225,10 @@ def transcript_command(openid_or_graduate: tuple[str, ...], unmasked: bool, by: 
                 queries.audit(session, by, "transcript.unmasked", target)
     except StaffActionError as exc:
         raise fail(exc) from exc
-    show = (lambda text: text) if unmasked else mask_personal_data
+
+    def show(text: str) -> str:  # credentials stay hidden even in an unmasked transcript
+        return scrub_credentials(text if unmasked else mask_personal_data(text))
+
     for openid, rows, sent in transcripts:
         click.echo(f"== {openid}（{len(rows)} 条消息）")
         for row in rows:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -216,24 +220,28 @@ def _drop_duplicates(rows: list[RosterRow], rejections: list[Rejection]) -> tupl
 
 # --- writing -------------------------------------------------------------------------------------
 
-def upsert(session: Session, rows: list[RosterRow]) -> ImportResult:
-    """Adds new graduates and updates changed ones; a WeChat binding is never touched."""
+def upsert(session: Session, rows: list[RosterRow], commit: bool = True) -> ImportResult:
+    """Adds new graduates and updates changed ones; a WeChat binding is never touched.
+    commit=False only counts what it would do (the dry run staff see before committing)."""
     existing = _existing_entries(session, [row.id_number for row in rows])
     result = ImportResult()
     now = utcnow()
     for row in rows:
         entry = existing.get(row.id_number)
         if entry is None:
-            session.add(RosterEntry(id_number=row.id_number, created_at=now, updated_at=now, **row.values()))
+            if commit:
+                session.add(RosterEntry(id_number=row.id_number, created_at=now, updated_at=now, **row.values()))
             result.added += 1
         elif all(getattr(entry, name) == value for name, value in row.values().items()):
             result.unchanged += 1
         else:
-            for name, value in row.values().items():
-                setattr(entry, name, value)
-            entry.updated_at = now
+            if commit:
+                for name, value in row.values().items():
+                    setattr(entry, name, value)
+                entry.updated_at = now
             result.updated += 1
-    session.flush()
+    if commit:
+        session.flush()
     return result
 
 
@@ -246,9 +254,62 @@ def _existing_entries(session: Session, id_numbers: list[str]) -> dict[str, Rost
     return found
 
 
-def import_roster(session: Session, path: Path, levels: Iterable[str], today: date) -> ImportResult:
-    """Reads, validates and upserts the file. RosterFileError (nothing written) if it cannot be used."""
+def import_roster(session: Session, path: Path, levels: Iterable[str], today: date,
+                  commit: bool = True) -> ImportResult:
+    """Reads, validates and upserts the file. RosterFileError (nothing written) if it cannot be used.
+    commit=False writes nothing and reports what committing would do."""
     rows, rejections = parse_rows(read_table(path), levels, today)
-    result = upsert(session, rows)
+    result = upsert(session, rows, commit)
     result.rejections = rejections
+    return result
+
+
+# --- uploads kept between the dry run and the commit (the console) -------------------------------
+
+UPLOAD_FOLDER = "roster-uploads"
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".xlsm")
+UPLOAD_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}(\.csv|\.xlsx|\.xlsm)")
+UPLOAD_MAX_AGE_SECONDS = 24 * 3600
+
+
+def keep_upload(data_dir: Path, file_name: str, data: bytes) -> str:
+    """Stores an uploaded roster file (mode 0600) under the data directory; returns the token that names
+    it. RosterFileError for a file type the import cannot read."""
+    suffix = Path(file_name).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise RosterFileError(f"unsupported file type {suffix or '(none)'}: use .csv or .xlsx（请上传 CSV 或 XLSX 文件）")
+    folder = Path(data_dir) / UPLOAD_FOLDER
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _drop_old_uploads(folder)
+    token = secrets.token_urlsafe(16) + suffix
+    with os.fdopen(os.open(folder / token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(data)
+    return token
+
+
+def kept_upload(data_dir: Path, token: str) -> Path:
+    """The file a token names; RosterFileError when the token is malformed or the file is gone."""
+    path = Path(data_dir) / UPLOAD_FOLDER / token
+    if not UPLOAD_TOKEN.fullmatch(token) or not path.is_file():
+        raise RosterFileError("the uploaded file is gone: upload it again（上传的文件已失效，请重新上传）")
+    return path
+
+
+def _drop_old_uploads(folder: Path) -> None:
+    """Files of dry runs nobody committed are personal data too: they go after a day."""
+    cutoff = time.time() - UPLOAD_MAX_AGE_SECONDS
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+def import_audited(session: Session, path: Path, levels: Iterable[str], today: date, by: str, source_name: str,
+                   commit: bool = True, ip: str | None = None) -> ImportResult:
+    """The import as staff run it (CLI and console): committed imports and dry runs are both audited."""
+    from staff.audit import record
+
+    result = import_roster(session, path, levels, today, commit=commit)
+    record(session, by, "roster.import" if commit else "roster.preview", source_name[:128],
+           f"added {result.added}, updated {result.updated}, unchanged {result.unchanged}, "
+           f"rejected {result.rejected}", ip=ip)
     return result
