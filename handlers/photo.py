@@ -14,6 +14,7 @@ from typing import Any
 import messages
 from handlers import payment
 from handlers.base import Context, Incoming, Outcome, Reply, Services, State
+from rules.credentials import scrub_credentials
 from store import queries
 from store.files import StoredFile
 from store.models import Photo, utcnow
@@ -94,9 +95,10 @@ def apply_finished(ctx: Context, job: Future) -> Outcome:
 
 
 def download_failed(ctx: Context, exc: Exception) -> Outcome:
-    log.warning("photo download failed: %s", exc)
+    error = scrub_credentials(str(exc))  # an unreachable API's URL carries the access token
+    log.warning("photo download failed: %s", error)
     return Outcome(Reply(messages.PHOTO_DOWNLOAD_FAILED), ctx.candidate.state,
-                   checks={"photo": "download_failed", "error": str(exc)[:200]})
+                   checks={"photo": "download_failed", "error": error[:200]})
 
 
 def apply(ctx: Context, result: CheckedPhoto) -> Outcome:

@@ -6,6 +6,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from rules.credentials import scrub_credentials
 from rules.identity import mask_personal_data
 from staff.cli import by_option, collector, local_time, table
 from store import queries
@@ -74,7 +75,7 @@ def list_notifications(wanted: str, limit: int) -> None:
         return
     click.echo(table(["id", "kind", "channel", "openid", "attempts", "created", "last error"],
                      [[str(r.id), r.kind, r.channel, r.openid, str(r.attempts), local_time(r.created_at),
-                       mask_personal_data(r.last_error or "-")[:100]] for r in rows]))
+                       scrub_credentials(mask_personal_data(r.last_error or "-"))[:100]] for r in rows]))
 
 
 @outbox_group.command("retry")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from notify.errors import DeliveryError
 from notify.notices import Notice
+from rules.credentials import scrub_credentials
 from settings import Settings
 from store.db import Database
 from store.models import Candidate, Message, Notification, utcnow
@@ -148,6 +149,7 @@ class Outbox:
                           payload=dict(row.payload), attempt=row.attempts, message_id=row.message_id)
 
     def _failed(self, parcel: Parcel, error: str, permanent: bool) -> str:
+        error = scrub_credentials(error)  # stored and listed: an unreachable API's URL carries its token
         give_up = permanent or parcel.attempt >= self.policy.max_attempts
         status = "dead" if give_up else "pending"
         log.warning("notification %s (%s to %s) attempt %s failed%s: %s", parcel.id, parcel.channel,

@@ -13,6 +13,7 @@ from sqlalchemy import or_, select, update
 
 from notify import notices
 from payments.orders import confirm_payment
+from rules.credentials import scrub_credentials
 from payments.wechatpay import (Notification, NotificationRejected, OrderNotFound, RefundResult, Transaction,
                                 WeChatPayError)
 from store import queries
@@ -125,7 +126,8 @@ def request_refund(collector, refund_id: int) -> None:
                                            total_fen=order.amount_fen, reason=refund.reason)
     except WeChatPayError as exc:
         log.warning("refund %s not accepted yet: %s", refund.out_refund_no, exc)
-        _update_refund(collector, refund_id, requested_at=None, last_error=str(exc)[:ERROR_MAX_CHARS])
+        _update_refund(collector, refund_id, requested_at=None,
+                       last_error=scrub_credentials(str(exc))[:ERROR_MAX_CHARS])
         return
     _update_refund(collector, refund_id, status=REFUND_STATES.get(result.status, "processing"),
                    refund_id=result.refund_id, last_error=None)
