@@ -83,7 +83,8 @@ class ManifestRow:
 
 # --- building -------------------------------------------------------------------------------------
 
-def build_batch(db: Database, settings: Settings, by: str, out_dir: Path | None = None) -> BatchInfo:
+def build_batch(db: Database, settings: Settings, by: str, out_dir: Path | None = None,
+                ip: str | None = None) -> BatchInfo:
     """Claims, writes and records one batch; copies the zip to out_dir too when given.
     HandoverError (nothing changed) when no approved photo is waiting."""
     batch_id = claim_batch(db, settings, by)
@@ -95,7 +96,7 @@ def build_batch(db: Database, settings: Settings, by: str, out_dir: Path | None 
     with db.session() as session:
         batch = session.get(HandoverBatch, batch_id)
         batch.status, batch.path, batch.size_bytes, batch.finished_at = "ready", path, size, utcnow()
-        record(session, by, "handover.build", f"batch:{batch_id}", f"{batch.photo_count} photos, {size} bytes")
+        record(session, by, "handover.build", f"batch:{batch_id}", f"{batch.photo_count} photos, {size} bytes", ip=ip)
         info = BatchInfo.of(batch)
     if out_dir is not None:
         copy_out(settings.data_dir / path, Path(out_dir))
@@ -268,7 +269,7 @@ def waiting_count(session: Session) -> int:
         Photo.status == "approved", Photo.handover_batch_id.is_(None), ~approval_can_be_undone(utcnow())))
 
 
-def batch_file(session: Session, data_dir: Path, batch_id: int, by: str) -> Path:
+def batch_file(session: Session, data_dir: Path, batch_id: int, by: str, ip: str | None = None) -> Path:
     """The zip of a ready batch, for downloading again; audited."""
     batch = session.get(HandoverBatch, batch_id)
     if batch is None or batch.status != "ready" or not batch.path:
@@ -276,5 +277,5 @@ def batch_file(session: Session, data_dir: Path, batch_id: int, by: str) -> Path
     path = Path(data_dir) / batch.path
     if not path.is_file():
         raise HandoverError(f"报送批次 {batch_id} 的文件不见了：{batch.path}")
-    record(session, by, "handover.download", f"batch:{batch_id}", f"{batch.photo_count} photos")
+    record(session, by, "handover.download", f"batch:{batch_id}", f"{batch.photo_count} photos", ip=ip)
     return path
