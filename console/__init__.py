@@ -8,7 +8,6 @@ BLUEPRINT_MODULES (each module exposes `blueprint`).
 from __future__ import annotations
 
 import importlib
-from datetime import timedelta
 
 from flask import Blueprint, Flask, render_template, request
 from flask_login import LoginManager
@@ -22,6 +21,9 @@ BLUEPRINT_MODULES = (
     "console.audit",
     "console.users",
     "console.review",
+    "console.roster",
+    "console.handover",
+    "console.overview",
 )
 
 PREFIX = "/staff"
@@ -37,8 +39,9 @@ def register_console(app: Flask) -> None:
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=settings.secure_cookies,
         # Only the console uses Flask's session; candidates' pages never receive the staff cookie.
+        # A browser-session cookie (gone when the browser closes); idle expiry is checked on the server
+        # (console.auth), so a copied cookie stops working too.
         SESSION_COOKIE_NAME="staff_session", SESSION_COOKIE_PATH=PREFIX + "/",
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.idle_minutes),
         # A form stays valid as long as its session: idle expiry already ends both.
         WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_SSL_STRICT=settings.secure_cookies,
     )
