@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 import messages
 from bot import states
 from handlers import texts
-from handlers.base import Context, Incoming, NO_REPLY, Outcome, Reply, Services, State
+from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASSIVE, Reply, ReplyRoute, Services,
+                           State)
 from notify import notices
 from notify.outbox import Outbox
 from rules.text import compact
@@ -32,21 +33,24 @@ class Conversation:
         self.services = services
         self.outbox = outbox
 
-    def handle(self, incoming: Incoming) -> Reply:
-        started = time.monotonic()
+    def handle(self, incoming: Incoming, arrived: float | None = None, route: ReplyRoute = PASSIVE) -> Reply:
+        """The reply to send back now; empty when it went out as a customer-service message instead
+        (route.settle decides, in the step's transaction). `arrived`: time.monotonic() of the request."""
+        started = time.monotonic() if arrived is None else arrived
         inbound_id, state_before = self._record_inbound(incoming)
         try:
             with self.db.session() as session:
                 ctx = self._context(session, incoming.openid, started)
                 outcome = self._route(ctx, incoming)
-                self._settle(ctx, outcome, inbound_id, channel="passive")
+                channel = self._settle(ctx, outcome, inbound_id, channel="passive", route=route)
+        except ClaimLost:
+            raise
         except Exception:
             log.exception("message %s from %s failed in state %s", incoming.msg_id, incoming.openid, state_before)
-            self._record_failure(incoming.openid, inbound_id, state_before)
-            return Reply(messages.SYSTEM_ERROR)
+            return self._record_failure(incoming.openid, inbound_id, state_before, route)
         for job, kind in ctx.deferred:
             job.add_done_callback(self._finisher(incoming.openid, inbound_id, kind))
-        return outcome.reply
+        return outcome.reply if channel == "passive" else NO_REPLY
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -116,7 +120,10 @@ class Conversation:
             session.flush()
             return row.id, candidate.state
 
-    def _settle(self, ctx: Context, outcome: Outcome, inbound_id: int, channel: str) -> None:
+    def _settle(self, ctx: Context, outcome: Outcome, inbound_id: int, channel: str,
+                route: ReplyRoute = PASSIVE) -> str:
+        """Stores the step's effects and its reply; returns how the reply goes out: passive, or custom
+        (a deferred verdict), or late (a step that outlasted every attempt WeChat made)."""
         before = ctx.candidate.state
         ctx.candidate.state = outcome.state
         inbound = ctx.session.get(Message, inbound_id)
@@ -124,28 +131,36 @@ class Conversation:
             inbound.state_after = outcome.state
             inbound.checks = outcome.checks
             inbound.pending = ctx.deferred[0][1] if ctx.deferred else None
+            if not route.settle(ctx.session, outcome.reply):
+                channel = "late"
         if outcome.media_path:
             inbound.media_path = outcome.media_path
         if outcome.reply.empty:
-            return
-        if channel == "custom":
-            notice = notices.reply(ctx.candidate.openid, f"reply:{inbound_id}", outcome.reply.text,
-                                   outcome.reply.image_media_id)
+            return channel
+        if channel in ("custom", "late"):
+            key = f"reply:{inbound_id}" if channel == "custom" else f"late:{inbound_id}"
+            notice = notices.reply(ctx.candidate.openid, key, outcome.reply.text, outcome.reply.image_media_id)
             self.outbox.add(ctx.session, notice, state_before=before, state_after=outcome.state, checks=outcome.checks)
-            return
+            return channel
         ctx.session.add(Message(openid=ctx.candidate.openid, direction="out", channel=channel,
                                 msg_type="image" if outcome.reply.image_media_id else "text",
                                 content=outcome.reply.describe(), state_before=before, state_after=outcome.state,
                                 checks=outcome.checks, created_at=utcnow()))
+        return channel
 
-    def _record_failure(self, openid: str, inbound_id: int, state: str) -> None:
+    def _record_failure(self, openid: str, inbound_id: int, state: str, route: ReplyRoute) -> Reply:
+        reply = Reply(messages.SYSTEM_ERROR)
         with self.db.session() as session:
             inbound = session.get(Message, inbound_id)
             inbound.state_after = state
             inbound.checks = {"error": "handler failed"}
+            if not route.settle(session, reply):
+                self.outbox.add(session, notices.reply(openid, f"late:{inbound_id}", reply.text))
+                return NO_REPLY
             session.add(Message(openid=openid, direction="out", channel="passive", msg_type="text",
                                 content=messages.SYSTEM_ERROR, state_before=state, state_after=state,
                                 created_at=utcnow()))
+        return reply
 
     # -- deferred work ---------------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class FakeWeChatAPI(LoopbackServer):
         self._failing_errcode = 45015
         self._oauth_openid: str | None = None  # who is using WeChat's in-app browser
         self._oauth_codes: dict[str, str] = {}  # unused OAuth code -> openid
+        self._path_delays: dict[str, float] = {}  # path -> seconds every request to it is held
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/cgi-bin/token"): self._handle_token,
             ("GET", "/cgi-bin/media/get"): self._handle_media_get,
@@ -177,6 +178,12 @@ class FakeWeChatAPI(LoopbackServer):
         with self._lock:
             self._oauth_openid = openid
 
+    def delay_path(self, path: str, seconds: float) -> None:
+        """Hold every request to `path` (e.g. "/cgi-bin/media/upload") this long before answering it;
+        0 answers at once again."""
+        with self._lock:
+            self._path_delays[path] = seconds
+
     def fail_next_sends(self, count: int, errcode: int = 45015) -> None:
         """Answer the next `count` customer-service sends with `errcode` (45015: 48-hour window closed)."""
         with self._lock:
@@ -230,6 +237,9 @@ class FakeWeChatAPI(LoopbackServer):
     def handle(self, request: Request) -> Response:
         with self._lock:
             self._requests.append((request.method, request.path))
+            delay = self._path_delays.get(request.path, 0.0)
+        if delay:
+            time.sleep(delay)
         route = self._routes.get((request.method, request.path))
         if route is None:
             return Response(b"Not Found", content_type="text/plain", status=404)

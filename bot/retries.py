@@ -1,15 +1,37 @@
-"""WeChat retries a message up to three times when it gets no answer in 5 s. Each message is taken in
-once: a retry gets the first attempt's reply, or an empty answer while that attempt still runs."""
+"""WeChat gives a webhook 5 s, then drops the connection and sends the same message again, up to three
+retries about 5 s apart. Each message is run once, and its reply reaches the candidate once:
+
+- The first attempt claims the message (a row in inbound_keys) and runs it. The claim is a lease its
+  process renews every third of `claim_lease_seconds` while the step runs (one UPDATE a second for all
+  its messages), so it runs out only when the process died; a retry that finds it run out runs the
+  message itself.
+- A retry of a message still running waits for its reply until its own budget is spent, and records in
+  the row (`waiting_until`) how long it will wait.
+- The step stores its reply in the same transaction as its work (settle). If its own connection or a
+  waiting retry can still take the reply, it is the passive answer; if every attempt had to be answered
+  without it, it goes out as a customer-service message (through the outbox) and later retries get an
+  empty answer. A retry gives up only with a locked check that the step is not done yet, so the
+  reply is either taken by a waiting attempt or sent, never both and never neither.
+"""
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
+from bot.protocol import EMPTY_REPLY
+from handlers.base import ClaimLost, Reply
 from store.db import Database
 from store.models import InboundKey, utcnow
 
@@ -17,43 +39,182 @@ log = logging.getLogger(__name__)
 
 KEEP_KEYS_FOR = timedelta(days=1)  # far beyond WeChat's retry horizon (about 15 s)
 PURGE_EVERY = 500
+# A reply settled this long after the budget ran out still makes WeChat's 5 s (budget 4 s by default).
+HANDOVER_SECONDS = 0.5
+POLL_SECONDS = 0.1  # how often a waiting retry looks at a message run by another process
+EMPTY = EMPTY_REPLY.decode()
 
 
 @dataclass(frozen=True)
-class Seen:
-    """A retry of a message already taken in: its stored reply, or None while still running."""
-    reply_xml: str | None
+class Answered:
+    """The message was answered: the stored reply (EMPTY when it went out as a customer-service message
+    or when this retry had to give up waiting)."""
+    reply_xml: str
+
+
+@dataclass
+class Ticket:
+    """This attempt holds the message: it runs the step, and settles the reply in the step's transaction."""
+    key: str
+    owner: str
+    answer_by: datetime  # arrival + budget: after this the attempt's own connection is as good as gone
+    guard: "RetryGuard"
+    render: Callable[[Reply], str] = field(default=lambda reply: EMPTY)
+    taken_over: bool = False
+
+    def settle(self, session: Session, reply: Reply) -> bool:
+        """Marks the message done with its reply. True: the reply is the passive answer (this attempt's
+        connection or a waiting retry takes it); False: nobody can, send it another way."""
+        row = session.scalars(select(InboundKey).where(InboundKey.key == self.key).with_for_update()).one_or_none()
+        if row is None or row.done or row.owner != self.owner:
+            raise ClaimLost(self.key)
+        now = utcnow()
+        passive = now < self.answer_by + timedelta(seconds=HANDOVER_SECONDS) or \
+            (row.waiting_until is not None and now < row.waiting_until)
+        row.done, row.lease_until = True, None
+        row.reply_xml = self.render(reply) if passive else EMPTY
+        session.flush()
+        Database.after_commit(session, self.guard.wake_waiters)
+        return passive
 
 
 class RetryGuard:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, lease_seconds: float = 3.0):
         self.db = db
+        self.lease = timedelta(seconds=lease_seconds)
+        self.process = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._attempts = itertools.count(1)
         self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._held: set[str] = set()  # owners (one per attempt) whose leases the heartbeat renews
+        self._heartbeat: threading.Thread | None = None
+        self._changed = threading.Condition()
 
-    def claim(self, key: str) -> Seen | None:
-        """None when this is the first attempt (now claimed); a Seen when it is a retry."""
+    # -- the front door ---------------------------------------------------------------------------
+
+    def claim(self, key: str, answer_by: datetime) -> Ticket | None | Answered:
+        """A Ticket when this attempt runs the message (first, or the owner died); None when another
+        attempt is running it (wait()); Answered when it is done."""
         self._maybe_purge()
-        try:
-            with self.db.session() as session:
-                session.add(InboundKey(key=key, done=False, created_at=utcnow()))
-            return None
-        except IntegrityError:
-            with self.db.session() as session:
-                row = session.get(InboundKey, key)
-                return Seen(row.reply_xml if row is not None and row.done else None)
-
-    def finish(self, key: str, reply_xml: str) -> None:
+        owner = self._new_owner()
         with self.db.session() as session:
-            row = session.get(InboundKey, key)
-            row.reply_xml = reply_xml
-            row.done = True
+            if self._insert(session, key, owner, answer_by):
+                return self._hold(Ticket(key, owner, answer_by, self))
+            return self._visit(session, key, owner, answer_by, giving_up=False)
 
-    def release(self, key: str) -> None:
+    def wait(self, key: str, answer_by: datetime) -> Ticket | Answered:
+        """Waits for the attempt running the message until answer_by; takes the message over if that
+        attempt's process dies meanwhile. Answered(EMPTY) when it had to give up."""
+        while True:
+            left = (answer_by - utcnow()).total_seconds()
+            if left > 0:
+                with self._changed:
+                    self._changed.wait(min(POLL_SECONDS, left))
+            row = self._peek(key)
+            if row is not None and row.done:
+                return Answered(row.reply_xml or EMPTY)
+            if left <= 0 or row is None or _expired(row, utcnow()):
+                found = self._revisit(key, answer_by, giving_up=left <= 0)
+                if found is not None:
+                    return found
+
+    def release(self, ticket: Ticket) -> None:
+        """The step failed before it settled: let WeChat's retry run it again."""
+        self.let_go(ticket)
         with self.db.session() as session:
-            session.execute(delete(InboundKey).where(InboundKey.key == key, InboundKey.done.is_(False)))
+            session.execute(delete(InboundKey).where(InboundKey.key == ticket.key, InboundKey.owner == ticket.owner,
+                                                     InboundKey.done.is_(False)))
+
+    def let_go(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._held.discard(ticket.owner)
+
+    def wake_waiters(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- claiming ---------------------------------------------------------------------------------
+
+    def _insert(self, session: Session, key: str, owner: str, answer_by: datetime) -> bool:
+        now = utcnow()
+        values = dict(key=key, done=False, created_at=now, owner=owner, lease_until=now + self.lease,
+                      waiting_until=answer_by)
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        inserted = session.execute(dialect.insert(InboundKey).values(**values).on_conflict_do_nothing()
+                                   .returning(InboundKey.key))
+        return inserted.scalar_one_or_none() is not None
+
+    def _visit(self, session: Session, key: str, owner: str, answer_by: datetime,
+               giving_up: bool) -> Ticket | None | Answered:
+        """With the row locked: done → its reply; owner gone → taken over; else this attempt's wait is
+        recorded (or, giving up, withdrawn)."""
+        row = session.scalars(select(InboundKey).where(InboundKey.key == key).with_for_update()).one_or_none()
+        if row is None:  # released after a failure, or purged: run it
+            session.add(InboundKey(key=key, done=False, created_at=utcnow(), owner=owner,
+                                   lease_until=utcnow() + self.lease, waiting_until=answer_by))
+            return self._hold(Ticket(key, owner, answer_by, self))
+        if row.done:
+            return Answered(row.reply_xml or EMPTY)
+        now = utcnow()
+        if _expired(row, now):
+            log.warning("message %s: its claim by %s ran out; this attempt runs it", key, row.owner)
+            row.owner, row.lease_until = owner, now + self.lease
+            row.waiting_until = max(filter(None, (row.waiting_until, answer_by)))
+            return self._hold(Ticket(key, owner, answer_by, self, taken_over=True))
+        if giving_up:
+            if row.waiting_until == answer_by:
+                row.waiting_until = None
+            return Answered(EMPTY)
+        if row.waiting_until is None or row.waiting_until < answer_by:
+            row.waiting_until = answer_by
+        return None
+
+    def _revisit(self, key: str, answer_by: datetime, giving_up: bool) -> Ticket | Answered | None:
+        with self.db.session() as session:
+            return self._visit(session, key, self._new_owner(), answer_by, giving_up)
+
+    def _peek(self, key: str) -> InboundKey | None:
+        with self.db.session() as session:
+            return session.get(InboundKey, key)
+
+    def _new_owner(self) -> str:
+        return f"{self.process}#{next(self._attempts)}"
+
+    # -- the lease --------------------------------------------------------------------------------
+
+    def _hold(self, ticket: Ticket) -> Ticket:
+        with self._lock:
+            self._held.add(ticket.owner)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
+                self._heartbeat.start()
+        return ticket
+
+    def _beat(self) -> None:
+        """Renews the leases of every message this process is running, in one UPDATE; ends when none is."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                owners = list(self._held)
+                if not owners:
+                    self._heartbeat = None
+                    return
+            try:
+                with self.db.session() as session:
+                    session.execute(update(InboundKey)
+                                    .where(InboundKey.owner.in_(owners), InboundKey.done.is_(False))
+                                    .values(lease_until=utcnow() + self.lease)
+                                    .execution_options(synchronize_session=False))
+            except Exception:
+                log.exception("could not renew the claims of %d message(s) in flight", len(owners))
 
     def _maybe_purge(self) -> None:
         if next(self._counter) % PURGE_EVERY:
             return
         with self.db.session() as session:
             session.execute(delete(InboundKey).where(InboundKey.created_at < utcnow() - KEEP_KEYS_FOR))
+
+
+def _expired(row: InboundKey, now: datetime) -> bool:
+    return row.lease_until is None or row.lease_until < now

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
+from functools import partial
 
 from flask import Blueprint, Response, current_app, request
 
-from bot.protocol import EMPTY_REPLY, ProtocolError, WeChatProtocol
-from bot.retries import RetryGuard
+from bot import arrival
+from bot.protocol import EMPTY_REPLY, Opened, ProtocolError, WeChatProtocol
+from bot.retries import Answered, RetryGuard, Ticket
 from bot.conversation import Conversation
+from handlers.base import ClaimLost
+from store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,7 @@ def verify():
 
 @blueprint.post("/wechat")
 def receive():
+    arrived = arrival.arrived(request.environ)
     protocol, retries, conversation = _parts()
     limit = current_app.config["SETTINGS"].wechat.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -42,19 +49,41 @@ def receive():
     except ProtocolError as exc:
         return _refuse(exc)
 
-    seen = retries.claim(opened.retry_key)
-    if seen is not None:
-        log.info("retry of %s answered from the first attempt", opened.retry_key)
-        reply_xml = seen.reply_xml if seen.reply_xml is not None else EMPTY_REPLY.decode()
-        return _xml(protocol.seal(reply_xml, opened.encrypted))
+    return _xml(protocol.seal(_answer(opened, arrived), opened.encrypted))
 
+
+def _answer(opened: Opened, arrived: float) -> str:
+    """The reply XML for this attempt: the step's, run here or by the attempt that holds the message."""
+    _, retries, _ = _parts()
+    budget = current_app.config["SETTINGS"].wechat.reply_budget_seconds
+    answer_by = utcnow() + timedelta(seconds=budget - (time.monotonic() - arrived))
+    found = retries.claim(opened.retry_key, answer_by)
+    while True:
+        if found is None:
+            log.info("retry of %s waits for the attempt running it", opened.retry_key)
+            found = retries.wait(opened.retry_key, answer_by)
+        if isinstance(found, Answered):
+            return found.reply_xml
+        try:
+            return _run(found, opened, arrived)
+        except ClaimLost:
+            log.warning("message %s was taken over by another attempt; waiting for its reply", opened.retry_key)
+            found = None
+
+
+def _run(ticket: Ticket, opened: Opened, arrived: float) -> str:
+    protocol, retries, conversation = _parts()
+    ticket.render = partial(protocol.render, opened=opened)
     try:
-        reply_xml = protocol.render(conversation.handle(opened.incoming), opened)
-    except Exception:
-        retries.release(opened.retry_key)  # let WeChat's retry run it again
+        reply = conversation.handle(opened.incoming, arrived, ticket)
+    except ClaimLost:
+        retries.let_go(ticket)
         raise
-    retries.finish(opened.retry_key, reply_xml)
-    return _xml(protocol.seal(reply_xml, opened.encrypted))
+    except Exception:
+        retries.release(ticket)  # let WeChat's retry run it again
+        raise
+    retries.let_go(ticket)
+    return protocol.render(reply, opened)
 
 
 def _xml(body: bytes) -> Response:

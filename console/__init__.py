@@ -20,7 +20,6 @@ BLUEPRINT_MODULES = (
     "console.home",
     "console.audit",
     "console.users",
-    "console.review",
     "console.roster",
     "console.handover",
     "console.overview",

@@ -123,7 +123,6 @@ def _login_page(error: str | None = None, notice: str | None = None, name: str =
 def _signed_in(user: accounts.StaffIdentity):
     session.clear()  # nothing from before the sign-in carries over
     login_user(user)
-    session.permanent = True
     session[LAST_SEEN] = time.time()
     return redirect(_safe_next(request.args.get("next")) or url_for("console_home.home"))
 

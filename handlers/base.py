@@ -91,6 +91,25 @@ class Services:
 DeferredHandler = Callable[["Context", Any], Outcome]
 
 
+class ClaimLost(Exception):
+    """Another attempt took this message over (this one's claim had run out): its step must not commit."""
+
+
+class ReplyRoute(Protocol):
+    def settle(self, session: Session, reply: Reply) -> bool:
+        """Called in the step's transaction, once its reply is known. True: the reply goes back as the
+        webhook's answer; False: every attempt WeChat made had to be answered without it, so it must be
+        sent as a customer-service message. Raises ClaimLost."""
+
+
+class _AlwaysPassive:
+    def settle(self, session: Session, reply: Reply) -> bool:
+        return True
+
+
+PASSIVE = _AlwaysPassive()
+
+
 @dataclass
 class Context:
     session: Session
@@ -98,7 +117,7 @@ class Context:
     services: Services
     candidate: Candidate
     now: datetime
-    started: float  # time.monotonic() when the message arrived
+    started: float  # time.monotonic() when the request arrived: the reply budget counts from here
     deferred: list[tuple[Future, str]] = field(default_factory=list)
 
     def release(self) -> None:

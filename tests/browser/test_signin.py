@@ -1,15 +1,289 @@
-"""Sign-in to the staff console in a real browser."""
+"""Signing in to the staff console, in real headless Chromium: the form, wrong passwords, the lockout and
+the rate limits, CSRF, idle expiry, roles, and the admin's audit and users pages."""
 from __future__ import annotations
 
-from tests.browser.conftest import shoot, sign_in
+import csv
+import io
+import time
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from store.models import AuditEvent, StaffUser
+from tests.browser.conftest import TEST_PASSWORD, LiveConsole, console_settings, shoot, sign_in
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def test_signing_in_opens_the_home_page(console, page):
+def events(app, action: str) -> list[AuditEvent]:
+    with app.extensions["collector"].db.session() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)))
+
+
+def error_text(page) -> str:
+    return page.inner_text(".error")
+
+
+def live(make_app, serve, **console) -> LiveConsole:
+    app = make_app(console=console_settings(**console))
+    return LiveConsole(app, serve(app))
+
+
+def test_signing_in_opens_the_home_page_with_a_console_only_cookie(console, page):
     console.add_user("李老师", "admin")
     page.goto(f"{console.url}/staff/")
     assert page.url.startswith(f"{console.url}/staff/login")
+    assert page.inner_text(".notice") == "请先登录。"
     shoot(page, "signin")
     sign_in(page, console.url, "李老师")
     assert page.url == f"{console.url}/staff/"
     assert "你好，李老师" in page.inner_text("main")
+    assert [link.inner_text() for link in page.query_selector_all("header nav a")] == [
+        "审核", "客服", "名单", "报送", "概况", "审计日志", "账号"]
     shoot(page, "home")
+    [cookie] = page.context.cookies()
+    assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == (
+        "staff_session", "/staff/", True, "Lax")
+    [success] = events(console.app, "login.success")
+    assert (success.actor, success.ip) == ("李老师", "127.0.0.1")
+
+
+def test_signing_in_returns_to_the_page_asked_for_but_never_to_another_site(console, page):
+    console.add_user("李老师", "admin")
+    page.goto(f"{console.url}/staff/audit?action=login.success")
+    sign_in_here(page, "李老师")
+    assert page.url == f"{console.url}/staff/audit?action=login.success"
+    page.context.clear_cookies()
+    page.goto(f"{console.url}/staff/login?next=//evil.example/staff/")
+    sign_in_here(page, "李老师")
+    assert page.url == f"{console.url}/staff/"
+
+
+def sign_in_here(page, name: str, password: str = TEST_PASSWORD) -> None:
+    """Fills the sign-in form already on the page (keeps its ?next=)."""
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_a_wrong_password_is_refused_and_audited(console, page):
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师", "not-the-password")
+    assert page.url.startswith(f"{console.url}/staff/login")
+    assert error_text(page) == "账号或密码不对，请重新输入。"
+    assert page.input_value("input[name=name]") == "李老师"
+    sign_in(page, console.url, "没有这个人", "whatever-it-is")
+    assert error_text(page) == "账号或密码不对，请重新输入。"
+    failures = events(console.app, "login.failure")
+    assert [(event.actor, event.detail) for event in failures] == [
+        ("李老师", "wrong password"), ("没有这个人", "unknown account")]
+    assert events(console.app, "login.success") == []
+
+
+def test_an_account_is_locked_after_failures_in_a_row_and_says_until_when(make_app, serve, page):
+    console = live(make_app, serve, lockout_failures=3, lockout_minutes=10)
+    console.add_user("李老师", "reviewer")
+    sign_in(page, console.url, "李老师", "wrong-one-1")
+    sign_in(page, console.url, "李老师", "wrong-one-2")
+    assert error_text(page) == "账号或密码不对，请重新输入。"
+    sign_in(page, console.url, "李老师", "wrong-one-3")
+    locked_at = datetime.now(SHANGHAI)
+    allowed = {(locked_at + timedelta(minutes=minutes)).strftime("%H:%M") for minutes in (10, 11)}
+    message = error_text(page)
+    assert message.startswith("密码错误次数过多，账号已锁定，请于 ") and message.endswith(" 后再试。")
+    assert message.removeprefix("密码错误次数过多，账号已锁定，请于 ").removesuffix(" 后再试。") in allowed
+    shoot(page, "signin-locked")
+    sign_in(page, console.url, "李老师")  # the right password is refused too, until then
+    assert page.url.startswith(f"{console.url}/staff/login")
+    assert "账号已锁定" in error_text(page)
+    assert [event.detail for event in events(console.app, "login.refused")] == ["locked"]
+    assert events(console.app, "login.success") == []
+
+
+def test_failures_from_one_address_are_rate_limited_whatever_the_name(make_app, serve, page):
+    console = live(make_app, serve, address_failure_limit="4 per 15 minutes")
+    console.add_user("李老师", "admin")
+    for attempt in range(4):
+        sign_in(page, console.url, f"guess{attempt}", "some-password")
+        assert error_text(page) == "账号或密码不对，请重新输入。"
+    sign_in(page, console.url, "李老师")
+    assert error_text(page).startswith("登录尝试过于频繁，请于 ")
+    assert page.url.startswith(f"{console.url}/staff/login")
+    assert [event.detail for event in events(console.app, "login.refused")] == ["rate limited"]
+
+
+def test_failure_counters_are_shared_by_server_processes_through_redis(make_app, serve, new_page):
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    prefix = f"h6-test-{uuid.uuid4().hex}"
+    settings = {"account_failure_limit": "2 per 15 minutes", "lockout_failures": 100, "rate_limit_prefix": prefix}
+    try:
+        first = make_app(redis_url=REDIS_URL, console=console_settings(**settings))
+        second = make_app(redis_url=REDIS_URL, console=console_settings(**settings))
+        first_url, second_url = serve(first), serve(second)
+        LiveConsole(first, first_url).add_user("李老师", "admin")
+        page = new_page()
+        sign_in(page, first_url, "李老师", "wrong-one-1")
+        sign_in(page, first_url, "李老师", "wrong-one-2")
+        other = new_page()
+        sign_in(other, second_url, "李老师")
+        assert error_text(other).startswith("登录尝试过于频繁")
+        assert client.keys(f"*{prefix}*")
+    finally:
+        for key in client.scan_iter(f"*{prefix}*"):
+            client.delete(key)
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused_in_chinese(console, page):
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师")
+    page.goto(f"{console.url}/staff/users")
+    page.fill("form.stacked input[name=name]", "赵老师")
+    page.fill("form.stacked input[name=password]", "a-long-password")
+    page.eval_on_selector("form.stacked input[name=csrf_token]", "input => input.remove()")
+    with page.expect_response(f"{console.url}/staff/users") as response:
+        page.click("form.stacked button[type=submit]")
+    assert response.value.status == 400
+    assert page.inner_text("h1") == "请求已失效"
+    assert "请刷新页面后重试" in page.inner_text("main")
+    with console.app.extensions["collector"].db.session() as session:
+        assert session.scalar(select(StaffUser).where(StaffUser.name == "赵老师")) is None
+
+
+def test_the_sign_in_form_needs_its_csrf_token_too(console, page):
+    console.add_user("李老师", "admin")
+    page.goto(f"{console.url}/staff/login")
+    page.eval_on_selector("input[name=csrf_token]", "input => input.remove()")
+    page.fill("input[name=name]", "李老师")
+    page.fill("input[name=password]", TEST_PASSWORD)
+    with page.expect_response(f"{console.url}/staff/login") as response:
+        page.click("button[type=submit]")
+    assert response.value.status == 400
+    assert events(console.app, "login.success") == []
+
+
+def test_an_idle_session_is_signed_out(make_app, serve, page):
+    console = live(make_app, serve, idle_minutes=0.05)  # 3 seconds
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师")
+    time.sleep(1.5)
+    page.goto(f"{console.url}/staff/users")  # activity keeps the session alive
+    time.sleep(1.8)
+    page.goto(f"{console.url}/staff/audit")
+    assert page.url == f"{console.url}/staff/audit"
+    time.sleep(3.5)
+    page.goto(f"{console.url}/staff/users")
+    assert page.url.startswith(f"{console.url}/staff/login")
+    assert page.inner_text(".notice") == "长时间未操作，已自动退出，请重新登录。"
+    assert [event.detail for event in events(console.app, "login.end")] == ["idle"]
+
+
+def test_a_support_account_cannot_open_the_users_page(console, page):
+    console.add_user("周客服", "support")
+    sign_in(page, console.url, "周客服")
+    assert [link.inner_text() for link in page.query_selector_all("header nav a")] == ["客服"]
+    response = page.goto(f"{console.url}/staff/users")
+    assert response.status == 403
+    assert page.inner_text("h1") == "没有权限"
+
+
+def test_a_reviewer_cannot_open_or_export_the_audit_log(console, page):
+    console.add_user("吴审核", "reviewer")
+    sign_in(page, console.url, "吴审核")
+    assert page.goto(f"{console.url}/staff/audit").status == 403
+    export = page.request.get(f"{console.url}/staff/audit.csv")
+    assert export.status == 403
+    assert "没有权限" in export.text()
+    assert events(console.app, "audit.export") == []
+
+
+def test_the_admin_filters_pages_and_exports_the_audit_log(console, page):
+    console.add_user("李老师", "admin")
+    for attempt in range(3):
+        sign_in(page, console.url, "李老师", f"wrong-{attempt}-password")
+    sign_in(page, console.url, "李老师")
+    page.goto(f"{console.url}/staff/audit")
+    assert "共 5 条" in page.inner_text(".count")  # user.add, three failures, the sign-in
+    page.select_option("select[name=action]", "login.failure")
+    page.click("form.filters button[type=submit]")
+    assert "共 3 条" in page.inner_text(".count")
+    assert len(page.query_selector_all("table.data tbody tr")) == 3
+    today = datetime.now(SHANGHAI).date()
+    page.fill("input[name=since]", (today + timedelta(days=1)).isoformat())
+    page.click("form.filters button[type=submit]")
+    assert "没有符合条件的记录" in page.inner_text("table.data")
+    page.fill("input[name=since]", today.isoformat())
+    page.fill("input[name=until]", today.isoformat())
+    page.click("form.filters button[type=submit]")
+    assert "共 3 条" in page.inner_text(".count")
+    shoot(page, "audit")
+    with page.expect_download() as download:
+        page.click("text=导出 CSV")
+    rows = list(csv.reader(io.StringIO(download.value.path().read_text(encoding="utf-8-sig"))))
+    assert rows[0] == ["时间", "操作人", "操作", "对象", "详情", "原因", "地址"]
+    assert [(row[1], row[2], row[4]) for row in rows[1:]] == [("李老师", "login.failure", "wrong password")] * 3
+    [export] = events(console.app, "audit.export")
+    assert export.actor == "李老师" and "action=login.failure" in export.detail
+
+
+def test_the_audit_log_pages_through_many_events(console, page):
+    console.add_user("李老师", "admin")
+    with console.app.extensions["collector"].db.session() as session:
+        from staff import audit
+        for number in range(120):
+            audit.record(session, "脚本", "test.event", f"thing:{number}")
+    sign_in(page, console.url, "李老师")
+    page.goto(f"{console.url}/staff/audit?action=test.event")
+    assert "共 120 条，第 1/3 页" in page.inner_text(".count")
+    assert page.inner_text("table.data tbody tr:first-child td:nth-child(4)") == "thing:119"
+    page.click("text=下一页")
+    page.click("text=下一页")
+    assert "第 3/3 页" in page.inner_text(".count")
+    assert len(page.query_selector_all("table.data tbody tr")) == 20
+
+
+def test_an_admin_adds_a_reviewer_and_disabling_it_ends_its_open_session(console, new_page):
+    console.add_user("李老师", "admin")
+    admin, reviewer = new_page(), new_page()
+    sign_in(admin, console.url, "李老师")
+    admin.goto(f"{console.url}/staff/users")
+    admin.fill("form.stacked input[name=name]", "赵老师")
+    admin.select_option("form.stacked select[name=role]", "reviewer")
+    admin.fill("form.stacked input[name=password]", "short")
+    admin.eval_on_selector("form.stacked input[name=password]", "input => input.removeAttribute('minlength')")
+    admin.click("form.stacked button[type=submit]")
+    assert error_text(admin) == "密码至少10个字符"
+    admin.fill("form.stacked input[name=password]", "reviewer-password")
+    admin.click("form.stacked button[type=submit]")
+    assert admin.inner_text(".notice") == "已添加账号 赵老师。"
+    shoot(admin, "users")
+
+    sign_in(reviewer, console.url, "赵老师", "reviewer-password")
+    assert reviewer.url == f"{console.url}/staff/"
+    admin.fill("tr:has-text('赵老师') input[name=reason]", "调岗")
+    admin.click("tr:has-text('赵老师') button.danger")
+    assert admin.inner_text(".notice") == "已停用账号 赵老师。"
+    reviewer.goto(f"{console.url}/staff/")
+    assert reviewer.url.startswith(f"{console.url}/staff/login")
+    sign_in(reviewer, console.url, "赵老师", "reviewer-password")
+    assert error_text(reviewer) == "账号或密码不对，请重新输入。"
+    [disabled] = events(console.app, "user.disable")
+    assert (disabled.actor, disabled.target, disabled.reason) == ("李老师", "staff_user:赵老师", "调岗")
+
+
+def test_signing_out_ends_the_session(console, page):
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师")
+    page.click("header button:has-text('退出')")
+    assert page.inner_text(".notice") == "已退出。"
+    page.goto(f"{console.url}/staff/audit")
+    assert page.url.startswith(f"{console.url}/staff/login")

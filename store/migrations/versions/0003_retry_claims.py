@@ -16,8 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('inbound_keys', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('owner', sa.String(length=96), nullable=True))
+        batch_op.add_column(sa.Column('lease_until', store.models.UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('waiting_until', store.models.UtcDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('inbound_keys', schema=None) as batch_op:
+        batch_op.drop_column('waiting_until')
+        batch_op.drop_column('lease_until')
+        batch_op.drop_column('owner')
