@@ -20,6 +20,7 @@ BLUEPRINT_MODULES = (
     "console.home",
     "console.audit",
     "console.users",
+    "console.review",
     "console.roster",
     "console.handover",
     "console.overview",
