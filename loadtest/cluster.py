@@ -1,0 +1,201 @@
+"""The system under test as it runs in production: `flask serve` processes on free ports of 127.0.0.1,
+each with its own config file, and the huey consumer `flask jobs work`, all on one database."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+TOKEN = "loadtest-token"
+APPID = "wx_loadtest_000001"
+SECRET = "loadtest-secret"
+AES_KEY = "bG9hZHRlc3Qgb2YgdGhlIHBob3RvIGNvbGxlY3RvciEh"[:43]
+STARTUP_SECONDS = 60
+
+
+class ClusterError(Exception):
+    """The system under test could not be set up; the message says why."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # "sqlite" or "postgres"
+    servers: int
+    database_url: str = ""  # empty: an SQLite file in the run's folder
+    redis_url: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def require_loopback(url: str, what: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        raise ClusterError(f"{what} must be on 127.0.0.1, not {host!r}: the load test touches nothing else")
+
+
+@dataclass
+class Process:
+    """One child process, restartable with the same command and config (as a supervisor would)."""
+    name: str
+    command: list[str]
+    config: Path
+    log: Path
+    port: int | None = None
+    popen: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        env = dict(os.environ, COLLECTOR_CONFIG=str(self.config), PYTHONUNBUFFERED="1")
+        with self.log.open("ab") as log:
+            log.write(f"\n=== loadtest: start #{self.starts + 1} of {self.name} ===\n".encode())
+            self.popen = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no atexit, no cleanup, sockets closed by the kernel."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    workdir: Path
+    profile: Profile
+    api_base_url: str
+    queue_name: str = field(default_factory=lambda: f"loadtest-{secrets.token_hex(4)}")
+    servers: list[Process] = field(default_factory=list)
+    consumer: Process | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.profile.database_url or f"sqlite:///{self.workdir / 'collector.db'}"
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def configure(self) -> None:
+        ports = [free_port() for _ in range(self.profile.servers)]
+        flask = [sys.executable, "-m", "flask", "--app", "app"]
+        for index, port in enumerate(ports):
+            config = self._write_config(f"server-{index}", port, public_port=ports[0])
+            self.servers.append(Process(f"server-{index}", flask + ["serve"], config,
+                                        self.workdir / f"server-{index}.log", port=port))
+        config = self._write_config("consumer", free_port(), public_port=ports[0])
+        self.consumer = Process("consumer", flask + ["jobs", "work"], config, self.workdir / "consumer.log")
+
+    def _write_config(self, name: str, port: int, public_port: int) -> Path:
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        top = {"database_url": self.database_url, "data_dir": str(self.workdir / "data"),
+               "secret_key": _run_secret(self.workdir), "log_level": "INFO", "redis_url": self.profile.redis_url}
+        sections = {
+            "wechat": {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY,
+                       "api_base_url": self.api_base_url},
+            "payment": {"gateway": "sandbox", "public_base_url": f"http://{HOST}:{public_port}"},
+            # A slow photo check whose process died is redone after a minute, not five: the run is short.
+            "jobs": {"immediate": False, "queue_name": self.queue_name, "sweep_every_minutes": 1,
+                     "lost_work_after_minutes": 1},
+            "server": {"host": HOST, "port": port},
+        }
+        lines = [f"{key} = {json.dumps(value)}" for key, value in top.items()]
+        for section, values in sections.items():
+            lines += ["", f"[{section}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        path = folder / "config.toml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def flask(self, *args: str, timeout: float = 300) -> str:
+        """A staff command against the run's database; its output. ClusterError if it fails."""
+        env = dict(os.environ, COLLECTOR_CONFIG=str(self.consumer.config))
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ClusterError(f"`flask {' '.join(args)}` failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def prepare_database(self) -> None:
+        """A fresh schema: the PostgreSQL database is emptied (it must be a scratch one), then migrated."""
+        if self.profile.database_url:
+            require_loopback(self.profile.database_url, "the PostgreSQL database")
+            engine = create_engine(self.profile.database_url)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text("DROP SCHEMA public CASCADE"))
+                    connection.execute(text("CREATE SCHEMA public"))
+            finally:
+                engine.dispose()
+        self.flask("db", "upgrade")
+
+    # --- processes -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.consumer.start()
+        for server in self.servers:
+            server.start()
+        for server in self.servers:
+            self.wait_until_healthy(server)
+
+    def wait_until_healthy(self, server: Process, seconds: float = STARTUP_SECONDS) -> float:
+        """Seconds until /healthz answers 200; ClusterError if the process dies or stalls."""
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            if not server.alive():
+                raise ClusterError(f"{server.name} exited with {server.popen.returncode}:\n{server.tail()}")
+            try:
+                if requests.get(server.url + "/healthz", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise ClusterError(f"{server.name} did not answer /healthz within {seconds:.0f}s:\n{server.tail()}")
+
+    def stop(self) -> None:
+        for process in [*self.servers, self.consumer]:
+            if process is not None:
+                process.stop()
+
+    def processes(self) -> list[Process]:
+        return [*self.servers, self.consumer]
+
+
+def _run_secret(workdir: Path) -> str:
+    path = workdir / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text()

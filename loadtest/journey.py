@@ -1,0 +1,144 @@
+"""One candidate's walk through the real conversation, from following the account to paying and
+asking for progress, with what each step answered."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import messages
+from loadtest.cohort import Graduate
+from loadtest.wechat import CustomMessage, Delivery, Phone
+
+INSTITUTION = "北京市高等教育自学考试"
+PAY_LINK = re.compile(r"https?://\S+?/pay/sandbox/[^\s，。]+")
+PAID_PAGE = messages.PAY_PAGE["paid"].split("。")[0]  # "已支付"
+PAYMENT_NOTICE = messages.PAYMENT_DONE.split("（")[0]  # "支付成功": the outbox's notification, not a reply
+CHECKING = messages.PHOTO_CHECKING.split("，")[1]  # "正在检查"
+# What each step's answer must contain for the walk to be on track.
+EXPECTED = {
+    "subscribe": "毕业证书照片采集",
+    "institution": "学历层次",
+    "level": "身份证号",
+    "identity": "手机号",
+    "phone": "准考证号",
+    "confirm": "我知道了",
+    "notice": "证件照",
+    "photo": "/pay/sandbox/",
+    "photo again": "/pay/sandbox/",
+    "progress": "审核中",
+}
+
+
+def is_payment_notice(message: CustomMessage) -> bool:
+    return message.text.startswith(PAYMENT_NOTICE)
+
+
+def is_reply(message: CustomMessage) -> bool:
+    return not is_payment_notice(message)
+
+
+def has_pay_link(message: CustomMessage) -> bool:
+    return PAY_LINK.search(message.text) is not None
+
+
+@dataclass
+class Walk:
+    graduate: Graduate
+    server: int
+    deliveries: list[Delivery] = field(default_factory=list)
+    pay_link: str | None = None
+    paid: bool = False
+    pay_seconds: float | None = None
+    pay_errors: list[str] = field(default_factory=list)
+    deferred_verdicts: int = 0
+    crashed: str | None = None  # the load generator's own failure, if any
+
+    def add(self, delivery: Delivery) -> Delivery:
+        self.deliveries.append(delivery)
+        return delivery
+
+
+class Stopped(Exception):
+    """The run was stopped (time limit or interrupted): walks end at their next step."""
+
+
+class Progress:
+    """Messages answered so far (for the fault that waits for mid-run), and the run's time limit."""
+
+    def __init__(self, expected: int, limit_seconds: float):
+        self.expected = expected
+        self.deadline = time.monotonic() + limit_seconds
+        self.stop = threading.Event()
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._done += 1
+        if self.stop.is_set() or time.monotonic() > self.deadline:
+            raise Stopped("the run was stopped or ran out of time")
+
+    @property
+    def fraction(self) -> float:
+        with self._lock:
+            return self._done / max(1, self.expected)
+
+
+MESSAGES_PER_WALK = 9
+
+
+def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Walk:
+    """subscribe → institution → level → name + ID → phone → confirm → notice → photo → pay → 进度."""
+    trail = Walk(graduate, phone.home)
+
+    def step(delivery: Delivery) -> Delivery:
+        progress.tick()
+        return trail.add(delivery)
+
+    try:
+        step(phone.subscribe())
+        step(phone.text("institution", INSTITUTION))
+        step(phone.text("level", graduate.level_choice))
+        step(phone.text("identity", f"{graduate.name} {graduate.id_number}"))
+        step(phone.text("phone", graduate.phone))
+        step(phone.text("confirm", "1"))
+        step(phone.text("notice", "我知道了"))
+        trail.pay_link = send_photo(trail, phone, add_photo, "photo", step)
+        if trail.pay_link is None:
+            # Nothing came back: the candidate sends the photo again, as people do.
+            trail.pay_link = send_photo(trail, phone, add_photo, "photo again", step)
+        if trail.pay_link is not None:
+            pay(trail, phone)
+        if trail.paid:
+            step(phone.text("progress", "进度", wanted=is_reply))
+    except Exception as exc:  # the walk's own bug, or the run's time limit: reported, never hidden
+        trail.crashed = repr(exc)
+    finally:
+        phone.close()
+    return trail
+
+
+def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step) -> str | None:
+    delivery = step(phone.image(step_name, add_photo(), wanted=is_reply))
+    if delivery.passive is not None and CHECKING in delivery.passive:
+        # The check outlived the reply budget: the verdict follows as a customer-service message.
+        trail.deferred_verdicts += 1
+        delivery.custom = phone.inbox.wait(phone.openid, delivery.custom_before, phone.custom_wait, has_pay_link)
+    for text in delivery.texts:
+        match = PAY_LINK.search(text)
+        if match:
+            return urlparse(match.group(0)).path
+    return None
+
+
+def pay(trail: Walk, phone: Phone) -> None:
+    """The sandbox page's real POST, through the load balancer like any page."""
+    started = time.monotonic()
+    response, trail.pay_errors = phone.open_page("POST", trail.pay_link)
+    trail.pay_seconds = time.monotonic() - started
+    trail.paid = response is not None and PAID_PAGE in response.text
+    if response is not None and not trail.paid:
+        trail.pay_errors.append(f"page without {PAID_PAGE!r}")
