@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 POSTGRES_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: setup run test test-postgres bench clean
+.PHONY: setup run test test-postgres bench loadtest clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 
+# The example with a random secret_key in place of its placeholder (which `flask serve` refuses),
+# readable by its owner only: it holds the account's secrets.
 config.toml:
-	cp config.example.toml config.toml
+	@key=$$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n'); \
+	(umask 077; sed "s/^secret_key = \"change-me\"$$/secret_key = \"$$key\"/" config.example.toml > config.toml.tmp) && \
+	grep -q "^secret_key = \"$$key\"$$" config.toml.tmp && mv config.toml.tmp config.toml
+	@echo "config.toml written with a random secret_key"
 
 run: setup config.toml
 	$(FLASK) db upgrade
@@ -39,6 +44,13 @@ bench: setup
 	$(BIN)/python bench/webhook_bench.py
 	$(BIN)/python bench/photo_bench.py
 	$(BIN)/python bench/outbox_bench.py
+
+# Issue 8's cohort run: 300 candidates, 48 at a time, like WeChat, against real server processes, on
+# SQLite and on PostgreSQL + Redis (a scratch database: it is EMPTIED), each also with a server killed.
+LOADTEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/loadtest
+LOADTEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+loadtest: setup
+	$(BIN)/python -m loadtest --postgres-url $(LOADTEST_POSTGRES_URL) --redis-url $(LOADTEST_REDIS_URL) $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
