@@ -62,7 +62,7 @@ def rule_name(rule: str) -> str:
 def queue():
     now = utcnow()
     hours = _settings().collection.review_hours
-    with _db().session() as session:
+    with _db().read() as session:
         items = review.review_queue(session, hours, now)
         seconds = [item for item in review.second_review_queue(session, hours)
                    if item.first_reviewer != current_user.name]
@@ -270,7 +270,7 @@ def save_reason():
 
 
 def _reasons_page(error: str | None = None, form=None):
-    with _db().session() as session:
+    with _db().read() as session:
         listed = review.reject_reasons(session, include_retired=True)
         page = render_template("console/review/reasons.html", reasons=listed, error=error, form=form or {})
     return page
@@ -279,7 +279,7 @@ def _reasons_page(error: str | None = None, form=None):
 @blueprint.get("/review/overrides")
 @requires("admin")
 def overrides():
-    with _db().session() as session:
+    with _db().read() as session:
         listed = review.overrides(session)
         counts: dict[str, int] = {}
         for override in listed:
@@ -293,7 +293,7 @@ def overrides():
 @blueprint.get("/review/quality")
 @requires("admin")
 def quality():
-    with _db().session() as session:
+    with _db().read() as session:
         figures = review_quality.reviewer_figures(session)
         disagreements = review_quality.disagreements(session)
         waiting = session.scalar(select(func.count()).select_from(SecondReview)

@@ -6,6 +6,8 @@ database; the commands through the real Flask CLI; notifications through the out
 Set TEST_DATABASE_URL to run them on PostgreSQL."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -185,6 +187,24 @@ def test_an_abandoned_claim_returns_to_the_queue_when_its_lease_runs_out(app, im
     with db(app).session() as session:
         with pytest.raises(StaffActionError, match="乙"):
             review.decide(session, collector(app).outbox, taken.photo_id, "甲", "approved", now=later)
+
+
+def test_reviewers_asking_at_the_same_moment_never_get_the_same_photo(app, imported):
+    put_under_review(app, ROWS[0], OPENIDS[0])
+    put_under_review(app, ROWS[1], OPENIDS[1])
+    reviewers = [f"审核员{i}" for i in range(4)]
+    start = threading.Barrier(len(reviewers))
+
+    def ask(reviewer):
+        start.wait()
+        item = next_for(app, reviewer)
+        return item.photo_id if item else None
+
+    with ThreadPoolExecutor(len(reviewers)) as pool:
+        got = list(pool.map(ask, reviewers))
+    handed_out = [photo_id for photo_id in got if photo_id is not None]
+    assert sorted(handed_out) == sorted(item.photo_id for item in queue(app))  # each photo once, both handed out
+    assert len(set(handed_out)) == len(handed_out) == 2
 
 
 # --- verdicts with an undo period ----------------------------------------------------------------------

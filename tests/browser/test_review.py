@@ -83,6 +83,10 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_and_the_candidate_gets_the
     assert page.locator("#photo").evaluate("img => img.complete && img.naturalWidth > 0")
     assert "准考证号" in page.inner_text(".record")
     shoot(page, "review-photo")
+    page.keyboard.press("e")  # the checker's annotated picture, drawn on demand
+    page.wait_for_function("document.getElementById('explain').naturalWidth > 0", timeout=30_000)
+    assert page.locator("#explain").is_visible()
+    page.keyboard.press("e")
     page.keyboard.press("a")
     second = wait_for_photo(page, other_than=first)
     assert "刚才" in page.inner_text("#undo-form")
@@ -213,3 +217,31 @@ def test_a_support_account_cannot_review_or_approve(review_console, candidates, 
     assert response.status == 403
     with review_console.app.extensions["collector"].db.session() as session:
         assert session.get(Photo, photo_id).status == "submitted"
+
+
+def test_an_admin_edits_the_preset_reasons_and_a_reviewer_may_not(review_console, page, new_page):
+    review_console.add_user("管理员", "admin")
+    review_console.add_user("审核员甲", "reviewer")
+    sign_in(page, review_console.url, "管理员")
+    page.goto(f"{review_console.url}/staff/review/reasons")
+    row = page.locator("#reasons tbody tr", has_text="blurry")
+    row.locator("textarea[name=text]").fill("照片不清楚：请对焦后重拍。")
+    row.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/staff/review/reasons$"))
+    assert "已保存原因" in page.inner_text("main")
+    page.fill("#new-reason input[name=code]", "hat")
+    page.fill("#new-reason input[name=label]", "戴帽子")
+    page.fill("#new-reason textarea[name=text]", "请摘下帽子后重新拍摄。")
+    page.click("#new-reason button[type=submit]")
+    page.wait_for_url(re.compile(r"/staff/review/reasons$"))
+    with review_console.app.extensions["collector"].db.session() as session:
+        texts = {r.code: r.text for r in session.scalars(select(RejectReason))}
+    assert texts["blurry"] == "照片不清楚：请对焦后重拍。" and texts["hat"] == "请摘下帽子后重新拍摄。"
+    shoot(page, "review-reasons")
+    page.goto(f"{review_console.url}/staff/review/quality")
+    assert "审核员" in page.inner_text("#figures")
+
+    reviewer = new_page()
+    sign_in(reviewer, review_console.url, "审核员甲")
+    assert reviewer.goto(f"{review_console.url}/staff/review/reasons").status == 403
+    assert reviewer.goto(f"{review_console.url}/staff/review/overrides").status == 403
