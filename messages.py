@@ -206,6 +206,7 @@ PHOTO_RULES = {
     # image
     "image.resolution": "照片像素太低（{value}），至少需要 {threshold}。请发送原图，不要截图或压缩。",
     "image.resolution.too_large": "照片像素过大（{value}），超过 {threshold}，无法处理。请用手机相机的普通模式拍摄后发送。",
+    "image.resolution.too_large_to_decode": "这张非 JPG 照片像素过大（{value}），超过 {threshold}，无法处理。请发送手机相机拍摄的 JPG 照片。",
     "image.aspect": "照片宽高比例不对（{value}），应为竖版 {threshold}。请裁剪成宽:高 = 3:4 后发送。",
     "image.aspect.landscape": "照片是横版的（{value}），应为竖版 {threshold}。请竖着拍，或裁剪成宽:高 = 3:4 后发送。",
     "image.color": "照片不是彩色照片（{value}）。请发送彩色 JPG 照片。",

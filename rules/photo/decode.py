@@ -1,5 +1,9 @@
 """Safe decoding: sniff the real format, refuse decompression bombs, honour EXIF orientation and
-produce one downscaled 8-bit RGB working copy that every measurement shares."""
+produce one downscaled 8-bit RGB working copy that every measurement shares.
+
+Memory is bounded by what is decoded at full size, not by the file: JPEG is decoded reduced (libjpeg's
+1/2…1/8 scaling), other formats are decoded whole only up to `max_decode_pixels` and reduced before any
+conversion, so a small file claiming 8000×8000 pixels is refused instead of costing half a gigabyte."""
 from __future__ import annotations
 
 import io
@@ -7,13 +11,19 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .thresholds import PhotoThresholds
 
 _EXIF_SOFTWARE = 0x0131
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
+# EXIF orientation → the transpose that shows the picture upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+# Modes Image.reduce averages correctly; the others (palette, 1-bit, 16-bit) are thinned by sampling.
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"}
 
 # Only the formats a phone or camera plausibly sends are opened at all.
 _OPENABLE = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO"]
@@ -31,7 +41,9 @@ class Decoded:
     exif_software: str = ""
     rgb: np.ndarray | None = None  # working copy, HxWx3 uint8
     scale: float = 1.0  # working-copy pixels per full-size pixel
-    problem: str | None = None  # why decoding was refused: empty, unknown, heic, corrupt, too_large
+    # why decoding was refused: empty, unknown, heic, corrupt, too_large (the header's pixels),
+    # too_large_to_decode (more pixels than a format without reduced decoding may cost)
+    problem: str | None = None
     notes: dict = field(default_factory=dict)
 
     @property
@@ -95,31 +107,48 @@ def _decode_into(result: Decoded, data: bytes, thresholds: PhotoThresholds) -> N
     im = Image.open(io.BytesIO(data), formats=_OPENABLE)
     result.format = im.format
     result.mode = im.mode
+    # Sized up before anything else reads the file: PNG's EXIF lookup alone decodes every pixel.
+    result.width, result.height = im.size
+    if im.size[0] * im.size[1] > thresholds.max_pixels:
+        result.problem = "too_large"
+        return
+    if im.format != "JPEG" and im.size[0] * im.size[1] > thresholds.max_decode_pixels:
+        result.problem = "too_large_to_decode"
+        return
     result.frames = getattr(im, "n_frames", 1)
     result.exif_software, orientation = _read_exif(im)
     w, h = im.size
     if orientation in _ROTATED_ORIENTATIONS:
         w, h = h, w
     result.width, result.height = w, h
-    if w * h > thresholds.max_pixels:
-        result.problem = "too_large"
-        return
     scale = min(1.0, thresholds.work_max_side / max(w, h, 1))
     if im.format == "JPEG" and scale < 1.0:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 size: far less time and memory on phone photos.
         im.draft(None, (max(1, int(im.size[0] * scale)), max(1, int(im.size[1] * scale))))
+    if im.size[0] * im.size[1] > thresholds.max_decode_pixels:
+        result.problem = "too_large_to_decode"
+        return
     im.load()
-    if orientation != 1:
-        try:
-            im = ImageOps.exif_transpose(im) or im
-        except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the stored orientation
-            pass
+    im = _reduced(im, 2 * thresholds.work_max_side)
+    if orientation in _UPRIGHT:
+        im = im.transpose(_UPRIGHT[orientation])
     rgb = _to_rgb8(im)
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS if rgb.width > target[0] * 2 else Image.Resampling.BILINEAR)
     result.rgb = np.asarray(rgb, dtype=np.uint8)
     result.scale = result.rgb.shape[1] / w
+
+
+def _reduced(im: Image.Image, max_side: int) -> Image.Image:
+    """A large decode shrunk by a whole factor to at most about twice `max_side`, before any mode
+    conversion copies it; the final resize to the working size is then done on the small copy."""
+    factor = max(im.size) // max(1, max_side)
+    if factor < 2:
+        return im
+    if im.mode in _REDUCIBLE:
+        return im.reduce(factor)
+    return im.resize((max(1, im.size[0] // factor), max(1, im.size[1] // factor)), Image.Resampling.NEAREST)
 
 
 def _read_exif(im: Image.Image) -> tuple[str, int]:

@@ -17,6 +17,11 @@ def resolution(photo: Photo) -> Finding | None:
                        key="image.resolution.too_large",
                        shown_value=f"{d.width}×{d.height}",
                        shown_threshold=f"{t.max_pixels / 1e6:.0f} 百万像素")
+    if d.problem == "too_large_to_decode":
+        return finding("image.resolution", f"{d.width}×{d.height}", t.max_decode_pixels,
+                       key="image.resolution.too_large_to_decode",
+                       shown_value=f"{d.width}×{d.height}",
+                       shown_threshold=f"{t.max_decode_pixels / 1e6:.0f} 百万像素")
     if not d.width:
         return None
     photo.record("image.width", d.width)

@@ -16,6 +16,10 @@ class PhotoThresholds:
     max_file_bytes: int = 20 * 1024 * 1024
     # Decoded pixel cap (width x height); larger images are refused before decoding.
     max_pixels: int = 64_000_000
+    # Pixels decoded at full size (4 bytes each) for formats that cannot be reduced while decoding
+    # (all but JPEG, which libjpeg decodes at 1/8 size): larger ones are refused, so that one photo
+    # costs well under 100 MB whatever its header says.
+    max_decode_pixels: int = 16_000_000
 
     # --- image -------------------------------------------------------------------------------
     min_width: int = 480
