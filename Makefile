@@ -44,6 +44,8 @@ bench: setup
 	$(BIN)/python bench/webhook_bench.py
 	$(BIN)/python bench/photo_bench.py
 	$(BIN)/python bench/outbox_bench.py
+	$(BIN)/python bench/overview_bench.py --candidates 50000
+	$(BIN)/python bench/handover_bench.py --photos 20000
 
 # Issue 8's cohort run: 300 candidates, 48 at a time, like WeChat, against real server processes, on
 # SQLite and on PostgreSQL + Redis (a scratch database: it is EMPTIED), each also with a server killed.
