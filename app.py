@@ -14,6 +14,7 @@ import click
 from flask import Blueprint, Flask, current_app
 from flask.cli import with_appcontext
 
+import health
 import rules.photo
 from bot import webhook
 from bot.access_token import build_token_store
@@ -24,7 +25,8 @@ from bot.replay import build_nonce_store
 from bot.retries import RetryGuard
 from console import register_console
 from handlers.base import PaymentGateway, Services
-from jobs.queue import Jobs, build_huey
+from jobs.queue import Jobs, build_jobs
+from pacing import at_most
 from notify.outbox import Outbox
 from notify.wechat import WeChatChannel
 from payments import sandbox
@@ -32,7 +34,7 @@ from rules.credentials import remember_secrets, scrub_credentials
 from rules.identity import mask_personal_data
 from settings import ConfigError, Settings, load_settings
 from store.db import Database
-from store.files import PhotoFiles
+from store.files import PhotoFiles, secure_data_dir
 
 
 @dataclass
@@ -60,12 +62,32 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     app.extensions["collector"] = build_collector(settings)
     app.register_blueprint(webhook.blueprint)
     app.register_blueprint(payment_blueprint(settings))
-    app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    health.register(app)
     register_console(app)
     register_commands(app)
     # Served apps load the face models before the first photo arrives; CLI commands never do.
     app.before_request(warm_up_photo_models)
+    if weak_secret_key(settings):
+        app.before_request(refuse_to_serve)
     return app
+
+
+# The example config's placeholder: it signs payment links and staff sessions, so with it anyone can
+# forge both. `make run` writes a random one into its config.toml.
+DEFAULT_SECRET_KEYS = ("", "change-me")
+WEAK_SECRET_KEY = ("secret_key 仍是示例中的占位值或为空，拒绝服务。请在配置文件中设为一个长随机字符串，例如："
+                   "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'（make run 会自动生成）。")
+
+
+def weak_secret_key(settings: Settings) -> bool:
+    return settings.secret_key.strip() in DEFAULT_SECRET_KEYS
+
+
+def refuse_to_serve():
+    """Every request, when the app was created for a WSGI server with the placeholder secret_key (CLI
+    commands other than `serve` still work, so that the key can be set and the database kept)."""
+    logging.getLogger(__name__).error("refusing a request: %s", WEAK_SECRET_KEY)
+    return WEAK_SECRET_KEY, 503, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 _warm_up_thread: threading.Thread | None = None
@@ -87,19 +109,23 @@ def check_photo(data: bytes, thresholds):
 
 
 def build_collector(settings: Settings) -> Collector:
+    secure_data_dir(settings)  # before SQLite or huey create a file in it
     db = Database(settings.database_url)
-    wechat = WeChatApi(settings.wechat, build_token_store(settings, db))
+    redis = health.RedisLink(settings) if settings.redis_url else None  # one client and outage for all
+    wechat = WeChatApi(settings.wechat, build_token_store(settings, db, redis))
     payments = build_payment_gateway(settings)
-    photo_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="photo")
+    # Downloads wait on the network; the checks themselves (memory, CPU) run at most N at a time.
+    photo_workers = ThreadPoolExecutor(max_workers=settings.server.photo_checks_at_once + 2, thread_name_prefix="photo")
     services = Services(
         photo_files=PhotoFiles(settings.photo_dir), wechat=wechat, payments=payments,
-        check_photo=partial(check_photo, thresholds=settings.photo), submit=photo_workers.submit,
+        check_photo=at_most(settings.server.photo_checks_at_once, partial(check_photo, thresholds=settings.photo)),
+        submit=photo_workers.submit,
     )
     outbox = build_outbox(settings, db, wechat)
     collector = Collector(
         settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db)),
-        retries=RetryGuard(db, settings.wechat.claim_lease_seconds),
-        conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=Jobs(build_huey(settings)),
+        retries=RetryGuard(db, settings.wechat.claim_lease_seconds, settings.wechat.answer_within_seconds),
+        conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=build_jobs(settings, redis),
         services=services, payments=payments,
     )
     register_jobs(collector)
@@ -173,7 +199,10 @@ def serve_command() -> None:
     """Serve the app with waitress on the host, port and threads from config."""
     from bot import arrival
 
-    server = current_app.config["SETTINGS"].server
+    settings = current_app.config["SETTINGS"]
+    if weak_secret_key(settings):
+        raise click.ClickException(WEAK_SECRET_KEY)
+    server = settings.server
     click.echo(f"Serving on http://{server.host}:{server.port}/wechat ({server.threads} threads)")
     arrival.serve(current_app._get_current_object(), host=server.host, port=server.port, threads=server.threads)
 

@@ -36,6 +36,9 @@ class WeChatSettings:
     # A message being worked on is claimed by its process for this long, renewed every third of it;
     # a claim whose process died runs out and WeChat's next retry runs the message.
     claim_lease_seconds: float = 3.0
+    # WeChat drops the connection this long after sending a message (its documented 5 s); a reply
+    # ready later goes out as a customer-service message. Only tests change it.
+    answer_within_seconds: float = 5.0
     http_timeout_seconds: float = 3.0
     # WeChat web-page authorisation (OAuth 2, snsapi_base) for the payment page: where the phone is
     # sent to authorise, and the API that turns the code into an openid.
@@ -227,6 +230,19 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 16
+    # Photo checks running at once in one process (each decodes and measures one photo).
+    photo_checks_at_once: int = 2
+    # A dependency that is down (Redis, the job queue) is logged once per this many seconds.
+    outage_log_every_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Every Redis call gives up after these timeouts; after a failure Redis is left alone for
+    retry_after_seconds (the access token comes from the database, deliveries wait for the sweep)."""
+    socket_timeout_seconds: float = 0.5
+    connect_timeout_seconds: float = 0.5
+    retry_after_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +265,7 @@ class Settings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     handover: HandoverSettings = field(default_factory=HandoverSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
@@ -302,6 +319,7 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "notifications": _build_notifications(raw.pop("notifications", {})),
         "jobs": _build(JobsSettings, raw.pop("jobs", {}), "jobs"),
         "server": _build(ServerSettings, raw.pop("server", {}), "server"),
+        "redis": _build(RedisSettings, raw.pop("redis", {}), "redis"),
         "handover": _build_handover(raw.pop("handover", {})),
         "console": _build(ConsoleSettings, raw.pop("console", {}), "console"),
         "photo": _build_photo(raw.pop("photo", {})),

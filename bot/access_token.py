@@ -4,6 +4,9 @@ Each call to WeChat's /cgi-bin/token issues a new token and the previous one die
 later, so processes that each fetch their own token invalidate one another. The token therefore lives
 in one shared store (Redis when configured, else the database) and is replaced under a lock, checking
 again once the lock is held whether another process has replaced it already.
+
+Redis is a convenience here, not a requirement: while it cannot be reached the token is shared through
+the database instead (`FallbackTokenStore`), so a Redis outage never stops a photo from being downloaded.
 """
 from __future__ import annotations
 
@@ -179,16 +182,62 @@ class RedisTokenStore:
         self.redis.set(self.name, payload, px=ttl_ms)
 
 
-def build_token_store(settings: Any, db: Database) -> TokenStore:
-    """Redis when `redis_url` is set (keyed under the job queue's name, the app's Redis prefix),
-    else the database."""
+class FallbackTokenStore:
+    """Redis first; the database while Redis is down (any Redis error, a timeout included). Once Redis
+    answers again its token may be one the database path has since retired: WeChat then rejects it
+    (40001) and the client replaces it once, as with any token another process retired."""
+
+    def __init__(self, primary: RedisTokenStore, fallback: DatabaseTokenStore, outage: Any):
+        self.primary = primary
+        self.fallback = fallback
+        self.outage = outage
+
+    def get(self) -> Token | None:
+        return self._either(lambda store: store.get())
+
+    def refresh(self, fetch: Fetch, rejected: str | None = None) -> Token:
+        fetch_once = _FetchOnce(fetch)  # a token fetched before Redis failed is stored, not fetched again
+        return self._either(lambda store: store.refresh(fetch_once, rejected))
+
+    def _either(self, use: Callable[[TokenStore], Any]) -> Any:
+        from redis.exceptions import RedisError
+
+        if not self.outage.is_down():
+            try:
+                result = use(self.primary)
+            except RedisError as error:
+                self.outage.failed(error)
+            else:
+                self.outage.ok()
+                return result
+        return use(self.fallback)
+
+
+class _FetchOnce:
+    def __init__(self, fetch: Fetch):
+        self.fetch = fetch
+        self.token: Token | None = None
+
+    def __call__(self) -> Token:
+        if self.token is None:
+            self.token = self.fetch()
+        return self.token
+
+
+def build_token_store(settings: Any, db: Database, redis: Any = None) -> TokenStore:
+    """Redis when `redis_url` is set (keyed under the job queue's name, the app's Redis prefix), with
+    the database standing in while Redis is down; else the database. `redis`: the app's
+    health.RedisLink, shared with the job queue (one is made when it is not given)."""
     name = f"wechat-access-token:{settings.wechat.appid}"
     # A refresh holds the lock for one token request; give it ample room beyond the HTTP timeout.
     lock_timeout = max(LOCK_TIMEOUT_SECONDS, 3 * settings.wechat.http_timeout_seconds)
-    if settings.redis_url:
-        import redis
+    database = DatabaseTokenStore(db, name, lock_timeout=lock_timeout)
+    if not settings.redis_url:
+        return database
+    if redis is None:
+        from health import RedisLink
 
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        return RedisTokenStore(client, f"{settings.jobs.queue_name}:{name}", lock_timeout=lock_timeout,
-                               wait_timeout=lock_timeout + 10)
-    return DatabaseTokenStore(db, name, lock_timeout=lock_timeout)
+        redis = RedisLink(settings)
+    primary = RedisTokenStore(redis.client, f"{settings.jobs.queue_name}:{name}", lock_timeout=lock_timeout,
+                              wait_timeout=lock_timeout + 10)
+    return FallbackTokenStore(primary, database, redis.outage)

@@ -19,7 +19,7 @@ import requests
 from wechatpy.exceptions import WeChatClientException
 
 from bot.client import ConfigurableWeChatClient
-from bot.access_token import DatabaseTokenStore, RedisTokenStore, Token, TokenLockTimeout
+from bot.access_token import DatabaseTokenStore, FallbackTokenStore, RedisTokenStore, Token, TokenLockTimeout
 from tests.conftest import APPID, SECRET
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -76,8 +76,11 @@ def fetch_token_elsewhere(fake) -> None:
 
 
 def test_the_configured_store_is_used(new_app, backend):
-    expected = RedisTokenStore if backend == "redis" else DatabaseTokenStore
-    assert isinstance(store_of(new_app()), expected)
+    store = store_of(new_app())
+    if backend == "redis":  # Redis first, the database while Redis is down
+        assert isinstance(store, FallbackTokenStore) and isinstance(store.primary, RedisTokenStore)
+    else:
+        assert isinstance(store, DatabaseTokenStore)
 
 
 def test_two_processes_share_one_token(new_app, fake_wechat):
