@@ -4,6 +4,7 @@ from __future__ import annotations
 import messages
 from handlers import payment, review, texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
+from payments.orders import end_collection
 from store import queries
 from store.models import utcnow
 
@@ -46,9 +47,7 @@ def restart(ctx: Context, msg: Incoming) -> Outcome:
     if candidate.state in PAID_STATES or paid:
         return Outcome(Reply(messages.RESTART_AFTER_PAYMENT.format(**texts.office_fields(ctx.settings))),
                        candidate.state)
-    entry = candidate.roster_entry
-    if entry is not None and entry.bound_openid == candidate.openid:
-        entry.unbind()
+    end_collection(ctx.session, candidate.openid, candidate.roster_entry, "restart")
     candidate.forget_identity()
     text = texts.join(messages.RESTARTED, texts.ask_institution(ctx.settings))
     return Outcome(Reply(text), State.INSTITUTION)

@@ -10,7 +10,12 @@ from store import queries
 
 def after_photo_passed(ctx: Context) -> Outcome:
     settings = ctx.settings
-    entry_id = ctx.candidate.roster_entry_id
+    entry = ctx.candidate.roster_entry
+    if entry is None or entry.bound_openid != ctx.candidate.openid:
+        # The collection ended while the photo was checked (重新开始 or an unbind): nothing to pay for.
+        return Outcome(Reply(texts.step_help(settings, ctx.candidate.state)), ctx.candidate.state,
+                       checks={"payment": "collection_ended"})
+    entry_id = entry.id
     if queries.paid_order(ctx.session, entry_id) is not None:
         text = messages.PHOTO_PASSED_ALREADY_PAID.format(review_hours=settings.collection.review_hours)
         return Outcome(Reply(text), State.UNDER_REVIEW)

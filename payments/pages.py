@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import current_app
 
+from payments.orders import ENDED_REASONS
+
 # Both templates start with this and close </body></html> themselves; `t` is the page's texts.
 HEAD = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
@@ -18,6 +20,14 @@ background:#07c160;color:#fff;border:0;border-radius:6px;text-decoration:none}.n
 
 def collector():
     return current_app.extensions["collector"]
+
+
+def closed_text(t: dict[str, str], order) -> str:
+    """What a closed order's page says: a new link is waiting, or the collection it was for ended
+    (and any money paid for it goes back)."""
+    if order.closed_reason not in ENDED_REASONS:
+        return t["closed"]
+    return t["ended_paid"] if order.transaction_id else t["ended"]
 
 
 def price(fen: int) -> str:

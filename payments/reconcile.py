@@ -9,10 +9,10 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from notify import notices
-from payments.orders import confirm_payment
+from payments.orders import ENDED_REASONS, confirm_payment
 from rules.credentials import scrub_credentials
 from payments.wechatpay import (Notification, NotificationRejected, OrderNotFound, RefundResult, Transaction,
                                 WeChatPayError)
@@ -42,8 +42,8 @@ def apply_notification(collector, notification: Notification) -> str:
 
 
 def record_transaction(collector, tx: Transaction) -> str:
-    """A successful payment: the order is paid (once), or refunded when it is the graduate's second.
-    Returns paid | already_paid."""
+    """A successful payment: the order is paid (once), or refunded when it is the graduate's second or
+    its collection had ended. Returns paid | refunding (money for an ended collection) | already_paid."""
     _check_transaction(collector, tx)
     with collector.db.session() as session:
         order = queries.order_by_trade_no(session, tx.out_trade_no)
@@ -51,16 +51,21 @@ def record_transaction(collector, tx: Transaction) -> str:
             raise NotificationRejected("unknown out_trade_no")
         if tx.amount_total != order.amount_fen:
             raise NotificationRejected(f"amount {tx.amount_total} does not match the order's {order.amount_fen}")
-        if order.status == "paid":
+        if order.transaction_id is not None:  # paid, or money for an ended collection already recorded
             if order.transaction_id != tx.transaction_id:
                 log.error("order %s is paid by %s but WeChat Pay reports %s", order.out_trade_no,
                           order.transaction_id, tx.transaction_id)
             return "already_paid"
-        paid = confirm_payment(session, order, tx.transaction_id, collector.outbox,
-                               on_refund=lambda refund_id: queue_refund(collector, refund_id))
-        if paid:
-            log.info("order %s paid (WeChat Pay %s) by %s", order.out_trade_no, tx.transaction_id, order.openid)
-        return "paid" if paid else "already_paid"
+        recorded = confirm_payment(session, order, tx.transaction_id, collector.outbox,
+                                   on_refund=lambda refund_id: queue_refund(collector, refund_id))
+        if not recorded:
+            return "already_paid"
+        if order.status != "paid":
+            log.warning("order %s closed (%s) was paid (WeChat Pay %s) by %s: refunding", order.out_trade_no,
+                        order.closed_reason, tx.transaction_id, order.openid)
+            return "refunding"
+        log.info("order %s paid (WeChat Pay %s) by %s", order.out_trade_no, tx.transaction_id, order.openid)
+        return "paid"
 
 
 def _check_transaction(collector, tx: Transaction) -> None:
@@ -182,8 +187,9 @@ def _orders_to_check(collector, now: datetime) -> list[int]:
         return list(session.scalars(select(Order.id).where(
             Order.gateway == "wechatpay",
             or_((Order.status == "pending") & (Order.created_at <= quiet_since),
-                # closed here when a new order replaced it, but its page may still be open at WeChat Pay
-                (Order.status == "closed") & Order.closed_at.is_(None) & Order.prepay_id.is_not(None)),
+                # closed here (replaced, or its collection ended) but maybe still open at WeChat Pay
+                (Order.status == "closed") & Order.closed_at.is_(None)
+                & (Order.prepay_id.is_not(None) | Order.closed_reason.in_(ENDED_REASONS))),
         ).order_by(Order.id)))
 
 
@@ -243,7 +249,8 @@ def _reconcile_order(collector, order_id: int, now: datetime) -> str:
 
 def _confirm_queried(collector, tx: Transaction) -> str:
     try:
-        return "paid" if record_transaction(collector, tx) == "paid" else "unchanged"
+        outcome = record_transaction(collector, tx)
+        return outcome if outcome in ("paid", "refunding") else "unchanged"
     except NotificationRejected as exc:
         log.error("order %s: WeChat Pay reports a payment we cannot accept: %s", tx.out_trade_no, exc.reason)
         return "errors"
@@ -260,5 +267,6 @@ def _mark_closed(collector, order_id: int, now: datetime) -> bool:
     with collector.db.session() as session:
         return session.execute(
             update(Order).where(Order.id == order_id, Order.status.in_(("pending", "closed")))
-            .values(status="closed", closed_at=now).execution_options(synchronize_session=False)
+            .values(status="closed", closed_at=now, closed_reason=func.coalesce(Order.closed_reason, "expired"))
+            .execution_options(synchronize_session=False)
         ).rowcount == 1

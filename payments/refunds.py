@@ -1,13 +1,19 @@
 """Money that must go back: a second payment for a graduate who has already paid (two pay pages
-open at once, an old order paid after a new one). The order is still paid (the money arrived); the
-refund is recorded in the same transaction and requested from the gateway once it commits
-(payments/reconcile.request_refund, retried by the periodic `orders` job)."""
+open at once, an old order paid after a new one), and money for an order whose collection ended
+(重新开始 or an unbind closed it while its page was still open at WeChat Pay). The money is recorded
+on the order; the refund is recorded in the same transaction and requested from the gateway once it
+commits (payments/reconcile.request_refund, retried by the periodic `orders` job)."""
 from __future__ import annotations
+
+import dataclasses
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import messages
+from handlers.texts import yuan
+from notify import notices
+from settings import Settings
 from store.models import Order, Refund, RosterEntry, utcnow
 
 
@@ -20,8 +26,24 @@ def refund_if_duplicate(session: Session, order: Order) -> Refund | None:
                                                     Order.status == "paid", Order.id != order.id).limit(1))
     if earlier is None:
         return None
+    return _record(session, order, messages.REFUND_REASON_DUPLICATE)
+
+
+def refund_ended(session: Session, order: Order) -> Refund:
+    """The whole amount of an order whose collection had ended goes back."""
+    return _record(session, order, messages.REFUND_REASON_ENDED)
+
+
+def ended_notice(settings: Settings, order: Order, refund: Refund) -> notices.Notice:
+    """Tells the payer at once why the money goes back. It shares the refund notice's key, so the
+    refund's success later adds nothing: the candidate is told once."""
+    notice = notices.refunded(settings, order.openid, refund.out_refund_no, refund.amount_fen)
+    return dataclasses.replace(notice, text=messages.ENDED_ORDER_REFUNDING.format(fee=yuan(refund.amount_fen)))
+
+
+def _record(session: Session, order: Order, reason: str) -> Refund:
     refund = Refund(out_refund_no=out_refund_no(order), order_id=order.id, amount_fen=order.amount_fen,
-                    reason=messages.REFUND_REASON_DUPLICATE, status="pending", created_at=utcnow())
+                    reason=reason, status="pending", created_at=utcnow())
     session.add(refund)
     session.flush()
     return refund

@@ -19,7 +19,7 @@ PAGE = pages.HEAD + """<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}<
 {% if order.status == "paid" %}
   <p><strong>{{ t.paid.format(review_hours=review_hours) }}</strong></p>
 {% elif order.status == "closed" %}
-  <p>{{ t.closed }}</p>
+  <p><strong>{{ closed_text }}</strong></p>
 {% else %}
   <form method="post"><button type="submit">{{ t.pay_button.format(amount=amount) }}</button></form>
   <p class="note">{{ t.sandbox_note }}</p>
@@ -65,4 +65,5 @@ def pay(token: str):
 
 def _page(order):
     return render_template_string(PAGE, t=messages.PAY_PAGE, order=order, amount=pages.price(order.amount_fen),
+                                  closed_text=pages.closed_text(messages.PAY_PAGE, order),
                                   review_hours=pages.collector().settings.collection.review_hours)

@@ -84,7 +84,7 @@ def _checkout(gateway: WeChatPayGateway, order: Order, token: str):
     if order.status == "paid":
         return _message(order, t["paid"].format(review_hours=pages.collector().settings.collection.review_hours))
     if order.status == "closed":
-        return _message(order, t["closed"])
+        return _message(order, pages.closed_text(t, order))
     now = utcnow()
     if now >= gateway.payable_until(order):
         return _message(order, t["expired"])

@@ -19,6 +19,7 @@ from handlers.base import State
 from notify import notices
 from notify.notices import Notice
 from notify.outbox import Outbox
+from payments.orders import end_collection
 from rules.identity import mask_id_number, mask_personal_data
 from settings import ReviewSettings
 from staff import lookup
@@ -670,7 +671,8 @@ def _pending(candidate: Candidate, entry: RosterEntry, photo: Photo | None, paid
 
 def unbind(session: Session, id_number: str, by: str) -> str:
     """Frees the graduate for another WeChat account; the old account starts over. Returns its openid.
-    Orders and photos stay with the roster entry, so a payment carries over to the next account."""
+    Photos and a payment made stay with the roster entry and carry over to the next account; the old
+    account's unpaid orders are closed (money that still arrives for them is refunded)."""
     by = check_actor(by)
     entry = roster_entry(session, id_number)
     if entry.bound_openid is None:
@@ -680,7 +682,7 @@ def unbind(session: Session, id_number: str, by: str) -> str:
     old_state = candidate.state if candidate else None
     if candidate is not None:
         _start_over(candidate)
-    entry.unbind()
+    end_collection(session, old_openid, entry, "unbind")
     queries.audit(session, by, "roster.unbind", _target(entry), f"openid {old_openid} (state {old_state})")
     return old_openid
 

@@ -115,7 +115,7 @@ def test_a_replaced_order_cannot_be_paid_from_its_old_page(app, chat, roster, fa
     new_link = other.pay_link(other.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
     assert new_link != old_link
     page = chat.pay(old_link)
-    assert page.status_code == 200 and messages.PAY_PAGE["closed"] in page.get_data(as_text=True)
+    assert page.status_code == 200 and messages.PAY_PAGE["ended"] in page.get_data(as_text=True)
     assert other.state() == "payment"
     assert other.pay(new_link).status_code == 200 and other.state() == "under_review"
 

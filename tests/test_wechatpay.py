@@ -243,7 +243,7 @@ def test_an_order_never_opened_is_closed_here_once_expired(pay_app, fake_wechat,
 
 # -- double payment ------------------------------------------------------------------------------
 
-def test_a_second_payment_for_a_graduate_is_refunded_exactly_once(pay_app, served, fake_wechat, fake_pay, photo):
+def test_a_payment_for_an_unbound_account_is_refunded_exactly_once(pay_app, served, fake_wechat, fake_pay, photo):
     graduate = GRADUATES[0]
     # The first WeChat account opens its pay page, then staff free the graduate for a second account.
     first, first_link, first_no = opened_order(pay_app, fake_wechat, photo, openid="o_first_account")
@@ -257,7 +257,7 @@ def test_a_second_payment_for_a_graduate_is_refunded_exactly_once(pay_app, serve
     fake_pay.pay(first_no, "o_first_account")  # the old page, still open, is paid too
 
     assert [d.status for d in fake_pay.notifications] == [204, 204]
-    assert {o.out_trade_no: o.status for o in orders(pay_app)} == {first_no: "paid", second_no: "paid"}
+    assert {o.out_trade_no: o.status for o in orders(pay_app)} == {first_no: "closed", second_no: "paid"}
     assert payment_notices(pay_app) == 1
     [refund] = fake_pay.refunds
     assert (refund.out_trade_no, refund.amount_refund, refund.status) == (first_no, 3000, "PROCESSING")
@@ -274,7 +274,8 @@ def test_a_second_payment_for_a_graduate_is_refunded_exactly_once(pay_app, serve
         assert row.finished_at is not None and row.last_error is None
     assert len(payment_texts(fake_wechat, "o_second_account")) == 1
     assert payment_texts(fake_wechat, "o_first_account") == []
-    assert refund_texts(fake_wechat, "o_first_account") == [messages.REFUNDED.format(fee="30")]
+    # Told once, when the money arrived; the refund's success adds nothing.
+    assert refund_texts(fake_wechat, "o_first_account") == [messages.ENDED_ORDER_REFUNDING.format(fee="30")]
     fake_pay.refund_success(refund.out_refund_no)  # WeChat Pay repeats the notification
     assert len(refund_texts(fake_wechat, "o_first_account")) == 1
 
@@ -287,6 +288,7 @@ def test_a_lost_refund_notification_is_recovered_by_querying_the_refund(pay_app,
     fake_pay.pay(first_no, "o_first_account")
     fake_pay.pay(second_no, "o_second_account")
     [refund] = fake_pay.refunds
+    assert refund.out_trade_no == first_no
     assert reconcile(pay_app, minutes_later=1) == {}  # too soon to ask
     fake_pay.refund_success(refund.out_refund_no, notify=False)  # the notification never arrives
     assert reconcile(pay_app, minutes_later=6) == {"refunds_success": 1}
@@ -294,15 +296,16 @@ def test_a_lost_refund_notification_is_recovered_by_querying_the_refund(pay_app,
     with pay_app.extensions["collector"].db.session() as session:
         [row] = session.scalars(select(Refund))
         assert (row.status, row.refund_id) == ("success", refund.refund_id)
-    assert refund_texts(fake_wechat, "o_second_account") == [messages.REFUNDED.format(fee="30")]
+    assert refund_texts(fake_wechat, "o_first_account") == [messages.ENDED_ORDER_REFUNDING.format(fee="30")]
+    assert refund_texts(fake_wechat, "o_second_account") == []
 
 
 def test_a_refund_wechat_pay_refuses_stays_pending_and_the_job_retries_it(pay_app, fake_wechat, fake_pay, photo):
     first, first_link, first_no = opened_order(pay_app, fake_wechat, photo, openid="o_first_account")
     pay_app.test_cli_runner().invoke(args=["unbind", GRADUATES[0]["id_number"], "--by", "staff"])
     second, second_link, second_no = opened_order(pay_app, fake_wechat, photo, openid="o_second_account")
-    fake_pay.pay(first_no, "o_first_account")
     fake_pay.fail_next_refunds(1)
+    fake_pay.pay(first_no, "o_first_account")  # closed by the unbind: refunded, and the refund fails once
     fake_pay.pay(second_no, "o_second_account")
 
     assert [d.status for d in fake_pay.notifications] == [204, 204]
@@ -312,7 +315,7 @@ def test_a_refund_wechat_pay_refuses_stays_pending_and_the_job_retries_it(pay_ap
         assert row.status == "pending" and "SYSTEM_ERROR" in row.last_error and row.requested_at is None
 
     assert reconcile(pay_app, minutes_later=6) == {"refunds_requested": 1}
-    assert [r.out_trade_no for r in fake_pay.refunds] == [second_no]
+    assert [r.out_trade_no for r in fake_pay.refunds] == [first_no]
     with pay_app.extensions["collector"].db.session() as session:
         [row] = session.scalars(select(Refund))
         assert row.status == "processing" and row.last_error is None and row.refund_id
