@@ -62,6 +62,14 @@ def rejected(settings: Settings, openid: str, photo_id: int, name: str, reason: 
     )
 
 
+def sent_to_review(settings: Settings, openid: str, photo_id: int, paid: bool) -> Notice:
+    """Staff put a photo the checker refused in front of a reviewer (WeChat only: the verdict follows)."""
+    hours = str(settings.collection.review_hours)
+    text = (messages.SENT_TO_REVIEW.format(review_hours=hours) if paid else
+            messages.SENT_TO_REVIEW_PAY_FIRST.format(fee=yuan(settings.collection.fee_fen), review_hours=hours))
+    return Notice(kind="reply", openid=openid, key=f"sent_to_review:{photo_id}", text=text)
+
+
 def review_delay(settings: Settings, openid: str, photo_id: int | None, name: str, since: datetime) -> Notice:
     """One apology per photo under review (per wait, should a review have no photo row)."""
     hours = str(settings.collection.review_hours)

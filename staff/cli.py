@@ -153,9 +153,9 @@ def review_reject(graduate: tuple[str, ...], preset: str | None, reason: str, by
 @by_option
 def review_force(photo_id: int, why: str, by: str) -> None:
     """Send a photo the checker refused to the review queue anyway."""
-    forced = run_action(review.send_to_review, photo_id, by, why)
+    forced = run_action(review.send_to_review, photo_id, by, why, outbox=collector().outbox)
     where = "已进入审核队列" if forced.paid else "考生尚未缴费：已转到缴费步骤，缴费后进入审核队列"
-    click.echo(f"照片 {photo_id}（{forced.entry.name}，{mask_id_number(forced.entry.id_number)}）{where}。")
+    click.echo(f"照片 {photo_id}（{forced.entry.name}，{mask_id_number(forced.entry.id_number)}）{where}，已通知考生。")
 
 
 @review_group.command("reasons")

@@ -481,12 +481,12 @@ class Forced:
     paid: bool  # False: the candidate must pay first; the photo joins the queue once they have
 
 
-def send_to_review(session: Session, photo_id: int, actor: str, why: str) -> Forced:
+def send_to_review(session: Session, photo_id: int, actor: str, why: str, outbox: Outbox | None = None) -> Forced:
     """Puts a photo the checker refused in front of a reviewer (the support desk, or a candidate who
     asks for a human look). The candidate's latest photo only, while they are at the photo or payment
     step. Paid: they are under review now. Not paid: the photo counts as passed and they move to the
-    payment step (approval before payment is not allowed); paying puts it in the queue. The caller's
-    front door tells the candidate."""
+    payment step (approval before payment is not allowed); paying puts it in the queue. With an outbox
+    the candidate is told by WeChat; without one the calling front door tells them."""
     actor = check_actor(actor)
     why = (why or "").strip()
     if not why:
@@ -511,7 +511,10 @@ def send_to_review(session: Session, photo_id: int, actor: str, why: str) -> For
     photo.status = "submitted"
     session.add(ForcedReview(photo_id=photo.id, sent_by=actor, why=why[:500], created_at=utcnow()))
     paid = queries.paid_order(session, entry.id) is not None
-    candidate.state = State.UNDER_REVIEW if paid else State.PAYMENT
+    before, candidate.state = candidate.state, State.UNDER_REVIEW if paid else State.PAYMENT
+    if outbox is not None:
+        outbox.add(session, notices.sent_to_review(outbox.settings, candidate.openid, photo.id, paid),
+                   state_before=before, state_after=candidate.state, checks={"review": "forced", "by": actor})
     queries.audit(session, actor, "review.force", _target(entry),
                   f"photo {photo.id} ({', '.join(_refused(photo))}): {why}")
     return Forced(photo, entry, candidate, paid)

@@ -267,6 +267,8 @@ def test_a_refused_photo_sent_to_review_needs_the_wrong_rule_marked_and_is_liste
     assert result.exit_code == 0, result.output
     assert "已进入审核队列" in result.output
     assert candidate(app, OPENIDS[0]).state == "under_review"
+    told = messages.SENT_TO_REVIEW.format(review_hours=48)
+    assert fake_wechat.wait_for_messages(1)[-1]["text"]["content"] == told
     [item] = queue(app)
     assert item.photo_id == photo_id and item.refused_rules == ("background.color",)
     blocked = cli("review", "approve", "012420110001")
@@ -275,7 +277,7 @@ def test_a_refused_photo_sent_to_review_needs_the_wrong_rule_marked_and_is_liste
     assert wrong.exit_code == 1 and "face.count" in wrong.output
     result = cli("review", "approve", "012420110001", "--wrong-rule", "background.color", "--by", "李老师")
     assert result.exit_code == 0, result.output
-    assert fake_wechat.wait_for_messages(1)[-1]["text"]["content"] == messages.APPROVED
+    assert fake_wechat.wait_for_messages(2)[-1]["text"]["content"] == messages.APPROVED
     with db(app).session() as session:
         [override] = review.overrides(session)
         assert override.decision.overridden_rules == ["background.color"]

@@ -153,6 +153,7 @@ def test_a_refused_photo_sent_to_review_is_accepted_with_the_wrong_rule_marked(
                                                 "--by", "客服小李"])
     assert result.exit_code == 0, result.output
     assert chat.state() == "payment"  # not paid yet: the photo waits for the payment
+    assert messages.SENT_TO_REVIEW_PAY_FIRST.format(fee="30", review_hours=48) in texts_to(fake_wechat, chat.openid)
     chat.pay(chat.pay_link(_pay_text(chat)))
     assert chat.state() == "under_review"
 
@@ -180,8 +181,8 @@ def test_a_refused_photo_sent_to_review_is_accepted_with_the_wrong_rule_marked(
 
 
 def _pay_text(chat: Chat) -> str:
-    """The candidate at the payment step writes anything and gets the payment link back."""
-    return chat.say("你好")
+    """The candidate does what the message says: replies 缴费 and gets the payment link."""
+    return chat.say("缴费")
 
 
 def test_two_reviewers_in_two_browsers_never_get_the_same_photo(review_console, candidates, page, new_page):
