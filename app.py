@@ -157,6 +157,17 @@ def register_jobs(collector: Collector) -> None:
     jobs.every("reviews", every.reviews_every_minutes, partial(periodic.review_deadlines, collector),
                "apologise for reviews past the promised time, warn about those close to it")
     periodic.register_payment_jobs(collector)
+    register_handover_jobs(collector)
+
+
+def register_handover_jobs(collector: Collector) -> None:
+    """The console queues a claimed hand-over batch; the periodic job finishes batches nobody is writing."""
+    from staff import handover
+
+    db, settings = collector.db, collector.settings
+    collector.jobs.task("handover", partial(handover.run_job, db, settings))
+    collector.jobs.every("handover", settings.jobs.sweep_every_minutes, partial(handover.resume_stuck, db, settings),
+                         "finish hand-over batches whose build never started or whose worker died")
 
 
 def build_payment_gateway(settings: Settings) -> PaymentGateway:

@@ -4,21 +4,28 @@ A batch first claims every approved photo not yet handed over with one condition
 at once never share a photo), commits, and only then writes the zip, photo by photo, straight to a file
 under the data directory: a batch of 20 000 photos never sits in memory, and the long write holds no
 database transaction (SQLite has one writer). A build that fails gives its photos back to the next one.
+
+The CLI writes the zip in its own process; the console claims in the request and queues the writing
+(huey task "handover"). The writer holds the batch with a lease it renews every chunk of photos; the
+periodic job "handover" finishes a batch whose task never started or whose writer died.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from settings import Settings
@@ -35,6 +42,12 @@ MANIFEST_NAME = "manifest.xlsx"
 MANIFEST_HEADER = ("姓名", "身份证号", "准考证号", "学历层次", "专业", "审核时间", "审核人", "文件名", "SHA-256")
 CHUNK = 500
 UNSAFE_NAME = re.compile(r"[^0-9A-Za-z_-]")
+# A worker renews its hold on a batch every CHUNK photos; one that stopped renewing this long ago died.
+LEASE = timedelta(minutes=10)
+# A batch queued this long ago whose task never started (the queue was down) is built by the periodic job.
+NOT_STARTED_AFTER = timedelta(minutes=2)
+
+log = logging.getLogger(__name__)
 
 
 class HandoverError(Exception):
@@ -85,22 +98,91 @@ class ManifestRow:
 
 def build_batch(db: Database, settings: Settings, by: str, out_dir: Path | None = None,
                 ip: str | None = None) -> BatchInfo:
-    """Claims, writes and records one batch; copies the zip to out_dir too when given.
-    HandoverError (nothing changed) when no approved photo is waiting."""
+    """Claims, writes and records one batch (the CLI: all in this process); copies the zip to out_dir too
+    when given. HandoverError (nothing changed) when no approved photo is waiting."""
     batch_id = claim_batch(db, settings, by)
+    info = finish_batch(db, settings, batch_id, ip)
+    if info is None:  # the periodic job took it over in between: only after a lease of LEASE ran out
+        raise HandoverError(f"报送批次 {batch_id} 已由后台任务接手，完成后可在列表中下载。")
+    if out_dir is not None:
+        copy_out(settings.data_dir / info.path, Path(out_dir))
+    return info
+
+
+def finish_batch(db: Database, settings: Settings, batch_id: int, ip: str | None = None) -> BatchInfo | None:
+    """Writes a claimed batch's zip and marks it ready. None when another worker holds it or it is no
+    longer building. On an error the batch fails and its photos go back to the next batch."""
+    builder = secrets.token_hex(8)
+    if not take_lease(db, batch_id, builder):
+        return None
     try:
-        path, size = write_zip(db, settings, batch_id)
+        path, size = write_zip(db, settings, batch_id, renew=partial(renew_lease, db, batch_id, builder))
+    except LeaseLost:
+        raise
     except BaseException as error:
-        release_batch(db, batch_id, error)
+        release_batch(db, batch_id, builder, error)
         raise
     with db.session() as session:
         batch = session.get(HandoverBatch, batch_id)
         batch.status, batch.path, batch.size_bytes, batch.finished_at = "ready", path, size, utcnow()
-        record(session, by, "handover.build", f"batch:{batch_id}", f"{batch.photo_count} photos, {size} bytes", ip=ip)
-        info = BatchInfo.of(batch)
-    if out_dir is not None:
-        copy_out(settings.data_dir / path, Path(out_dir))
-    return info
+        batch.builder = batch.lease_until = None
+        record(session, batch.created_by, "handover.build", f"batch:{batch_id}",
+               f"{batch.photo_count} photos, {size} bytes", ip=ip)
+        return BatchInfo.of(batch)
+
+
+class LeaseLost(HandoverError):
+    """This worker was too slow: another one took the batch over (and writes it)."""
+
+
+def take_lease(db: Database, batch_id: int, builder: str) -> bool:
+    now = utcnow()
+    with db.session() as session:
+        return session.execute(
+            update(HandoverBatch).where(HandoverBatch.id == batch_id, HandoverBatch.status == "building",
+                                        or_(HandoverBatch.lease_until.is_(None), HandoverBatch.lease_until < now))
+            .values(builder=builder, lease_until=now + LEASE).execution_options(synchronize_session=False)
+        ).rowcount == 1
+
+
+def renew_lease(db: Database, batch_id: int, builder: str) -> None:
+    with db.session() as session:
+        renewed = session.execute(
+            update(HandoverBatch).where(HandoverBatch.id == batch_id, HandoverBatch.builder == builder,
+                                        HandoverBatch.status == "building")
+            .values(lease_until=utcnow() + LEASE).execution_options(synchronize_session=False)).rowcount
+    if not renewed:
+        raise LeaseLost(f"报送批次 {batch_id} 已由另一个任务接手。")
+
+
+def run_job(db: Database, settings: Settings, batch_id: int, ip: str | None = None) -> None:
+    """The "handover" background task the console queues after claiming a batch."""
+    try:
+        finish_batch(db, settings, batch_id, ip)
+    except Exception:  # noqa: BLE001 - recorded on the batch (failed, with the error); the worker goes on
+        log.exception("hand-over batch %s failed", batch_id)
+
+
+def resume_stuck(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """The periodic "handover" job: finishes batches whose task never ran (the queue was down) or whose
+    worker died (its lease ran out)."""
+    now = now or utcnow()
+    with db.session() as session:
+        stuck = list(session.scalars(select(HandoverBatch.id).where(
+            HandoverBatch.status == "building",
+            or_(HandoverBatch.lease_until < now,
+                and_(HandoverBatch.lease_until.is_(None), HandoverBatch.created_at < now - NOT_STARTED_AFTER)))
+            .order_by(HandoverBatch.id)))
+    finished = sum(1 for batch_id in stuck if _resumed(db, settings, batch_id))
+    return {"stuck": len(stuck), "finished": finished}
+
+
+def _resumed(db: Database, settings: Settings, batch_id: int) -> bool:
+    try:
+        return finish_batch(db, settings, batch_id) is not None
+    except Exception:  # noqa: BLE001 - the batch records its error; the others still get their turn
+        log.exception("hand-over batch %s failed", batch_id)
+        return False
 
 
 def claim_batch(db: Database, settings: Settings, by: str) -> int:
@@ -126,15 +208,20 @@ def approval_can_be_undone(now: datetime):
                           ReviewDecision.undo_until.is_not(None), ReviewDecision.undo_until > now)
 
 
-def release_batch(db: Database, batch_id: int, error: BaseException) -> None:
+def release_batch(db: Database, batch_id: int, builder: str, error: BaseException) -> None:
+    """The batch failed: its photos go back to the next batch (only by the worker still holding it)."""
     with db.session() as session:
-        session.execute(update(Photo).where(Photo.handover_batch_id == batch_id).values(handover_batch_id=None)
-                        .execution_options(synchronize_session=False))
-        batch = session.get(HandoverBatch, batch_id)
-        batch.status, batch.error, batch.finished_at = "failed", str(error)[:500] or type(error).__name__, utcnow()
+        failed = session.execute(
+            update(HandoverBatch).where(HandoverBatch.id == batch_id, HandoverBatch.builder == builder,
+                                        HandoverBatch.status == "building")
+            .values(status="failed", error=str(error)[:500] or type(error).__name__, finished_at=utcnow(),
+                    builder=None, lease_until=None).execution_options(synchronize_session=False)).rowcount
+        if failed:
+            session.execute(update(Photo).where(Photo.handover_batch_id == batch_id).values(handover_batch_id=None)
+                            .execution_options(synchronize_session=False))
 
 
-def write_zip(db: Database, settings: Settings, batch_id: int) -> tuple[str, int]:
+def write_zip(db: Database, settings: Settings, batch_id: int, renew=lambda: None) -> tuple[str, int]:
     """Writes the batch's zip (mode 0600) and returns (path relative to the data dir, size)."""
     folder = settings.data_dir / FOLDER
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -148,7 +235,7 @@ def write_zip(db: Database, settings: Settings, batch_id: int) -> tuple[str, int
                 tempfile.TemporaryDirectory(dir=folder) as scratch:
             manifest = Manifest(Path(scratch) / MANIFEST_NAME)
             try:
-                add_photos(archive, manifest, batch_rows(db, batch_id), files, settings)
+                add_photos(archive, manifest, batch_rows(db, batch_id, renew), files, settings)
             except BaseException:
                 manifest.discard()
                 raise
@@ -171,10 +258,11 @@ def add_photos(archive: zipfile.ZipFile, manifest: "Manifest", rows, files: Phot
         manifest.append(row, name, settings.window.tz)
 
 
-def batch_rows(db: Database, batch_id: int):
-    """The batch's photos with their roster records, a chunk per short transaction."""
+def batch_rows(db: Database, batch_id: int, renew=lambda: None):
+    """The batch's photos with their roster records, a chunk per short transaction (renewing the lease)."""
     last_id = 0
     while True:
+        renew()
         with db.session() as session:
             chunk = [ManifestRow(*row) for row in session.execute(
                 select(Photo.id, RosterEntry.name, RosterEntry.id_number, RosterEntry.exam_number, RosterEntry.level,

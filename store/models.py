@@ -351,5 +351,9 @@ class HandoverBatch(Base):
     path: Mapped[str | None] = mapped_column(String(255))  # relative to the data directory
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    # The worker writing the zip holds the batch until lease_until, renewing it as it goes; a batch
+    # still building whose lease ran out (its worker died) is taken over by the periodic job.
+    builder: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

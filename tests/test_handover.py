@@ -8,6 +8,7 @@ import io
 import stat
 import threading
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,45 @@ def test_download_of_a_batch_is_audited(cli, app, imported):
     assert [(e.actor, e.target) for e in audit_events(app, "handover.download")] == [("管理员", "batch:1")]
     with collector.db.session() as session, pytest.raises(handover.HandoverError):
         handover.batch_file(session, collector.settings.data_dir, 99, "管理员")
+
+
+def test_a_batch_whose_task_never_ran_is_finished_by_the_periodic_job(cli, app, imported):
+    under_review_with_photo(app, ROWS[0], "o_handover_0", small_jpeg(0))
+    approve(cli, ROWS[0])
+    collector = app.extensions["collector"]
+    batch_id = handover.claim_batch(collector.db, collector.settings, "管理员")  # the console, queue down
+
+    assert cli("jobs", "run", "handover").exit_code == 0  # just queued: its task may still come
+    assert _status(app, batch_id) == "building"
+    with db(app).session() as session:
+        session.execute(update(HandoverBatch).values(
+            created_at=datetime.now(timezone.utc) - handover.NOT_STARTED_AFTER - timedelta(seconds=1)))
+    result = cli("jobs", "run", "handover")
+    assert result.exit_code == 0, result.output
+    assert _status(app, batch_id) == "ready"
+    assert [(e.actor, e.target) for e in audit_events(app, "handover.build")] == [("管理员", f"batch:{batch_id}")]
+
+
+def test_a_worker_that_stopped_renewing_is_taken_over_and_cannot_spoil_the_batch(cli, app, imported):
+    under_review_with_photo(app, ROWS[0], "o_handover_0", small_jpeg(0))
+    approve(cli, ROWS[0])
+    collector = app.extensions["collector"]
+    batch_id = handover.claim_batch(collector.db, collector.settings, "管理员")
+    assert handover.take_lease(collector.db, batch_id, "dead-worker")
+    assert not handover.take_lease(collector.db, batch_id, "second-worker")  # held: nobody else writes it
+    with db(app).session() as session:
+        session.execute(update(HandoverBatch).values(lease_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+
+    assert cli("jobs", "run", "handover").exit_code == 0
+    assert _status(app, batch_id) == "ready"
+    with pytest.raises(handover.LeaseLost):
+        handover.renew_lease(collector.db, batch_id, "dead-worker")
+    handover.release_batch(collector.db, batch_id, "dead-worker", RuntimeError("late"))
+    assert _status(app, batch_id) == "ready"
+    with db(app).session() as session:
+        assert session.scalar(select(Photo.handover_batch_id)) == batch_id
+
+
+def _status(app, batch_id: int) -> str:
+    with db(app).session() as session:
+        return session.get(HandoverBatch, batch_id).status

@@ -26,6 +26,8 @@ def upgrade() -> None:
     sa.Column('path', sa.String(length=255), nullable=True),
     sa.Column('size_bytes', sa.BigInteger(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('builder', sa.String(length=32), nullable=True),
+    sa.Column('lease_until', store.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('created_at', store.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', store.models.UtcDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
