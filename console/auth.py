@@ -34,6 +34,8 @@ def configure(app: Flask, login_manager: LoginManager) -> None:
     # Only the counters are used (failures are counted by hand, see _throttled): no default limits.
     limiter = Limiter(lambda: request.remote_addr or "-", app=app, strategy="moving-window",
                       storage_uri=settings.redis_url or "memory://", key_prefix=settings.console.rate_limit_prefix)
+    # Its middleware has nothing to check outside the sign-in form: the webhook never pays for it.
+    limiter.request_filter(lambda: not is_console_request())
     app.extensions["console_limiter"] = limiter
     app.before_request(_guard_console)
 
@@ -82,7 +84,7 @@ def login():
     if not name or not password:
         return _login_page(error="请输入账号和密码。", name=name), 400
     settings = collector().settings.console
-    retry_at = _throttled(name)
+    retry_at = _throttled()
     if retry_at is not None:
         with collector().db.session() as db_session:
             audit.record(db_session, name[:64], "login.refused", f"staff_user:{name[:32]}", "rate limited",
@@ -94,7 +96,7 @@ def login():
     if outcome.ok:
         return _signed_in(outcome.user)
     if outcome.locked_until is None:
-        _count_failure(name)
+        _count_failure()
         return _login_page(error="账号或密码不对，请重新输入。", name=name), 401
     return _login_page(error=f"密码错误次数过多，账号已锁定，请于 {_local_clock(outcome.locked_until)} 后再试。",
                        name=name), 429
@@ -177,7 +179,7 @@ def _limits() -> list[tuple[limits.RateLimitItem, str, str]]:
             (limits.parse(settings.address_failure_limit), "address", client_address() or "-")]
 
 
-def _throttled(name: str) -> datetime | None:
+def _throttled() -> datetime | None:
     """When the account's or the address's failure budget is spent: the moment it frees up again."""
     limiter = current_app.extensions["console_limiter"]
     prefix = collector().settings.console.rate_limit_prefix
@@ -188,7 +190,7 @@ def _throttled(name: str) -> datetime | None:
     return None
 
 
-def _count_failure(name: str) -> None:
+def _count_failure() -> None:
     limiter = current_app.extensions["console_limiter"]
     prefix = collector().settings.console.rate_limit_prefix
     for item, kind, key in _limits():

@@ -26,9 +26,9 @@ from staff import accounts
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT = {"width": 1366, "height": 768}
 # No internet on the test machines: nothing may phone home or wait for it.
-CHROMIUM_ARGS = ["--no-sandbox", "--lang=zh-CN", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-default-apps", "--disable-sync", "--no-first-run",
-                 "--disable-extensions", "--metrics-recording-only", "--mute-audio"]
+CHROMIUM_ARGS = ["--no-sandbox", "--lang=zh-CN", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+                 "--disable-sync", "--no-first-run", "--disable-extensions", "--metrics-recording-only", "--mute-audio"]
 TEST_PASSWORD = "correct-horse-42"
 
 
