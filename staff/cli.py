@@ -181,8 +181,10 @@ def review_pending() -> None:
              ",".join(item.refused) or "-", ",".join(item.hints) or "-", item.openid] for item in items]
     click.echo(table(["等待(小时)", "剩余(小时)", "姓名", "身份证号", "准考证号", "层次", "照片", "检查拒绝", "提示",
                       "openid"], rows))
-    click.echo(f"共 {len(items)} 人待审核。审核：flask review approve 准考证号，或 "
-               f"flask review approve '身份证号（如上，带*）' 姓名；不通过：flask review reject … --preset 代码")
+    first = items[0]
+    click.echo(f"共 {len(items)} 人待审核。审核用准考证号，或带*的身份证号加姓名，例如："
+               f"flask review approve {first.exam_number}，或 flask review approve '{first.masked_id_number}' "
+               f"{first.name}；不通过：flask review reject … --preset 代码（代码见 flask review reasons）")
 
 
 def run_action(action, *args, **kwargs):
