@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, select, text
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.orm import Session
 
 from handlers.base import State
@@ -110,14 +110,19 @@ def overview(session: Session, tz: ZoneInfo, review_hours: int = 48, today: date
 
 def funnel_by_level(session: Session) -> list[FunnelRow]:
     level = func.coalesce(Candidate.level, UNKNOWN_LEVEL).label("level")
-    passed = exists().where(Photo.candidate_id == Candidate.id, Photo.verdict == "pass")
-    paid = exists().where(Order.roster_entry_id == Candidate.roster_entry_id, Order.status == "paid")
-    approved = exists().where(Photo.candidate_id == Candidate.id, Photo.status == "approved")
-    query = select(
-        level, func.count(),
-        _count_if(Candidate.state.in_(IDENTIFIED)), _count_if(Candidate.state.in_(MATCHED)),
-        _count_if(passed), _count_if(and_(Candidate.roster_entry_id.is_not(None), paid)), _count_if(approved),
-    ).group_by(level).order_by(level)
+    # One pass over photos and one over orders, joined by key: much cheaper than EXISTS per candidate.
+    photos = (select(Photo.candidate_id.label("candidate_id"),
+                     func.max(case((Photo.verdict == "pass", 1), else_=0)).label("passed"),
+                     func.max(case((Photo.status == "approved", 1), else_=0)).label("approved"))
+              .group_by(Photo.candidate_id).subquery())
+    paid = select(Order.roster_entry_id.label("roster_entry_id")).where(Order.status == "paid") \
+        .group_by(Order.roster_entry_id).subquery()
+    query = (select(level, func.count(), _count_if(Candidate.state.in_(IDENTIFIED)),
+                    _count_if(Candidate.state.in_(MATCHED)), func.coalesce(func.sum(photos.c.passed), 0),
+                    _count_if(paid.c.roster_entry_id.is_not(None)), func.coalesce(func.sum(photos.c.approved), 0))
+             .outerjoin(photos, photos.c.candidate_id == Candidate.id)
+             .outerjoin(paid, paid.c.roster_entry_id == Candidate.roster_entry_id)
+             .group_by(level).order_by(level))
     return [FunnelRow(row[0], *map(int, row[1:])) for row in session.execute(query)]
 
 
