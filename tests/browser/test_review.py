@@ -246,3 +246,39 @@ def test_an_admin_edits_the_preset_reasons_and_a_reviewer_may_not(review_console
     sign_in(reviewer, review_console.url, "审核员甲")
     assert reviewer.goto(f"{review_console.url}/staff/review/reasons").status == 403
     assert reviewer.goto(f"{review_console.url}/staff/review/overrides").status == 403
+
+
+def test_a_drawn_approval_is_checked_blind_by_another_reviewer_and_the_disagreement_listed(
+        make_app, serve, fake_wechat, photo, page, new_page):
+    app = make_app(console=console_settings(), review={"undo_seconds": GRACE, "second_review_share": 1.0})
+    live = LiveConsole(app, serve(app))
+    seed_roster(app)
+    chat = Chat(app, simulator_for(app), fake_wechat, openid="o_review_second")
+    chat.walk_to_photo(GRADUATES[0])
+    chat.pay(chat.pay_link(chat.send_photo(photo(COMPLIANT[0]))))
+    for name, role in (("审核员甲", "reviewer"), ("审核员乙", "reviewer"), ("管理员", "admin")):
+        live.add_user(name, role)
+    sign_in(page, live.url, "审核员甲")
+    page.goto(f"{live.url}/staff/review/next")
+    photo_id = wait_for_photo(page)
+    page.keyboard.press("a")
+    page.wait_for_url(re.compile(r"/staff/review$"))
+
+    second = new_page()
+    sign_in(second, live.url, "审核员乙")
+    second.goto(f"{live.url}/staff/review/next")
+    assert wait_for_photo(second) == photo_id
+    screen = second.inner_text("main")
+    assert "盲审" in screen and "审核员甲" not in screen and "已通过" not in screen
+    second.keyboard.press("1")
+    second.keyboard.press("r")
+    second.wait_for_url(re.compile(r"/staff/review$"))
+    assert chat.state() == "approved"  # the second look changes nothing for the candidate
+
+    admin = new_page()
+    sign_in(admin, live.url, "管理员")
+    admin.goto(f"{live.url}/staff/review/quality")
+    listed = admin.inner_text("#disagreements")
+    assert "张三" in listed and "审核员甲：通过" in listed and "审核员乙：不通过" in listed
+    assert "100.0%" in admin.inner_text("#figures")
+    shoot(admin, "review-quality")
