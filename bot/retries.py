@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 KEEP_KEYS_FOR = timedelta(days=1)  # far beyond WeChat's retry horizon (about 15 s)
 PURGE_EVERY = 500
-# A reply settled this long after the budget ran out still makes WeChat's 5 s (budget 4 s by default).
+# An attempt stops waiting, and a reply counts as answered in time, this long before WeChat drops the
+# connection: enough to commit the reply and send it.
 HANDOVER_SECONDS = 0.5
 POLL_SECONDS = 0.1  # how often a waiting retry looks at a message run by another process
 EMPTY = EMPTY_REPLY.decode()
@@ -57,7 +58,7 @@ class Ticket:
     """This attempt holds the message: it runs the step, and settles the reply in the step's transaction."""
     key: str
     owner: str
-    answer_by: datetime  # arrival + budget: after this the attempt's own connection is as good as gone
+    answer_by: datetime  # after this the attempt's own connection is as good as gone
     guard: "RetryGuard"
     render: Callable[[Reply], str] = field(default=lambda reply: EMPTY)
     taken_over: bool = False
@@ -69,8 +70,7 @@ class Ticket:
         if row is None or row.done or row.owner != self.owner:
             raise ClaimLost(self.key)
         now = utcnow()
-        passive = now < self.answer_by + timedelta(seconds=HANDOVER_SECONDS) or \
-            (row.waiting_until is not None and now < row.waiting_until)
+        passive = now < self.answer_by or (row.waiting_until is not None and now < row.waiting_until)
         row.done, row.lease_until = True, None
         row.reply_xml = self.render(reply) if passive else EMPTY
         session.flush()
@@ -79,9 +79,10 @@ class Ticket:
 
 
 class RetryGuard:
-    def __init__(self, db: Database, lease_seconds: float = 3.0):
+    def __init__(self, db: Database, lease_seconds: float = 3.0, answer_within_seconds: float = 5.0):
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
+        self.answer_within = answer_within_seconds - HANDOVER_SECONDS
         self.process = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._attempts = itertools.count(1)
         self._counter = itertools.count(1)
@@ -91,6 +92,10 @@ class RetryGuard:
         self._changed = threading.Condition()
 
     # -- the front door ---------------------------------------------------------------------------
+
+    def answer_by(self, arrived: float) -> datetime:
+        """Until when an attempt that arrived at `arrived` (time.monotonic()) can still be answered."""
+        return utcnow() + timedelta(seconds=self.answer_within - (time.monotonic() - arrived))
 
     def claim(self, key: str, answer_by: datetime) -> Ticket | None | Answered:
         """A Ticket when this attempt runs the message (first, or the owner died); None when another
@@ -174,7 +179,7 @@ class RetryGuard:
             return self._visit(session, key, self._new_owner(), answer_by, giving_up)
 
     def _peek(self, key: str) -> InboundKey | None:
-        with self.db.session() as session:
+        with self.db.read() as session:  # no writer lock on SQLite: waiters poll often
             return session.get(InboundKey, key)
 
     def _new_owner(self) -> str:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from datetime import timedelta
 from functools import partial
 
 from flask import Blueprint, Response, current_app, request
@@ -13,7 +11,6 @@ from bot.protocol import EMPTY_REPLY, Opened, ProtocolError, WeChatProtocol
 from bot.retries import Answered, RetryGuard, Ticket
 from bot.conversation import Conversation
 from handlers.base import ClaimLost
-from store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +52,7 @@ def receive():
 def _answer(opened: Opened, arrived: float) -> str:
     """The reply XML for this attempt: the step's, run here or by the attempt that holds the message."""
     _, retries, _ = _parts()
-    budget = current_app.config["SETTINGS"].wechat.reply_budget_seconds
-    answer_by = utcnow() + timedelta(seconds=budget - (time.monotonic() - arrived))
+    answer_by = retries.answer_by(arrived)
     found = retries.claim(opened.retry_key, answer_by)
     while True:
         if found is None:
