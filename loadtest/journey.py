@@ -99,13 +99,13 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
         return trail.add(delivery)
 
     try:
-        step(phone.subscribe())
-        step(phone.text("institution", INSTITUTION))
-        step(phone.text("level", graduate.level_choice))
-        step(phone.text("identity", f"{graduate.name} {graduate.id_number}"))
-        step(phone.text("phone", graduate.phone))
-        step(phone.text("confirm", "1"))
-        step(phone.text("notice", "我知道了"))
+        step(phone.subscribe(wanted=is_reply))
+        step(phone.text("institution", INSTITUTION, wanted=is_reply))
+        step(phone.text("level", graduate.level_choice, wanted=is_reply))
+        step(phone.text("identity", f"{graduate.name} {graduate.id_number}", wanted=is_reply))
+        step(phone.text("phone", graduate.phone, wanted=is_reply))
+        step(phone.text("confirm", "1", wanted=is_reply))
+        step(phone.text("notice", "我知道了", wanted=is_reply))
         trail.pay_link = send_photo(trail, phone, add_photo, "photo", step)
         if trail.pay_link is None:
             # Nothing came back: the candidate sends the photo again, as people do.
@@ -126,7 +126,7 @@ def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step) -> st
     if delivery.passive is not None and CHECKING in delivery.passive:
         # The check outlived the reply budget: the verdict follows as a customer-service message.
         trail.deferred_verdicts += 1
-        delivery.custom = phone.inbox.wait(phone.openid, delivery.custom_before, phone.custom_wait, has_pay_link)
+        delivery.custom = phone.replies_since(delivery.custom_before, is_reply, until=has_pay_link)
     for text in delivery.texts:
         match = PAY_LINK.search(text)
         if match:

@@ -68,11 +68,16 @@ class RunResult:
         """(replies the candidate received twice, candidates who received more than one pay link)."""
         duplicates = two_links = 0
         for trail in self.walks:
-            received = [d.passive for d in trail.deliveries if d.passive is not None]
-            received += [m.text for m in self.inbox.messages(trail.graduate.openid)]
-            duplicates += sum(times - 1 for times in Counter(received).values())
-            two_links += sum(PAY_LINK.search(text) is not None for text in received) > 1
+            received = self.received(trail)
+            duplicates += sum(times - 1 for times in received.values())
+            two_links += sum(times for text, times in received.items() if PAY_LINK.search(text)) > 1
         return duplicates, two_links
+
+    def received(self, trail: Walk) -> Counter:
+        """Every text the candidate saw (passive replies and customer-service messages), counted."""
+        texts = [d.passive for d in trail.deliveries if d.passive is not None]
+        texts += [m.text for m in self.inbox.messages(trail.graduate.openid)]
+        return Counter(texts)
 
     def late_custom(self) -> int:
         """Customer-service replies that came after their message had been counted as unanswered."""
@@ -94,7 +99,7 @@ class RunResult:
         return bool(counts["missing"] or counts["duplicates"] or counts["two pay links"]
                     or any(t.crashed for t in self.walks)
                     or (self.database is not None and self.database.problems)
-                    or any(times > 1 for times in self.payment_notices()))
+                    or any(times != 1 for times in self.payment_notices()))
 
     # --- the table ----------------------------------------------------------------------------
 
@@ -133,13 +138,16 @@ class RunResult:
         lines.append(f"   verdict: {'FAIL' if self.failed else 'ok'}")
         return "\n".join(lines)
 
-    def samples(self, limit: int = 8) -> list[str]:
+    def samples(self, limit: int = 12) -> list[str]:
         found = []
         for trail in self.walks:
             if trail.crashed:
                 found.append(f"{trail.graduate.openid}: the walk crashed: {trail.crashed}")
             if trail.pay_link and not trail.paid:
                 found.append(f"{trail.graduate.openid}: could not pay: {trail.pay_errors[:5]}")
+            for text, times in self.received(trail).items():
+                if times > 1:
+                    found.append(f"{trail.graduate.openid}: received {times}× {text[:50]!r}")
             for d in trail.deliveries:
                 if not d.answered:
                     found.append(f"{trail.graduate.openid} {d.step}: no reply after {d.attempts} tries "

@@ -23,7 +23,9 @@ from loadtest.wechat import Backends, Inbox, Phone
 SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
 PHOTOS_USED = 8
 CUSTOM_WAIT_SECONDS = 20.0  # how long a message without a passive reply waits for a customer-service one
-SETTLE_SECONDS = 30.0  # after the last walk: payment notifications still on their way
+# After the last walk: payment notifications still on their way. A process killed between the payment's
+# commit and queueing its delivery leaves it to the outbox sweep, which runs once a minute.
+SETTLE_SECONDS = 75.0
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,16 @@ class Phone:
             delivery.passive = reply.content if reply.msg_type == "text" else f"[{reply.msg_type}]"
             break
         if delivery.passive is None:
-            delivery.custom = self.inbox.wait(self.openid, delivery.custom_before, self.custom_wait,
-                                              wanted or (lambda message: True))
+            delivery.custom = self.replies_since(delivery.custom_before, wanted)
         delivery.finished = time.monotonic()
         return delivery
+
+    def replies_since(self, since: int, wanted=None, until=None) -> list[CustomMessage]:
+        """The `wanted` customer-service messages from number `since` on, waiting (bounded) for one, or
+        for one that satisfies `until`."""
+        wanted = wanted or (lambda message: True)
+        new = self.inbox.wait(self.openid, since, self.custom_wait, until or wanted)
+        return [message for message in new if wanted(message)]
 
     def text(self, step: str, content: str, **kwargs) -> Delivery:
         return self.send(step, "text", {"Content": content}, **kwargs)
@@ -228,8 +234,8 @@ class Phone:
         fields = {"PicUrl": f"http://mmbiz.qpic.cn/mmbiz_jpg/{media_id}/0", "MediaId": media_id}
         return self.send(step, "image", fields, **kwargs)
 
-    def subscribe(self, step: str = "subscribe") -> Delivery:
-        return self.send(step, "event", {"Event": "subscribe"})
+    def subscribe(self, step: str = "subscribe", **kwargs) -> Delivery:
+        return self.send(step, "event", {"Event": "subscribe"}, **kwargs)
 
     def open_page(self, method: str, path: str, tries: int = 5) -> tuple[requests.Response | None, list[str]]:
         """The candidate's browser: a page through the load balancer, pressed again a few seconds after
