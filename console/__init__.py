@@ -12,6 +12,7 @@ import importlib
 from flask import Blueprint, Flask, render_template, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from rules.identity import mask_personal_data
 
@@ -52,6 +53,8 @@ def register_console(app: Flask) -> None:
     login_manager = LoginManager(app)
     auth.configure(app, login_manager)
     app.register_error_handler(CSRFError, _csrf_refused)
+    for code in (404, 405, 500):
+        app.register_error_handler(code, _console_error_page)
     app.after_request(_console_headers)
     app.add_template_filter(mask_personal_data, "masked")
     app.register_blueprint(assets)
@@ -81,6 +84,21 @@ def _console_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+ERROR_PAGES = {
+    404: ("页面不存在", "这个地址没有页面。请从首页进入。"),
+    405: ("操作方式不对", "这个页面不接受这种操作。请从首页进入。"),
+    500: ("出错了", "服务器处理时出错，已记录。请稍后再试；如一直出错，请联系管理员。"),
+}
+
+
+def _console_error_page(error: HTTPException):
+    """Console pages fail in Chinese; every other URL keeps Flask's plain answer (WeChat reads those)."""
+    if not is_console_request():
+        return error
+    title, message = ERROR_PAGES[error.code]
+    return render_template("console/error.html", title=title, message=message), error.code
 
 
 def _csrf_refused(error: CSRFError):

@@ -287,3 +287,14 @@ def test_signing_out_ends_the_session(console, page):
     assert page.inner_text(".notice") == "已退出。"
     page.goto(f"{console.url}/staff/audit")
     assert page.url.startswith(f"{console.url}/staff/login")
+
+
+def test_a_console_address_with_no_page_answers_in_chinese(console, page):
+    console.add_user("周客服", "support")
+    page.goto(f"{console.url}/staff/no-such-page")
+    assert page.url.startswith(f"{console.url}/staff/login")  # anonymous visitors learn nothing
+    sign_in_here(page, "周客服")
+    assert page.url == f"{console.url}/staff/no-such-page"
+    assert page.inner_text("h1") == "页面不存在"
+    assert page.goto(f"{console.url}/staff/logout").status == 405
+    assert page.inner_text("h1") == "操作方式不对"
