@@ -8,7 +8,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rules.identity import clean_id_number, mask_id_number
+from rules.identity import clean_id_number, clean_name, mask_id_number
 from rules.text import normalize
 from store.models import RosterEntry
 
@@ -30,7 +30,7 @@ def find_graduate(session: Session, text: str) -> RosterEntry:
     if not words:
         raise GraduateNotFound(WHAT_TO_TYPE)
     key = clean_id_number(words[0])
-    name = "".join(words[1:]) or None
+    name = clean_name("".join(words[1:])) or None  # the roster import's rule: dot variants folded
     if FULL_ID.match(key):
         return _one(_by_id_number(session, key, name), text)
     if MASKED.match(key):

@@ -89,3 +89,17 @@ def test_the_roster_import_normalises_names_the_same_way(app):
     with app.extensions["collector"].db.session() as session:
         names = dict(session.execute(select(RosterEntry.id_number, RosterEntry.name)).all())
     assert names == {RARE[0]["id_number"]: "𠀀明", RARE[2]["id_number"]: "𰀀·\u8c48"}
+
+
+@pytest.mark.parametrize("dot", ["•", "・", "\u200b·"])
+def test_staff_find_a_minority_name_typed_with_any_dot(app, chat, roster, dot):
+    graduate = GRADUATES[2]
+    walk_to_identity(chat, graduate["level"])
+    chat.say(f"{graduate['name']} {graduate['id_number']}")
+    chat.say("13800138000")
+    chat.say("1")
+    masked = graduate["id_number"][:6] + "********" + graduate["id_number"][-4:]
+    typed = f"{masked} {graduate['name'].replace('·', dot)}"
+    result = app.test_cli_runner().invoke(args=["unbind", typed, "--by", "staff"])
+    assert result.exit_code == 0, result.output
+    assert chat.state() == "welcome"
