@@ -17,6 +17,7 @@ PAY_LINK = re.compile(r"https?://\S+?/pay/sandbox/[^\s，。]+")
 PAID_PAGE = messages.PAY_PAGE["paid"].split("。")[0]  # "已支付"
 PAYMENT_NOTICE = messages.PAYMENT_DONE.split("（")[0]  # "支付成功": the outbox's notification, not a reply
 CHECKING = messages.PHOTO_CHECKING.split("，")[1]  # "正在检查"
+VERDICT_WAIT_SECONDS = 150.0
 # What each step's answer must contain for the walk to be on track.
 EXPECTED = {
     "subscribe": "毕业证书照片采集",
@@ -124,9 +125,12 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
 def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step) -> str | None:
     delivery = step(phone.image(step_name, add_photo(), wanted=is_reply))
     if delivery.passive is not None and CHECKING in delivery.passive:
-        # The check outlived the reply budget: the verdict follows as a customer-service message.
+        # The check outlived the reply budget: the verdict follows as a customer-service message. The
+        # candidate was asked not to send the photo again, and waits: if the process died mid-check, the
+        # "deferred" job redoes it after [jobs] lost_work_after_minutes (1 in the run's config).
         trail.deferred_verdicts += 1
-        delivery.custom = phone.replies_since(delivery.custom_before, is_reply, until=has_pay_link)
+        delivery.custom = phone.replies_since(delivery.custom_before, is_reply, until=has_pay_link,
+                                              timeout=VERDICT_WAIT_SECONDS)
     for text in delivery.texts:
         match = PAY_LINK.search(text)
         if match:

@@ -220,11 +220,12 @@ class Phone:
         delivery.finished = time.monotonic()
         return delivery
 
-    def replies_since(self, since: int, wanted=None, until=None) -> list[CustomMessage]:
+    def replies_since(self, since: int, wanted=None, until=None, timeout: float | None = None) -> list[CustomMessage]:
         """The `wanted` customer-service messages from number `since` on, waiting (bounded) for one, or
         for one that satisfies `until`."""
         wanted = wanted or (lambda message: True)
-        new = self.inbox.wait(self.openid, since, self.custom_wait, until or wanted)
+        new = self.inbox.wait(self.openid, since, self.custom_wait if timeout is None else timeout,
+                              until or wanted)
         return [message for message in new if wanted(message)]
 
     def text(self, step: str, content: str, **kwargs) -> Delivery:
