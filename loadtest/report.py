@@ -68,16 +68,22 @@ class RunResult:
         """(replies the candidate received twice, candidates who received more than one pay link)."""
         duplicates = two_links = 0
         for trail in self.walks:
-            received = self.received(trail)
-            duplicates += sum(times - 1 for times in received.values())
-            two_links += sum(times for text, times in received.items() if PAY_LINK.search(text)) > 1
+            duplicates += len(self.repeated(trail))
+            received = [d.passive for d in trail.deliveries if d.passive is not None]
+            received += [m.text for m in self.inbox.messages(trail.graduate.openid)]
+            two_links += sum(PAY_LINK.search(text) is not None for text in received) > 1
         return duplicates, two_links
 
-    def received(self, trail: Walk) -> Counter:
-        """Every text the candidate saw (passive replies and customer-service messages), counted."""
-        texts = [d.passive for d in trail.deliveries if d.passive is not None]
-        texts += [m.text for m in self.inbox.messages(trail.graduate.openid)]
-        return Counter(texts)
+    def repeated(self, trail: Walk) -> list[str]:
+        """Customer-service messages repeating what the candidate had already received. (Two passive
+        replies alike answer two messages alike: WeChat passes on one reply per message.)"""
+        seen = {d.passive for d in trail.deliveries if d.passive is not None}
+        repeats = []
+        for message in self.inbox.messages(trail.graduate.openid):
+            if message.text in seen:
+                repeats.append(message.text)
+            seen.add(message.text)
+        return repeats
 
     def late_custom(self) -> int:
         """Customer-service replies that came after their message had been counted as unanswered."""
@@ -145,9 +151,8 @@ class RunResult:
                 found.append(f"{trail.graduate.openid}: the walk crashed: {trail.crashed}")
             if trail.pay_link and not trail.paid:
                 found.append(f"{trail.graduate.openid}: could not pay: {trail.pay_errors[:5]}")
-            for text, times in self.received(trail).items():
-                if times > 1:
-                    found.append(f"{trail.graduate.openid}: received {times}× {text[:50]!r}")
+            for text in self.repeated(trail):
+                found.append(f"{trail.graduate.openid}: received again {text[:50]!r}")
             for d in trail.deliveries:
                 if not d.answered:
                     found.append(f"{trail.graduate.openid} {d.step}: no reply after {d.attempts} tries "
