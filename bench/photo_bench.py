@@ -5,6 +5,11 @@
 Inputs: the 480x640 sample photos, and 12 MP phone-sized JPEGs (3000x4000 portrait and 4000x3000
 landscape, quality 92) made by upscaling and padding sample photos. Reports median and p95 per photo
 and the peak resident memory of this process.
+
+Then, in a fresh process each, what a hostile upload costs: a 200 KB PNG whose header says 7990x7990
+(refused by name since issue 8.9; it used to be decoded in full, +480 MB), and four 16 MP PNGs (the
+largest a non-JPEG may be) checked at once through the app's limit of [server] photo_checks_at_once
+checks per process; both against a 12 MP JPEG measured the same way in the same run.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 import rules.photo  # noqa: E402
+from pacing import at_most  # noqa: E402
+from settings import ServerSettings  # noqa: E402
+from tests.photo.large_images import solid_png  # noqa: E402
 
 PHOTOS = Path(os.environ.get("COLLECTOR_SHARED_PHOTOS", REPO / ".." / "shared" / "photos"))
 TARGETS_MS = {"480x640": 150.0, "12 MP": 600.0}
@@ -103,8 +111,85 @@ def main() -> int:
               f"(target median < {TARGETS_MS[name]:.0f} ms: {'ok' if ok else 'MISSED'})")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS (ru_maxrss): {peak_mb:.0f} MB")
+    failed |= not hostile_uploads(large[0])
     return 1 if failed else 0
 
+
+HOSTILE_BOUND_MB = 150  # what one photo check may add to a process, whatever the file's header says
+
+
+def hostile_uploads(jpeg_12mp: bytes) -> bool:
+    """Peak-memory growth and time of hostile inputs, each in a fresh process, against a 12 MP JPEG."""
+    at_once = ServerSettings().photo_checks_at_once
+    cases = [("12 MP JPEG (baseline)", "jpeg", 1), ("7990x7990 PNG, 200 KB", "png_7990", 1),
+             ("16 MP PNG (largest decoded)", "png_16mp", 1), (f"4 x 16 MP PNG, {at_once} at a time", "png_16mp_x4", at_once)]
+    context = multiprocessing.get_context("spawn")  # fresh: no pages inherited from this process
+    results = {}
+    for name, kind, limit in cases:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            results[name] = (limit, *pool.submit(_measure_in_fresh_process, kind, jpeg_12mp, limit).result())
+    baseline_ms = results["12 MP JPEG (baseline)"][2]
+    ok = True
+    for name, (limit, growth_mb, ms) in results.items():
+        bound = HOSTILE_BOUND_MB * limit
+        within = growth_mb < bound
+        ok &= within
+        print(f"{name:28s} +{growth_mb:4.0f} MB peak RSS, {ms:6.0f} ms ({ms / baseline_ms:4.1f}x the baseline's time)"
+              f"  (bound +{bound} MB: {'ok' if within else 'MISSED'})")
+    return ok
+
+
+def _inputs(kind: str, jpeg_12mp: bytes) -> list[bytes]:
+    if kind == "jpeg":
+        return [jpeg_12mp]
+    if kind == "png_7990":
+        return [solid_png(7990, 7990)]
+    return [solid_png(4000, 4000)] * (4 if kind.endswith("x4") else 1)
+
+
+def _measure_in_fresh_process(kind: str, jpeg_12mp: bytes, at_once: int) -> tuple[float, float]:
+    """(peak resident growth in MB, elapsed ms) of checking the inputs, at most at_once at a time."""
+    import threading
+
+    rules.photo.warm_up()
+    inputs = _inputs(kind, jpeg_12mp)
+    rules.photo.check(solid_png(640, 853))  # first-call allocations out of the measurement
+    check = at_most(at_once, rules.photo.check)
+    before = _reset_peak_rss_mb()
+    started = time.perf_counter()
+    threads = [threading.Thread(target=check, args=(data,)) for data in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return _peak_rss_mb() - before, elapsed_ms
+
+
+def _reset_peak_rss_mb() -> float:
+    """Resets the peak (Linux: /proc/self/clear_refs 5, so the warm-up's peak hides nothing) and
+    returns the resident size now; elsewhere the peak so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return _status_mb("VmRSS")
+    except OSError:
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    try:
+        return _status_mb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
 
 if __name__ == "__main__":
     sys.exit(main())
