@@ -33,9 +33,12 @@ def open_order(session: Session, candidate: Candidate, amount_fen: int, gateway:
             and order.openid == candidate.openid):  # a pay page checks who pays: a re-bound graduate gets a new order
         return order
     if order is not None:
-        order.status = "closed"
-        # Another account's order left open means its binding ended without closing it.
-        order.closed_reason = "replaced" if order.openid == candidate.openid else "unbind"
+        # Conditional, so a payment confirmed meanwhile is never overwritten. Another account's order
+        # left open means its binding ended without closing it.
+        session.execute(update(Order).where(Order.id == order.id, Order.status == "pending")
+                        .values(status="closed",
+                                closed_reason="replaced" if order.openid == candidate.openid else "unbind")
+                        .execution_options(synchronize_session=False))
     order = Order(out_trade_no=new_trade_no(), roster_entry_id=candidate.roster_entry_id, openid=candidate.openid,
                   amount_fen=amount_fen, gateway=gateway, status="pending", created_at=utcnow())
     session.add(order)
