@@ -100,6 +100,9 @@ def test_a_photo_is_checked_and_answered_while_redis_refuses_connections(make_ap
     reply = chat.send_photo(photo(GOOD_PHOTO))
     assert "照片检查通过" in reply and "/pay/sandbox/" in reply
     assert chat.state() == "payment"
+    # The token fetched meanwhile is shared through the database, for the other processes.
+    store = app.extensions["collector"].services.wechat.client.token_store
+    assert fake_wechat.token_fetches == 1 and store.fallback.get() is not None
 
 
 def test_a_photo_gets_its_verdict_not_a_promise_while_redis_hangs(make_app, fake_wechat, photo, black_hole):
