@@ -22,6 +22,19 @@ def collector():
     return current_app.extensions["collector"]
 
 
+@blueprint.url_value_preprocessor
+def allow_roster_files(endpoint, _values) -> None:
+    """Raises the body limit for the upload before anything reads the form (the CSRF check does, ahead
+    of the view); url_value_preprocessor runs before every before_request function."""
+    if endpoint == "console_roster.preview":
+        request.max_content_length = MAX_UPLOAD_BYTES
+
+
+@blueprint.errorhandler(413)
+def too_large(_error):
+    return _problem(f"文件太大：名单文件最大 {MAX_UPLOAD_BYTES // (1024 * 1024)} MB。请拆成几个文件分别上传。", 413)
+
+
 @blueprint.get("/roster")
 @requires("admin")
 def roster_page():
@@ -31,7 +44,6 @@ def roster_page():
 @blueprint.post("/roster/preview")
 @requires("admin")
 def preview():
-    request.max_content_length = MAX_UPLOAD_BYTES
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return _problem("请选择要上传的名单文件（CSV 或 XLSX）。")
@@ -66,5 +78,5 @@ def _run(token: str, file_name: str, commit: bool) -> roster.ImportResult:
                                      current_user.name, file_name or path.name, commit=commit, ip=client_address())
 
 
-def _problem(message: str):
-    return render_template("console/roster.html", stage="upload", error=message), 400
+def _problem(message: str, status: int = 400):
+    return render_template("console/roster.html", stage="upload", error=message), status

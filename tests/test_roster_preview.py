@@ -68,3 +68,44 @@ def test_other_file_types_are_refused_and_old_uploads_go(tmp_path):
     os.utime(old, (0, 0))
     roster.keep_upload(tmp_path, "new.csv", b"y")
     assert not old.exists()
+
+
+def signed_in_admin(make_app):
+    from tests.browser.conftest import TEST_PASSWORD, console_settings
+    from staff import accounts
+
+    app = make_app(console=console_settings())
+    with db(app).session() as session:
+        accounts.add_user(session, "admin1", "admin", TEST_PASSWORD, by="test")
+    client = app.test_client()
+    client.post("/staff/login", data={"csrf_token": csrf_token(client, "/staff/login"), "name": "admin1",
+                                      "password": TEST_PASSWORD})
+    return app, client
+
+
+def csrf_token(client, path: str) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+
+
+def test_a_roster_of_30000_rows_is_larger_than_the_webhook_limit_and_still_uploads(make_app):
+    import io
+
+    app, client = signed_in_admin(make_app)
+    rows = ["姓名,身份证号,准考证号,学历层次,专业"] + [
+        f"考生,110101199001{n:06d},0124{n:08d},本科,汉语言文学与新闻传播学专业方向{n}" for n in range(30000)]
+    data = "\n".join(rows).encode()
+    assert len(data) > app.config["MAX_CONTENT_LENGTH"]
+    response = client.post("/staff/roster/preview", content_type="multipart/form-data", data={
+        "csrf_token": csrf_token(client, "/staff/roster"), "file": (io.BytesIO(data), "big.csv")})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    import re
+
+    counts = {name: int(value) for name, value in re.findall(r'data-count="(\w+)">(\d+)<', page)}
+    assert counts["added"] + counts["rejected"] == 30000 and counts["added"] > 0  # every row was read
+    assert count(app) == 0
+    too_big = client.post("/staff/roster/preview", content_type="multipart/form-data", data={
+        "csrf_token": csrf_token(client, "/staff/roster"), "file": (io.BytesIO(b"x" * (21 * 1024 * 1024)), "a.csv")})
+    assert too_big.status_code == 413 and "文件太大" in too_big.get_data(as_text=True)
