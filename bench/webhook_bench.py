@@ -78,6 +78,7 @@ def write_config(workdir: Path, api_base_url: str) -> Path:
     values = {
         "database_url": f"sqlite:///{workdir / 'bench.db'}",
         "data_dir": str(workdir / "data"),
+        "secret_key": secrets.token_hex(32),  # the placeholder one is refused
     }
     wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url,
               "mode": "compatible"}  # the bench measures plain and AES requests

@@ -22,13 +22,16 @@ from tencentcloud.sms.v20210111 import models
 from tencentcloud.sms.v20210111.sms_client import SmsClient
 
 from notify.errors import DeliveryError
-from rules.identity import mask_personal_data
+from rules.identity import mask_name, mask_personal_data
 from rules.phone import mask_phone, parse_mobile
 from settings import Settings, SmsSettings
+from store.files import private_file
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = ("payment_done", "approved", "rejected", "review_delay")
+# Which parameter of a template is the candidate's name (notify/notices.py puts it first).
+NAME_PARAMS = {"approved": 0, "rejected": 0}
 CONSOLE_LOG_FILE = "sms.jsonl"
 SDK_LOGGER = "tencentcloud_sdk_common"
 
@@ -90,7 +93,8 @@ def _check_template(template: str) -> None:
 
 
 class ConsoleSms:
-    """Writes each message to the log (phone masked) and, with `log_path`, as a JSON line to that file."""
+    """Writes each message to the log (phone, name, ID and phone numbers masked) and, with `log_path`,
+    as a JSON line to that file (readable by its owner only)."""
 
     name = "console"
 
@@ -101,7 +105,7 @@ class ConsoleSms:
     def send(self, phone: str, template: str, params: list[str]) -> str:
         _check_template(template)
         masked = mask_phone(_e164(phone))
-        shown = [mask_personal_data(str(param)) for param in params]
+        shown = _masked_params(template, params)
         serial = f"console-{uuid.uuid4().hex}"
         log.info("SMS %s to %s: %s (%s)", template, masked, json.dumps(shown, ensure_ascii=False), serial)
         if self.log_path is not None:
@@ -113,8 +117,16 @@ class ConsoleSms:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as file:
+            with private_file(self.log_path, "a") as file:
                 file.write(line)
+
+
+def _masked_params(template: str, params: list[str]) -> list[str]:
+    shown = [mask_personal_data(str(param)) for param in params]
+    name_at = NAME_PARAMS.get(template)
+    if name_at is not None and name_at < len(shown):
+        shown[name_at] = mask_name(str(params[name_at]))
+    return shown
 
 
 class TencentSms:

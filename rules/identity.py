@@ -98,6 +98,16 @@ def split_identity(text: str) -> IdentityInput:
     return IdentityInput(name=name or None, id_number=id_number or None)
 
 
+def mask_name(name: str | None) -> str:
+    """王*明, 张*, 阿****提: the first and last characters kept (a two-character name keeps the first)."""
+    if not name:
+        return ""
+    letters = list(name)
+    if len(letters) <= 2:
+        return letters[0] + "*" * (len(letters) - 1)
+    return letters[0] + "*" * (len(letters) - 2) + letters[-1]
+
+
 def mask_id_number(id_number: str | None) -> str:
     """110101********1234: region and last four kept, birth date hidden."""
     if not id_number:

@@ -225,22 +225,24 @@ def test_error_codes_outside_the_known_families_are_retried():
 
 # --- console provider ----------------------------------------------------------------------------
 
-def test_console_logs_the_message_with_the_phone_masked(tmp_path, caplog):
+def test_console_logs_the_message_with_phone_and_name_masked(tmp_path, caplog):
     log_path = tmp_path / "out" / "sms.jsonl"
     provider = ConsoleSms(log_path=log_path)
     with caplog.at_level(logging.INFO, logger="notify.sms"):
-        serial = provider.send("+8613800138000", "rejected", ["张三", "号码 13900139000 不清楚"])
+        serial = provider.send("+8613800138000", "rejected", ["王小明", "号码 13900139000 不清楚"])
 
     assert re.fullmatch(r"console-[0-9a-f]{32}", serial)
     [record] = [r for r in caplog.records if r.name == "notify.sms"]
     line = record.getMessage()
-    assert "138****8000" in line and "rejected" in line and "张三" in line and serial in line
-    assert "13800138000" not in line and "13900139000" not in line
+    assert "138****8000" in line and "rejected" in line and "王*明" in line and serial in line
+    assert "13800138000" not in line and "13900139000" not in line and "王小明" not in line
     [written] = [json.loads(text) for text in log_path.read_text(encoding="utf-8").splitlines()]
     assert written["serial"] == serial
     assert written["phone"] == "138****8000"
     assert written["template"] == "rejected"
-    assert written["params"] == ["张三", "号码 139****9000 不清楚"]
+    assert written["params"] == ["王*明", "号码 139****9000 不清楚"]
+    assert "王小明" not in log_path.read_text(encoding="utf-8")
+    assert log_path.stat().st_mode & 0o777 == 0o600
 
 
 def test_console_appends_one_line_per_message_and_works_without_a_file(tmp_path):
