@@ -298,3 +298,41 @@ def test_a_console_address_with_no_page_answers_in_chinese(console, page):
     assert page.inner_text("h1") == "页面不存在"
     assert page.goto(f"{console.url}/staff/logout").status == 405
     assert page.inner_text("h1") == "操作方式不对"
+
+
+def test_the_audit_export_masks_id_numbers_and_defuses_formulas(console, page):
+    console.add_user("李老师", "admin")
+    with console.app.extensions["collector"].db.session() as session:
+        from staff import audit
+        audit.record(session, "王老师", "review.reject", "roster_entry:7", "ID 110101199503120118, phone 13912345678",
+                     reason="=HYPERLINK(\"http://evil.example\")")
+    sign_in(page, console.url, "李老师")
+    page.goto(f"{console.url}/staff/audit?action=review.reject")
+    assert "110101********0118" in page.inner_text("table.data")
+    assert "110101199503120118" not in page.content()
+    with page.expect_download() as download:
+        page.click("text=导出 CSV")
+    [header, row] = list(csv.reader(io.StringIO(download.value.path().read_text(encoding="utf-8-sig"))))
+    assert row[1:5] == ["王老师", "review.reject", "roster_entry:7", "ID 110101********0118, phone 139****5678"]
+    assert row[5] == "'=HYPERLINK(\"http://evil.example\")"
+
+
+def test_htmx_requests_are_sent_to_sign_in_by_a_header_not_a_redirect(console, page):
+    response = page.request.get(f"{console.url}/staff/audit", headers={"HX-Request": "true"}, max_redirects=0)
+    assert response.status == 401
+    assert response.headers["hx-redirect"] == "/staff/login?why=required"
+
+
+def test_htmx_posts_carry_the_csrf_token_that_plain_fetches_lack(console, page):
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师")
+    status = page.evaluate("fetch('/staff/logout', {method: 'POST'}).then(r => r.status)")
+    assert status == 400
+    page.goto(f"{console.url}/staff/")
+    assert page.url == f"{console.url}/staff/"  # still signed in
+    with page.expect_response(f"{console.url}/staff/logout") as response:
+        page.evaluate("htmx.ajax('POST', '/staff/logout', {target: 'main', swap: 'innerHTML'})")
+    assert response.value.request.headers["x-csrftoken"]
+    page.goto(f"{console.url}/staff/")
+    assert page.url.startswith(f"{console.url}/staff/login")
+    assert [event.detail for event in events(console.app, "login.end")] == ["signed out"]
