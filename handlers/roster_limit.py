@@ -1,16 +1,19 @@
 """The global limit on roster look-ups: many accounts together may not probe the roster faster than
-[collection] allows. Counted in the database (match_attempts), so every server process shares it."""
+[collection] allows. Counted in the database (match_attempts), so every server process shares it, and
+alerted in the log once per interval for all processes together (alert_marks)."""
 from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from handlers.base import Context
 from store import queries
+from store.models import AlertMark
 
 log = logging.getLogger(__name__)
 
@@ -20,30 +23,6 @@ class Window:
     name: str
     length: timedelta
     limit: int
-
-
-class _Alerts:
-    """One warning per window length and process, however many look-ups are refused meanwhile."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._refused: dict[str, int] = {}
-
-    def refused(self, window: Window, count: int) -> None:
-        with self._lock:
-            self._refused[window.name] = self._refused.get(window.name, 0) + 1
-            last = self._last.get(window.name)
-            if last is not None and time.monotonic() - last < window.length.total_seconds():
-                return
-            self._last[window.name] = time.monotonic()
-            refused, self._refused[window.name] = self._refused[window.name], 0
-        log.warning("ALERT roster look-ups over the global limit: %d in the last %s (limit %d); "
-                    "refused %d look-up(s) since the last alert: many accounts may be probing ID numbers",
-                    count, window.name, window.limit, refused)
-
-
-alerts = _Alerts()
 
 
 def windows(ctx: Context) -> list[Window]:
@@ -59,10 +38,30 @@ def minutes_to_wait(ctx: Context) -> int | None:
         count, oldest = queries.match_attempts_since(ctx.session, ctx.now - window.length)
         if count < window.limit:
             continue
-        alerts.refused(window, count)
+        if claim_alert(ctx.session, f"roster-lookups-{window.name}", ctx.now, window.length):
+            log.warning("ALERT roster look-ups over the global limit: %d in the last %s (limit %d); "
+                        "refusing look-ups: many accounts may be probing ID numbers", count, window.name,
+                        window.limit)
         minutes = _minutes_until(oldest + window.length, ctx.now) if oldest else 1
         wait = max(wait or 0, minutes)
     return wait
+
+
+def claim_alert(session: Session, name: str, now: datetime, quiet_for: timedelta) -> bool:
+    """True for the one caller, in any process, that should log the alert `name` now; the others stay
+    quiet until quiet_for has passed."""
+    mark = session.get(AlertMark, name, with_for_update=True)
+    if mark is None:
+        try:
+            with session.begin_nested():
+                session.add(AlertMark(name=name, quiet_until=now + quiet_for))
+        except IntegrityError:  # another process logged it this very moment
+            return False
+        return True
+    if mark.quiet_until > now:
+        return False
+    mark.quiet_until = now + quiet_for
+    return True
 
 
 def _minutes_until(moment: datetime, now: datetime) -> int:

@@ -293,6 +293,14 @@ class ReplayNonce(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
+class AlertMark(Base):
+    """When an alert was last logged, so every server process together logs it once per interval."""
+    __tablename__ = "alert_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quiet_until: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class MatchAttempt(Base):
     """A roster look-up, kept to limit how fast one account can probe ID numbers."""
     __tablename__ = "match_attempts"

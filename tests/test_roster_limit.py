@@ -4,22 +4,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
-from handlers import roster_limit
 from rules.identity import check_digit
-from store.models import MatchAttempt
+from store.models import AlertMark, MatchAttempt
 from tests.conftest import simulator_for
 from tests.journey import GRADUATES, Chat, seed_roster
 
 ALERT = "ALERT roster look-ups over the global limit"
-
-
-@pytest.fixture(autouse=True)
-def fresh_alerts():
-    roster_limit.alerts = roster_limit._Alerts()  # alerts are per process; each test is a fresh process here
-    yield
 
 
 def made_up_id(n: int) -> str:
@@ -65,6 +57,7 @@ def test_many_accounts_hit_the_per_minute_limit_then_a_real_candidate_is_matched
     assert "稍后再试" in busy and "请认真核对" not in busy
     assert len(alerts_in(caplog)) == 1, alerts_in(caplog)
     assert "5 in the last minute (limit 5)" in alerts_in(caplog)[0]
+    assert "110101" not in alerts_in(caplog)[0]  # no ID number, no openid: only counts
 
     pass_time(app, seconds=61)
     card = real.say("13800138000")  # name and ID number were kept: sending the phone again is enough
@@ -101,3 +94,26 @@ def test_a_lookup_refused_by_the_global_limit_does_not_count_against_the_account
         assert "稍后再试" in real.say("13800138000")
     pass_time(app, seconds=61)
     assert "请认真核对" in real.say("13800138000")
+
+
+def test_the_alert_is_logged_once_an_interval_by_all_processes_together(make_app, caplog):
+    config = {"collection": {"max_roster_lookups_per_minute": 2, "max_roster_lookups_per_hour": 100}}
+    first, second = make_app(**config), make_app(**config)  # two server processes on one database
+    seed_roster(first)
+    caplog.set_level(logging.WARNING, logger="handlers.roster_limit")
+    for i in range(2):
+        at_phone(first, f"o_prober_{i}", "王五", made_up_id(i)).say("13800138000")
+
+    refused = [at_phone(app, f"o_more_{i}_{n}", "王五", made_up_id(10 + i)).say("13800138000")
+               for n, app in enumerate((first, second, first, second)) for i in range(2)]
+
+    assert all("稍后再试" in reply for reply in refused)
+    assert len(alerts_in(caplog)) == 1
+    pass_time(first, seconds=61)  # a minute later the limit is still hit, by new look-ups: a new alert
+    for i in range(2):
+        at_phone(second, f"o_late_{i}", "王五", made_up_id(30 + i)).say("13800138000")
+    with first.extensions["collector"].db.session() as session:
+        for mark in session.scalars(select(AlertMark)):
+            mark.quiet_until -= timedelta(seconds=61)
+    assert "稍后再试" in at_phone(first, "o_last", "王五", made_up_id(40)).say("13800138000")
+    assert len(alerts_in(caplog)) == 2
