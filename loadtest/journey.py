@@ -107,6 +107,8 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
         step(phone.text("phone", graduate.phone, wanted=is_reply))
         step(phone.text("confirm", "1", wanted=is_reply))
         step(phone.text("notice", "我知道了", wanted=is_reply))
+        if add_photo is None:
+            return trail  # no photo that passes the checker: the walk ends at the photo step
         trail.pay_link = send_photo(trail, phone, add_photo, "photo", step)
         if trail.pay_link is None:
             # Nothing came back: the candidate sends the photo again, as people do.
@@ -124,7 +126,8 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
 
 def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step) -> str | None:
     delivery = step(phone.image(step_name, add_photo(), wanted=is_reply))
-    if delivery.passive is not None and CHECKING in delivery.passive:
+    checking = any(CHECKING in text for text in delivery.texts)  # passive, or sent late as a message
+    if checking and not any(PAY_LINK.search(text) for text in delivery.texts):
         # The check outlived the reply budget: the verdict follows as a customer-service message. The
         # candidate was asked not to send the photo again, and waits: if the process died mid-check, the
         # "deferred" job redoes it after [jobs] lost_work_after_minutes (1 in the run's config).
