@@ -116,19 +116,25 @@ def finish_batch(db: Database, settings: Settings, batch_id: int, ip: str | None
     if not take_lease(db, batch_id, builder):
         return None
     try:
-        path, size = write_zip(db, settings, batch_id, renew=partial(renew_lease, db, batch_id, builder))
+        path, size = write_zip(db, settings, batch_id, builder, renew=partial(renew_lease, db, batch_id, builder))
     except LeaseLost:
         raise
     except BaseException as error:
         release_batch(db, batch_id, builder, error)
         raise
     with db.session() as session:
-        batch = session.get(HandoverBatch, batch_id)
-        batch.status, batch.path, batch.size_bytes, batch.finished_at = "ready", path, size, utcnow()
-        batch.builder = batch.lease_until = None
-        record(session, batch.created_by, "handover.build", f"batch:{batch_id}",
-               f"{batch.photo_count} photos, {size} bytes", ip=ip)
-        return BatchInfo.of(batch)
+        done = session.execute(
+            update(HandoverBatch).where(HandoverBatch.id == batch_id, HandoverBatch.builder == builder,
+                                        HandoverBatch.status == "building")
+            .values(status="ready", path=path, size_bytes=size, finished_at=utcnow(), builder=None, lease_until=None)
+            .execution_options(synchronize_session=False)).rowcount
+        if done:
+            batch = session.get(HandoverBatch, batch_id)
+            record(session, batch.created_by, "handover.build", f"batch:{batch_id}",
+                   f"{batch.photo_count} photos, {size} bytes", ip=ip)
+            return BatchInfo.of(batch)
+    (settings.data_dir / path).unlink(missing_ok=True)  # the worker that took over keeps its own file
+    raise LeaseLost(f"报送批次 {batch_id} 已由另一个任务接手。")
 
 
 class LeaseLost(HandoverError):
@@ -221,16 +227,17 @@ def release_batch(db: Database, batch_id: int, builder: str, error: BaseExceptio
                             .execution_options(synchronize_session=False))
 
 
-def write_zip(db: Database, settings: Settings, batch_id: int, renew=lambda: None) -> tuple[str, int]:
+def write_zip(db: Database, settings: Settings, batch_id: int, builder: str = "",
+              renew=lambda: None) -> tuple[str, int]:
     """Writes the batch's zip (mode 0600) and returns (path relative to the data dir, size)."""
     folder = settings.data_dir / FOLDER
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(settings.window.tz).strftime("%Y%m%d-%H%M%S")
     final = folder / f"handover-{batch_id:05d}-{stamp}.zip"
-    partial = folder / f".{final.name}.part"
+    partial_file = folder / f".{final.name}.{builder}.part"
     files = PhotoFiles(settings.photo_dir)
     try:
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw, \
+        with os.fdopen(os.open(partial_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw, \
                 zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as archive, \
                 tempfile.TemporaryDirectory(dir=folder) as scratch:
             manifest = Manifest(Path(scratch) / MANIFEST_NAME)
@@ -240,9 +247,9 @@ def write_zip(db: Database, settings: Settings, batch_id: int, renew=lambda: Non
                 manifest.discard()
                 raise
             archive.write(manifest.save(), MANIFEST_NAME, compress_type=zipfile.ZIP_DEFLATED)
-        os.replace(partial, final)
+        os.replace(partial_file, final)
     finally:
-        partial.unlink(missing_ok=True)
+        partial_file.unlink(missing_ok=True)
     return str(final.relative_to(settings.data_dir)), final.stat().st_size
 
 
