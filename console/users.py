@@ -44,6 +44,20 @@ def disable_user(name: str):
     return redirect(url_for("console_users.users"))
 
 
+@blueprint.post("/users/<name>/password")
+@requires("admin")
+def set_password(name: str):
+    """A forgotten password: the admin sets a new one and tells the person; their open sessions end."""
+    try:
+        with _db().session() as session:
+            accounts.set_password(session, name, request.form.get("password", ""), by=current_user.name,
+                                  ip=client_address())
+    except accounts.AccountError as error:
+        return _page(error=str(error)), 400
+    flash(f"已为 {name} 设置新密码。")
+    return redirect(url_for("console_users.users"))
+
+
 def _page(error: str | None = None, form=None):
     with _db().session() as session:
         listed = accounts.list_users(session)

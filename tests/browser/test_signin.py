@@ -336,3 +336,23 @@ def test_htmx_posts_carry_the_csrf_token_that_plain_fetches_lack(console, page):
     page.goto(f"{console.url}/staff/")
     assert page.url.startswith(f"{console.url}/staff/login")
     assert [event.detail for event in events(console.app, "login.end")] == ["signed out"]
+
+
+def test_an_admin_resets_a_forgotten_password_which_ends_the_old_session(console, new_page):
+    console.add_user("李老师", "admin")
+    console.add_user("赵老师", "reviewer", "old-password-1")
+    admin, reviewer = new_page(), new_page()
+    sign_in(reviewer, console.url, "赵老师", "old-password-1")
+    sign_in(admin, console.url, "李老师")
+    admin.goto(f"{console.url}/staff/users")
+    admin.fill("tr:has-text('赵老师') input[name=password]", "new-password-2")
+    admin.click("tr:has-text('赵老师') button:has-text('重设密码')")
+    assert admin.inner_text(".notice") == "已为 赵老师 设置新密码。"
+    reviewer.goto(f"{console.url}/staff/")
+    assert reviewer.url.startswith(f"{console.url}/staff/login")
+    sign_in(reviewer, console.url, "赵老师", "old-password-1")
+    assert error_text(reviewer) == "账号或密码不对，请重新输入。"
+    sign_in(reviewer, console.url, "赵老师", "new-password-2")
+    assert reviewer.url == f"{console.url}/staff/"
+    [event] = events(console.app, "user.password")
+    assert (event.actor, event.target) == ("李老师", "staff_user:赵老师")
