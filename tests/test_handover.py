@@ -242,3 +242,15 @@ def test_a_worker_that_stopped_renewing_is_taken_over_and_cannot_spoil_the_batch
 def _status(app, batch_id: int) -> str:
     with db(app).session() as session:
         return session.get(HandoverBatch, batch_id).status
+
+
+def test_the_handover_settings_are_checked():
+    from settings import ConfigError, settings_from_mapping
+
+    assert settings_from_mapping({}).handover.file_key == "exam_number"
+    chosen = settings_from_mapping({"handover": {"file_key": "id_number", "normalised_copy": True}}).handover
+    assert (chosen.file_key, chosen.normalised_copy) == ("id_number", True)
+    with pytest.raises(ConfigError, match="file_key"):
+        settings_from_mapping({"handover": {"file_key": "姓名"}})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        settings_from_mapping({"handover": {"folder": "x"}})
