@@ -127,6 +127,8 @@ def test_admin_uploads_a_roster_builds_and_downloads_a_batch_and_reads_the_overv
     assert funnel["未选择"] == ["1", "0", "0", "0", "0", "0"]
     assert funnel["合计"] == ["4", "3", "3", "3", "3", "2"]
     assert page.locator(".chart svg").count() >= 2
+    charts = "".join(chart.inner_html() for chart in page.locator(".chart").all())
+    assert "<script" not in charts and "src=" not in charts and "href=\"http" not in charts  # nothing from outside
     assert "审核员甲" in page.inner_text("#reviewers")
     shoot(page, "overview")
 
