@@ -7,6 +7,7 @@ database (staff.accounts.authenticate) after [console] lockout_failures failures
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from datetime import datetime, timedelta, timezone
@@ -15,11 +16,13 @@ import limits
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
 from flask_login import LoginManager, current_user, login_user, logout_user
+from redis.exceptions import RedisError
 
 from console import PREFIX, is_console_request
 from staff import accounts, audit
 
 blueprint = Blueprint("console_auth", __name__, url_prefix=PREFIX)
+log = logging.getLogger(__name__)
 
 # Pages an anonymous visitor may open; every other /staff/ URL sends them to sign in first.
 PUBLIC_ENDPOINTS = frozenset({"console_auth.login", "console.static"})
@@ -31,9 +34,11 @@ def configure(app: Flask, login_manager: LoginManager) -> None:
     login_manager.login_view = "console_auth.login"
     login_manager.user_loader(_load_user)
     login_manager.unauthorized_handler(_to_sign_in)
-    # Only the counters are used (failures are counted by hand, see _throttled): no default limits.
+    # Only the counters are used (failures are counted by hand, see _throttled): no default limits. A Redis
+    # that hangs must not hang the sign-in page: short socket timeouts.
+    redis_options = {"socket_timeout": 1, "socket_connect_timeout": 1} if settings.redis_url else {}
     limiter = Limiter(lambda: request.remote_addr or "-", app=app, strategy="moving-window",
-                      storage_uri=settings.redis_url or "memory://", key_prefix=settings.console.rate_limit_prefix)
+                      storage_uri=settings.redis_url or "memory://", storage_options=redis_options)
     # Its middleware has nothing to check outside the sign-in form: the webhook never pays for it.
     limiter.request_filter(lambda: not is_console_request())
     app.extensions["console_limiter"] = limiter
@@ -180,21 +185,28 @@ def _limits() -> list[tuple[limits.RateLimitItem, str, str]]:
 
 
 def _throttled() -> datetime | None:
-    """When the account's or the address's failure budget is spent: the moment it frees up again."""
+    """When the account's or the address's failure budget is spent: the moment it frees up again. With
+    Redis unreachable the counters are skipped (logged); the account lockout in the database still holds."""
     limiter = current_app.extensions["console_limiter"]
     prefix = collector().settings.console.rate_limit_prefix
-    for item, kind, key in _limits():
-        if not limiter.limiter.test(item, prefix, kind, key):
-            reset = limiter.limiter.get_window_stats(item, prefix, kind, key).reset_time
-            return datetime.fromtimestamp(reset, timezone.utc)
+    try:
+        for item, kind, key in _limits():
+            if not limiter.limiter.test(item, prefix, kind, key):
+                reset = limiter.limiter.get_window_stats(item, prefix, kind, key).reset_time
+                return datetime.fromtimestamp(reset, timezone.utc)
+    except RedisError as error:
+        log.warning("sign-in rate limits skipped, Redis unreachable: %s", error)
     return None
 
 
 def _count_failure() -> None:
     limiter = current_app.extensions["console_limiter"]
     prefix = collector().settings.console.rate_limit_prefix
-    for item, kind, key in _limits():
-        limiter.limiter.hit(item, prefix, kind, key)
+    try:
+        for item, kind, key in _limits():
+            limiter.limiter.hit(item, prefix, kind, key)
+    except RedisError as error:
+        log.warning("failed sign-in not counted, Redis unreachable: %s", error)
 
 
 def _local_clock(moment: datetime) -> str:

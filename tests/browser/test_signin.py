@@ -356,3 +356,17 @@ def test_an_admin_resets_a_forgotten_password_which_ends_the_old_session(console
     assert reviewer.url == f"{console.url}/staff/"
     [event] = events(console.app, "user.password")
     assert (event.actor, event.target) == ("李老师", "staff_user:赵老师")
+
+
+def test_with_redis_unreachable_sign_in_works_and_the_lockout_still_holds(make_app, serve, new_page):
+    app = make_app(redis_url="redis://127.0.0.1:1/0", console=console_settings(lockout_failures=2))
+    console = LiveConsole(app, serve(app))
+    console.add_user("李老师", "admin")
+    console.add_user("赵老师", "reviewer")
+    admin, page = new_page(), new_page()
+    sign_in(admin, console.url, "李老师")
+    assert admin.url == f"{console.url}/staff/"
+    sign_in(page, console.url, "赵老师", "wrong-one-1")
+    assert error_text(page) == "账号或密码不对，请重新输入。"
+    sign_in(page, console.url, "赵老师", "wrong-one-2")
+    assert "账号已锁定" in error_text(page)
