@@ -48,6 +48,7 @@ def config(tmp_path, fake_wechat, database_url) -> Path:
     ["roster", "import", "{roster}"],
     ["review", "pending"],
     ["handover", "list"],
+    ["users", "list"],
 ])
 def test_commands_without_photos_never_load_the_photo_checker(config, tmp_path, command):
     roster = write_csv(tmp_path / "roster.csv", ROWS)
