@@ -158,6 +158,19 @@ def register_jobs(collector: Collector) -> None:
                "apologise for reviews past the promised time, warn about those close to it")
     periodic.register_payment_jobs(collector)
     register_handover_jobs(collector)
+    register_support_jobs(collector)
+
+
+def register_support_jobs(collector: Collector) -> None:
+    """Conversations an agent took over and left idle go back to the bot."""
+    from staff import support
+
+    def hand_back_idle() -> dict[str, int]:
+        with collector.db.session() as session:
+            return {"handed_back": len(support.hand_back_idle(session, collector.outbox, collector.settings))}
+
+    collector.jobs.every("support", collector.settings.jobs.sweep_every_minutes, hand_back_idle,
+                         "hand conversations an agent left idle back to the bot")
 
 
 def register_handover_jobs(collector: Collector) -> None:

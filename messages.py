@@ -199,7 +199,20 @@ PROGRESS_STEPS = {
 PROGRESS_LAST_REJECTION = "上次审核未通过：{reason}"
 RESTARTED = "已重新开始。"
 RESTART_AFTER_PAYMENT = "您已付款，不能重新开始。如信息有误，请联系市自考办：{phone}（{hours}）。"
-HUMAN_REQUESTED = "已通知人工客服，工作时间（{hours}）内会尽快回复您。也可致电：{phone}。"
+HUMAN_REQUESTED = ("已转给人工客服。客服接手时会在这里告诉您，接手前您仍可继续自助办理；"
+                   "客服工作时间{hours}。急事请致电：{phone}。")
+# --- the support desk (staff/support.py) ---------------------------------------------------------
+AGENT_TOOK_OVER = "人工客服已接手您的对话，请直接在这里说明您的问题，客服会在这里回复您。"
+HANDED_BACK = "人工客服已结束，您回到了自助办理。{next}"
+SENT_BACK_TO_PHOTO = "工作人员请您重新上传照片：请直接发送一张符合要求的证件照。"
+PHONE_CORRECTED = "工作人员已将您的手机号更正为 {phone}。"
+# Ready-made answers for agents, loaded into the console's editable list the first time it is used.
+# Placeholders: {name} (the candidate's name), {office_phone}, {deadline} (when the collection closes).
+CANNED_REPLIES = (
+    ("照片要求", "{name}您好，请发送白色或浅蓝色背景、正面免冠、露出双耳的彩色证件照，不要美颜。"),
+    ("截止时间", "{name}您好，本次照片采集截止到{deadline}，请在此之前完成上传和缴费。"),
+    ("电话咨询", "{name}您好，您的情况需要电话核实，请在工作时间致电市自考办：{office_phone}。"),
+)
 UNSUPPORTED_MESSAGE = "暂时只能识别文字和图片。"
 WINDOW_NOT_YET_OPEN = "照片采集将于{start}开放，请届时再来。发送“进度”可查看进度。"
 WINDOW_CLOSED = "本次照片采集已于{end}结束。如有疑问请联系市自考办：{phone}（{hours}）。"

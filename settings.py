@@ -145,6 +145,8 @@ class SmsSettings:
     template_approved: str = ""
     template_rejected: str = ""
     template_review_delay: str = ""
+    # The support desk's "please open the account or call {1}" text, when WeChat refuses its replies.
+    template_support_reply: str = ""
 
 
 # What a WeChat template message can show (notify/notices.py fills them in).
@@ -217,6 +219,23 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class SupportSettings:
+    """The support desk (staff/support.py, /staff/support)."""
+    # "desk": agents take conversations over in the console. "wechat_kf": 人工 hands the conversation to
+    # WeChat's own customer-service system (a transfer_customer_service passive reply).
+    mode: str = "desk"
+    # A taken-over conversation nobody touched this long goes back to the bot (the `support` job).
+    idle_minutes: int = 30
+    # Customer-service messages WeChat accepts per candidate message (45047 after that).
+    replies_per_window: int = 5
+    # Suggested as stuck: no progress at one step for this long, or this many photo refusals in a row.
+    stuck_hours: int = 24
+    stuck_photo_failures: int = 3
+    # How often the agent's page asks for new messages.
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class HandoverSettings:
     """Hand-over of approved photos to the exam office (staff/handover.py)."""
     # What names each photo in the zip: "exam_number" (准考证号) or "id_number" (身份证号).
@@ -267,6 +286,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     handover: HandoverSettings = field(default_factory=HandoverSettings)
+    support: SupportSettings = field(default_factory=SupportSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
 
@@ -322,6 +342,7 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "redis": _build(RedisSettings, raw.pop("redis", {}), "redis"),
         "handover": _build_handover(raw.pop("handover", {})),
         "console": _build(ConsoleSettings, raw.pop("console", {}), "console"),
+        "support": _build_support(raw.pop("support", {})),
         "photo": _build_photo(raw.pop("photo", {})),
     }
     top = _build(Settings, raw, "top level", exclude=set(sections))
@@ -418,6 +439,15 @@ def _build_collection(values: dict[str, Any]) -> CollectionSettings:
             raise ConfigError("collection.levels must be a non-empty list of names")
         values["levels"] = tuple(Level(str(i), name) for i, name in enumerate(levels, start=1))
     return _build(CollectionSettings, values, "collection")
+
+
+def _build_support(values: dict[str, Any]) -> SupportSettings:
+    support = _build(SupportSettings, values, "support")
+    if support.mode not in ("desk", "wechat_kf"):
+        raise ConfigError('support.mode must be "desk" or "wechat_kf"')
+    if support.idle_minutes < 1 or support.replies_per_window < 1 or support.poll_seconds <= 0:
+        raise ConfigError("support.idle_minutes and support.replies_per_window must be at least 1")
+    return support
 
 
 def _build_review(values: dict[str, Any]) -> ReviewSettings:

@@ -56,6 +56,8 @@ class Conversation:
 
     def _route(self, ctx: Context, msg: Incoming) -> Outcome:
         state = ctx.candidate.state
+        if ctx.candidate.agent is not None:  # a support agent holds the conversation: stored, not answered
+            return Outcome(NO_REPLY, state, checks={"agent": ctx.candidate.agent})
         if msg.kind == "event":
             return self._event(ctx, msg)
         command = states.COMMANDS.get(compact(msg.text).lower()) if msg.kind == "text" else None

@@ -119,6 +119,10 @@ class FakeWeChatAPI(LoopbackServer):
         self._token_fetches = 0
         self._failing_sends = 0
         self._failing_errcode = 45015
+        # Since 2023 WeChat accepts only a few customer-service messages per message the user sends
+        # (45047 after that); None: no limit (the default, as for older accounts).
+        self._per_window_limit: int | None = None
+        self._window_counts: dict[str, int] = {}  # openid -> messages accepted since the user last wrote
         self._oauth_openid: str | None = None  # who is using WeChat's in-app browser
         self._oauth_codes: dict[str, str] = {}  # unused OAuth code -> openid
         self._path_delays: dict[str, float] = {}  # path -> seconds every request to it is held
@@ -189,6 +193,17 @@ class FakeWeChatAPI(LoopbackServer):
         with self._lock:
             self._failing_sends = count
             self._failing_errcode = errcode
+
+    def limit_per_window(self, count: int | None) -> None:
+        """Accept at most `count` customer-service messages to a user after each message they send
+        (the next is answered 45047); None lifts the limit."""
+        with self._lock:
+            self._per_window_limit = count
+
+    def user_wrote(self, openid: str) -> None:
+        """The user sent the account a message: a new window, its count starts again."""
+        with self._lock:
+            self._window_counts.pop(openid, None)
 
     # --- observations ------------------------------------------------------------------------
 
@@ -317,6 +332,11 @@ class FakeWeChatAPI(LoopbackServer):
             if self._failing_sends > 0:
                 self._failing_sends -= 1
                 raise WeChatAPIError(self._failing_errcode)
+            touser = message.get("touser", "")
+            if self._per_window_limit is not None:
+                if self._window_counts.get(touser, 0) >= self._per_window_limit:
+                    raise WeChatAPIError(45047)
+                self._window_counts[touser] = self._window_counts.get(touser, 0) + 1
             self._sent.append(message)
             self._messages_changed.notify_all()
         return Response.json({"errcode": 0, "errmsg": "ok"})

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import wechatpy
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
-from wechatpy.replies import ImageReply, TextReply
+from wechatpy.replies import ImageReply, TextReply, TransferCustomerServiceReply
 
 from bot.replay import MemoryNonceStore, NonceStore, fingerprint, nonce_key, ttl_for
 from handlers.base import Incoming, Reply
@@ -82,6 +82,8 @@ class WeChatProtocol:
         """The plaintext passive reply (kept for retries); seal() encrypts it per request."""
         if reply.empty:
             return EMPTY_REPLY.decode()
+        if reply.transfer_to_kf:
+            return TransferCustomerServiceReply(message=opened.message).render()
         if reply.image_media_id:
             return ImageReply(message=opened.message, media_id=reply.image_media_id).render()
         return TextReply(message=opened.message, content=_cdata_safe(reply.text)).render()

@@ -45,12 +45,16 @@ class Reply:
     """A text, or an image already uploaded to WeChat (media_id), or nothing."""
     text: str | None = None
     image_media_id: str | None = None
+    # [support] mode = "wechat_kf": hand the conversation to WeChat's own customer-service system.
+    transfer_to_kf: bool = False
 
     @property
     def empty(self) -> bool:
-        return self.text is None and self.image_media_id is None
+        return self.text is None and self.image_media_id is None and not self.transfer_to_kf
 
     def describe(self) -> str:
+        if self.transfer_to_kf:
+            return "[transfer_customer_service]"
         return self.text if self.text is not None else f"[image {self.image_media_id}]" if self.image_media_id else ""
 
 

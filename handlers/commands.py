@@ -54,6 +54,8 @@ def restart(ctx: Context, msg: Incoming) -> Outcome:
 
 
 def human(ctx: Context, msg: Incoming) -> Outcome:
+    if ctx.settings.support.mode == "wechat_kf":  # WeChat's own customer-service system takes it from here
+        return Outcome(Reply(transfer_to_kf=True), ctx.candidate.state, checks={"human_requested": "wechat_kf"})
     ctx.candidate.human_requested_at = utcnow()
     return Outcome(Reply(messages.HUMAN_REQUESTED.format(**texts.office_fields(ctx.settings))), ctx.candidate.state,
                    checks={"human_requested": True})

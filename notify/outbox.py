@@ -82,6 +82,13 @@ class Outbox:
             self.db.after_commit(session, lambda: self._start(ids))
         return ids
 
+    def add_sms(self, session: Session, notice: Notice, phone: str) -> int | None:
+        """Only the text message of a notice (the support desk, when WeChat refuses the candidate)."""
+        sms_id = self._insert(session, notice, "sms", phone, {"template": notice.kind, "params": list(notice.sms_params)})
+        if sms_id is not None:
+            self.db.after_commit(session, lambda: self._start([sms_id]))
+        return sms_id
+
     def _insert(self, session: Session, notice: Notice, channel: str, phone: str | None,
                 payload: dict) -> int | None:
         key = f"{notice.key}:{channel}"

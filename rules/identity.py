@@ -118,6 +118,8 @@ def mask_id_number(id_number: str | None) -> str:
 
 
 _ID_IN_TEXT = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{8}([0-9]{3}[0-9Xx])(?![0-9])")
+# Any other run of 14 or more digits: an ID number typed in part, with a typo, or in the wrong step.
+_DIGIT_RUN_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{8,}[Xx]?)(?![0-9])")
 # A mobile number on its own or in E.164 (+8613800138000), whose "86" would otherwise hide it.
 _PHONE_IN_TEXT = re.compile(r"(?:(?<=\+86)|(?<![0-9]))(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
 
@@ -125,4 +127,5 @@ _PHONE_IN_TEXT = re.compile(r"(?:(?<=\+86)|(?<![0-9]))(1[3-9][0-9])[0-9]{4}([0-9
 def mask_personal_data(text: str) -> str:
     """Masks ID numbers and mobile numbers wherever they appear in free text (logs, screens)."""
     text = _ID_IN_TEXT.sub(lambda m: m.group(1) + "********" + m.group(2), text)
+    text = _DIGIT_RUN_IN_TEXT.sub(lambda m: m.group(1) + "*" * len(m.group(2)), text)
     return _PHONE_IN_TEXT.sub(lambda m: m.group(1) + "****" + m.group(2), text)

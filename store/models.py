@@ -68,6 +68,11 @@ class Candidate(Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     roster_entry_id: Mapped[int | None] = mapped_column(ForeignKey("roster_entries.id"))
     human_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The support agent holding the conversation (the bot stays silent meanwhile), since when, and the
+    # last time the agent or the candidate did anything in it (idle ones go back to the bot).
+    agent: Mapped[str | None] = mapped_column(String(64))
+    agent_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    agent_active_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -344,6 +349,20 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(64))
+
+
+class CannedReply(Base):
+    """A ready-made answer for support agents; {name}, {office_phone}, {deadline} are filled in when used.
+    Admins edit the list."""
+    __tablename__ = "canned_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class HandoverBatch(Base):
