@@ -92,8 +92,7 @@ def login():
     retry_at = _throttled()
     if retry_at is not None:
         with collector().db.session() as db_session:
-            audit.record(db_session, name[:64], "login.refused", f"staff_user:{name[:32]}", "rate limited",
-                         ip=client_address())
+            accounts.record_refusal(db_session, name, "rate limited", client_address())
         return _login_page(error=f"登录尝试过于频繁，请于 {_local_clock(retry_at)} 后再试。", name=name), 429
     with collector().db.session() as db_session:
         outcome = accounts.authenticate(db_session, name, password, client_address(),

@@ -24,6 +24,9 @@ ROLES = {"admin": "管理员", "reviewer": "审核员", "support": "客服"}
 NAME_MAX_LENGTH = 32
 PASSWORD_MIN_LENGTH = 10
 DEMO_ADMIN = "demo-admin"
+# What the audit log names a sign-in attempt for an account that does not exist: the typed name is not
+# kept, since people type their password into the name field.
+UNKNOWN = "(unknown)"
 
 _hasher = PasswordHasher()
 
@@ -134,17 +137,23 @@ def authenticate(session: Session, name: str, password: str, ip: str | None, loc
     lockout_minutes (even the right password is refused until then). Audited either way."""
     now = now or utcnow()
     user = session.scalar(select(StaffUser).where(StaffUser.name == name).with_for_update())
-    target = f"staff_user:{name[:NAME_MAX_LENGTH]}"
     if user is not None and user.locked_until is not None and user.locked_until > now:
-        audit.record(session, name[:64], "login.refused", target, "locked", ip=ip)
+        audit.record(session, user.name, "login.refused", f"staff_user:{user.name}", "locked", ip=ip)
         return SignIn(locked_until=user.locked_until)
     if not _password_matches(user, password) or not user.active:
-        return _failed(session, user, name, target, ip, lockout_failures, lockout_minutes, now)
+        return _failed(session, user, ip, lockout_failures, lockout_minutes, now)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
-    audit.record(session, user.name, "login.success", target, ip=ip)
+    audit.record(session, user.name, "login.success", f"staff_user:{user.name}", ip=ip)
     return SignIn(user=identity(user))
+
+
+def record_refusal(session: Session, name: str, why: str, ip: str | None) -> None:
+    """A sign-in refused before the password was looked at (e.g. rate limited)."""
+    user = find_user(session, name)
+    actor = user.name if user else UNKNOWN
+    audit.record(session, actor, "login.refused", f"staff_user:{actor}", why, ip=ip)
 
 
 def record_sign_out(session: Session, user: StaffIdentity, why: str, ip: str | None = None) -> None:
@@ -167,8 +176,8 @@ def ensure_demo_admin(session: Session, by: str) -> tuple[StaffUser, str]:
     return set_password(session, DEMO_ADMIN, password, by), password
 
 
-def _failed(session: Session, user: StaffUser | None, name: str, target: str, ip: str | None,
-            lockout_failures: int, lockout_minutes: int, now: datetime) -> SignIn:
+def _failed(session: Session, user: StaffUser | None, ip: str | None, lockout_failures: int, lockout_minutes: int,
+            now: datetime) -> SignIn:
     detail = "unknown account" if user is None else ("disabled" if not user.active else "wrong password")
     locked_until = None
     if user is not None and user.active:
@@ -177,7 +186,8 @@ def _failed(session: Session, user: StaffUser | None, name: str, target: str, ip
             locked_until = user.locked_until = now + timedelta(minutes=lockout_minutes)
             user.failed_logins = 0
             detail += f"; locked for {lockout_minutes} min"
-    audit.record(session, name[:64], "login.failure", target, detail, ip=ip)
+    actor = user.name if user else UNKNOWN
+    audit.record(session, actor, "login.failure", f"staff_user:{actor}", detail, ip=ip)
     return SignIn(locked_until=locked_until)
 
 
@@ -207,8 +217,8 @@ def _active_admins(session: Session) -> int:
 
 def _valid_name(name: str) -> str:
     name = name.strip()
-    if not 1 <= len(name) <= NAME_MAX_LENGTH or any(ch.isspace() or ch == ":" for ch in name):
-        raise AccountError(f"账号名应为1到{NAME_MAX_LENGTH}个字符，不含空格和冒号")
+    if not 1 <= len(name) <= NAME_MAX_LENGTH or any(ch.isspace() or ch in ":()" for ch in name):
+        raise AccountError(f"账号名应为1到{NAME_MAX_LENGTH}个字符，不含空格、冒号和括号")
     return name
 
 

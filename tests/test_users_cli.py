@@ -54,6 +54,7 @@ def test_add_asks_for_the_password_twice_without_echoing_it(cli, app):
 @pytest.mark.parametrize("args, stdin, error", [
     (["users", "add", "李老师", "--role", "admin", "--password-stdin"], "short\n", "密码至少10个字符"),
     (["users", "add", "李 老师", "--role", "admin", "--password-stdin"], "a-long-password\n", "不含空格"),
+    (["users", "add", "(unknown)", "--role", "admin", "--password-stdin"], "a-long-password\n", "括号"),
     (["users", "add", "李老师", "--role", "boss", "--password-stdin"], "a-long-password\n", "'boss' is not one of"),
 ])
 def test_add_refuses_bad_input_and_creates_nothing(cli, app, args, stdin, error):

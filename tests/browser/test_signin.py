@@ -78,11 +78,11 @@ def test_a_wrong_password_is_refused_and_audited(console, page):
     assert page.url.startswith(f"{console.url}/staff/login")
     assert error_text(page) == "账号或密码不对，请重新输入。"
     assert page.input_value("input[name=name]") == "李老师"
-    sign_in(page, console.url, "没有这个人", "whatever-it-is")
+    sign_in(page, console.url, "my-secret-password", "whatever-it-is")  # the password typed as the name
     assert error_text(page) == "账号或密码不对，请重新输入。"
     failures = events(console.app, "login.failure")
-    assert [(event.actor, event.detail) for event in failures] == [
-        ("李老师", "wrong password"), ("没有这个人", "unknown account")]
+    assert [(event.actor, event.target, event.detail) for event in failures] == [
+        ("李老师", "staff_user:李老师", "wrong password"), ("(unknown)", "staff_user:(unknown)", "unknown account")]
     assert events(console.app, "login.success") == []
 
 
