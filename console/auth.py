@@ -7,6 +7,7 @@ database (staff.accounts.authenticate) after [console] lockout_failures failures
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import time
@@ -179,7 +180,9 @@ def _guard_console():
 
 def _limits() -> list[tuple[limits.RateLimitItem, str, str]]:
     settings = collector().settings.console
-    return [(limits.parse(settings.account_failure_limit), "account", request.form.get("name", "").strip()),
+    # The typed name may be a password typed in the wrong field: the counter's key is its hash.
+    account = hashlib.sha256(request.form.get("name", "").strip().encode()).hexdigest()
+    return [(limits.parse(settings.account_failure_limit), "account", account),
             (limits.parse(settings.address_failure_limit), "address", client_address() or "-")]
 
 
