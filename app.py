@@ -123,7 +123,7 @@ def build_collector(settings: Settings) -> Collector:
     )
     outbox = build_outbox(settings, db, wechat)
     collector = Collector(
-        settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db)),
+        settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db, redis)),
         retries=RetryGuard(db, settings.wechat.claim_lease_seconds, settings.wechat.answer_within_seconds),
         conversation=Conversation(db, settings, services, outbox), outbox=outbox, jobs=build_jobs(settings, redis),
         services=services, payments=payments,

@@ -6,15 +6,14 @@ is therefore taken by the first message that uses it; the same pair with a diffe
 forgery. The same message again is WeChat retrying (it may repeat the query string) and goes on to
 the retry guard, which answers it from the first attempt.
 
-Stores: Redis (SET NX EX) when `redis_url` is set, else the database; a Redis that fails falls back
-to the database, so that protection and availability do not hang on Redis.
+Stores: Redis (SET NX EX) when `redis_url` is set, else the database; while Redis is down the
+database stands in, so that neither protection nor availability hangs on Redis.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
-import logging
 import threading
 import time
 from datetime import datetime, timedelta
@@ -26,11 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from store.db import Database
 from store.models import ReplayNonce, utcnow
 
-log = logging.getLogger(__name__)
-
 PURGE_EVERY = 200  # inserts between two deletes of expired rows
-REDIS_TIMEOUT_SECONDS = 0.5
-FALLBACK_LOG_EVERY_SECONDS = 60.0
 
 
 class NonceStore(Protocol):
@@ -96,49 +91,62 @@ class DatabaseNonceStore:
 
 
 class RedisNonceStore:
-    """SET NX EX under `prefix:nonce:<key>`; on any Redis error the database store answers instead."""
+    """SET NX EX under `prefix:nonce:<key>`. While Redis is down (the app's shared health.Outage) the
+    database store answers instead; for a clock-skew window after that the database is asked too, since
+    a pair taken there during the outage is unknown to Redis."""
 
-    def __init__(self, redis_client: Any, prefix: str, fallback: NonceStore,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, redis_client: Any, prefix: str, fallback: NonceStore, outage: Any,
+                 remember_seconds: float, clock: Callable[[], float] = time.monotonic):
         self.redis = redis_client
         self.prefix = prefix
         self.fallback = fallback
+        self.outage = outage
+        self.remember_seconds = remember_seconds
         self.clock = clock
-        self._last_warning = float("-inf")
+        self._fallback_until = float("-inf")
 
     def take(self, key: str, fingerprint: str, ttl_seconds: int) -> str:
         from redis.exceptions import RedisError
 
-        name = f"{self.prefix}:nonce:{key}"
+        if self.outage.is_down():
+            return self._take_in_database(key, fingerprint, ttl_seconds)
         try:
-            if self.redis.set(name, fingerprint, nx=True, ex=max(1, ttl_seconds)):
-                return fingerprint
-            held = self.redis.get(name)
-        except RedisError as exc:
-            self._warn(exc)
+            held = self._take_in_redis(key, fingerprint, ttl_seconds)
+        except RedisError as error:
+            self.outage.failed(error)
+            return self._take_in_database(key, fingerprint, ttl_seconds)
+        self.outage.ok()
+        if held == fingerprint and self.clock() < self._fallback_until:
             return self.fallback.take(key, fingerprint, ttl_seconds)
+        return held
+
+    def _take_in_redis(self, key: str, fingerprint: str, ttl_seconds: int) -> str:
+        name = f"{self.prefix}:nonce:{key}"
+        if self.redis.set(name, fingerprint, nx=True, ex=max(1, ttl_seconds)):
+            return fingerprint
+        held = self.redis.get(name)
         if held is None:  # expired between the two calls: the timestamp is stale and refused anyway
             return fingerprint
         return held.decode("utf-8") if isinstance(held, bytes) else str(held)
 
-    def _warn(self, exc: Exception) -> None:
-        # Once a minute, not once a request: a dead Redis must not flood the log.
-        now = self.clock()
-        if now - self._last_warning >= FALLBACK_LOG_EVERY_SECONDS:
-            self._last_warning = now
-            log.warning("replay guard: Redis unavailable (%s); nonces go to the database", type(exc).__name__)
+    def _take_in_database(self, key: str, fingerprint: str, ttl_seconds: int) -> str:
+        self._fallback_until = self.clock() + self.remember_seconds
+        return self.fallback.take(key, fingerprint, ttl_seconds)
 
 
-def build_nonce_store(settings, db: Database) -> NonceStore:
-    """Redis when `redis_url` is set (keyed under the job queue's name, the app's Redis prefix), else the database."""
+def build_nonce_store(settings, db: Database, redis: Any = None) -> NonceStore:
+    """Redis when `redis_url` is set (keyed under the job queue's name, the app's Redis prefix), with
+    the database standing in while it is down; else the database. `redis`: the app's health.RedisLink."""
     database = DatabaseNonceStore(db)
     if not settings.redis_url:
         return database
-    import redis
+    if redis is None:
+        from health import RedisLink
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS,
-                                  socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
-    return RedisNonceStore(client, settings.jobs.queue_name, fallback=database)
+        redis = RedisLink(settings)
+    # Pairs stay valid for up to twice the skew (a timestamp that far ahead of the clock, then behind).
+    return RedisNonceStore(redis.client, settings.jobs.queue_name, fallback=database, outage=redis.outage,
+                           remember_seconds=2 * settings.wechat.max_clock_skew_seconds)
 
 
 def ttl_for(timestamp: str, max_skew_seconds: int, now: float) -> int:

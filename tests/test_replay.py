@@ -14,7 +14,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from bot.replay import DatabaseNonceStore, RedisNonceStore
 from bot.simulator import WeChatSimulator, flask_transport, message_xml
+from health import Outage
 from settings import ConfigError, settings_from_mapping
 from store.models import Candidate, Message, ReplayNonce, RosterEntry
 from tests.conftest import AES_KEY, APPID, TOKEN
@@ -192,8 +194,26 @@ def test_a_dead_redis_falls_back_to_the_database(make_app, fake_wechat, caplog):
     assert post(app, captured_query, forged_restart(VICTIM)).status_code == 403
     with app.extensions["collector"].db.session() as session:
         assert session.scalars(select(ReplayNonce.key)).first() is not None
-    warnings = [r for r in caplog.records if "replay guard: Redis unavailable" in r.getMessage()]
-    assert len(warnings) == 1  # once a minute, not once a request
+    warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    assert len(warnings) == 1  # once an interval, not once a request
+
+
+def test_a_pair_taken_in_the_database_during_an_outage_is_refused_once_redis_is_back(make_app):
+    client = redis_or_skip()
+    app = make_app()
+    prefix = f"h3-test-outage-{uuid.uuid4().hex}"
+    store = RedisNonceStore(redis.Redis.from_url(closed_port_redis_url(), socket_connect_timeout=0.5), prefix,
+                            fallback=DatabaseNonceStore(app.extensions["collector"].db),
+                            outage=Outage("Redis", retry_after=0, log_every=60), remember_seconds=600)
+    try:
+        assert store.take("pair", "first message", 60) == "first message"  # Redis down: the database
+        store.redis = client  # Redis answers again
+        assert store.take("pair", "another message", 60) == "first message"
+        assert store.take("new pair", "a message", 60) == "a message"
+        assert client.get(f"{prefix}:nonce:new pair") == b"a message"
+    finally:
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
 
 
 def closed_port_redis_url() -> str:
