@@ -15,14 +15,15 @@ from tests.journey import GRADUATES
 HOLD_SECONDS = 20  # how long the writer would hold its lock if the reader never finished
 
 
-def hold_a_write(db, reader_done: threading.Event, held: threading.Event) -> threading.Thread:
-    """Another thread opens a writing session, writes, and keeps it open until the reader is done."""
+def hold_a_write(db, release: threading.Event, held: threading.Event) -> threading.Thread:
+    """Another thread opens a writing session, writes, and keeps it open until released (or for
+    HOLD_SECONDS, so that a reader stuck behind it on the old code finishes, late)."""
     def writer():
         with db.session() as session:
             session.add(AuditEvent(actor="test", action="hold", target="writer-lock"))
             session.flush()
             held.set()
-            reader_done.wait(HOLD_SECONDS)
+            release.wait(HOLD_SECONDS)
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
@@ -32,21 +33,20 @@ def hold_a_write(db, reader_done: threading.Event, held: threading.Event) -> thr
 
 def test_a_read_session_completes_while_a_writer_holds_the_lock(app):
     db = app.extensions["collector"].db
-    reader_done, held = threading.Event(), threading.Event()
-    writer = hold_a_write(db, reader_done, held)
+    release, held = threading.Event(), threading.Event()
+    writer = hold_a_write(db, release, held)
     seen: list[int] = []
 
     def reader():
         with db.read() as session:
             seen.append(session.scalar(select(func.count()).select_from(AuditEvent)
                                        .where(AuditEvent.action == "hold")))
-        reader_done.set()
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     thread.join(HOLD_SECONDS + 5)
     writer_still_open = writer.is_alive()
-    reader_done.set()
+    release.set()
     writer.join(10)
     assert seen == [0], "the read waited for the writer instead of reading the last commit"
     assert writer_still_open  # the read finished before the writer let go
@@ -71,19 +71,15 @@ def test_the_pay_page_opens_while_a_writer_holds_the_lock(app, chat, photo):
     chat.walk_to_photo(GRADUATES[0])
     link = chat.pay_link(chat.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
     db = app.extensions["collector"].db
-    reader_done, held = threading.Event(), threading.Event()
-    writer = hold_a_write(db, reader_done, held)
+    release, held = threading.Event(), threading.Event()
+    writer = hold_a_write(db, release, held)
     pages = []
 
-    def open_page():
-        pages.append(app.test_client().get(link))
-        reader_done.set()
-
-    thread = threading.Thread(target=open_page, daemon=True)
+    thread = threading.Thread(target=lambda: pages.append(app.test_client().get(link)), daemon=True)
     thread.start()
     thread.join(HOLD_SECONDS + 5)
     writer_still_open = writer.is_alive()
-    reader_done.set()
+    release.set()
     writer.join(10)
     assert pages and pages[0].status_code == 200
     assert "¥30.00" in pages[0].get_data(as_text=True)
