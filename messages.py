@@ -203,7 +203,8 @@ HUMAN_REQUESTED = ("已转给人工客服。客服接手时会在这里告诉您
                    "客服工作时间{hours}。急事请致电：{phone}。")
 # --- the support desk (staff/support.py) ---------------------------------------------------------
 AGENT_TOOK_OVER = "人工客服已接手您的对话，请直接在这里说明您的问题，客服会在这里回复您。"
-HANDED_BACK = "人工客服已结束，您回到了自助办理。{next}"
+HANDED_BACK_NOTE = "人工客服已结束，您回到了自助办理。"
+HANDED_BACK = HANDED_BACK_NOTE + "{next}"
 SENT_BACK_TO_PHOTO = "工作人员请您重新上传照片：请直接发送一张符合要求的证件照。"
 PHONE_CORRECTED = "工作人员已将您的手机号更正为 {phone}。"
 # Ready-made answers for agents, loaded into the console's editable list the first time it is used.

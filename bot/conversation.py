@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 import messages
 from bot import states
-from handlers import texts
+from handlers import handback, texts
 from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASSIVE, Reply, ReplyRoute, Services,
                            State)
 from notify import notices
@@ -41,7 +41,7 @@ class Conversation:
         try:
             with self.db.session() as session:
                 ctx = self._context(session, incoming.openid, started)
-                outcome = self._route(ctx, incoming)
+                outcome = handback.tell_once(ctx, self._route(ctx, incoming))
                 channel = self._settle(ctx, outcome, inbound_id, channel="passive", route=route)
         except ClaimLost:
             raise

@@ -25,6 +25,7 @@ BLUEPRINT_MODULES = (
     "console.roster",
     "console.handover",
     "console.overview",
+    "console.support",
 )
 
 PREFIX = "/staff"

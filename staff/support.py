@@ -282,10 +282,18 @@ def _notification_events(notices_: list[Notification]) -> list[Event]:
             for notice in notices_ if notice.channel == "sms" or notice.message_id is None]
 
 
+ACTIONS = {"support.take": "接手对话", "support.reply": "回复", "support.hand_back": "交还机器人",
+           "support.unmasked_view": "查看完整身份证号和手机号", "support.sms": "发短信", "support.phone": "更正手机号",
+           "support.send_back": "退回步骤", "support.done": "标记为已解决", "roster.unbind": "解除微信绑定",
+           "review.force": "照片转人工审核", "review.approve": "审核通过", "review.reject": "审核不通过"}
+
+
 def _audit_events(session: Session, candidate: Candidate, entry: RosterEntry | None) -> list[Event]:
     targets = [f"openid:{candidate.openid}"] + ([f"roster_entry:{entry.id}"] if entry else [])
-    rows = session.scalars(select(AuditEvent).where(AuditEvent.target.in_(targets)).order_by(AuditEvent.id))
-    return [Event(at=row.created_at, kind="audit", text=f"{row.actor}：{row.action}",
+    rows = session.scalars(select(AuditEvent).where(AuditEvent.target.in_(targets),
+                                                    AuditEvent.action != "support.reply")  # the reply itself shows
+                           .order_by(AuditEvent.id))
+    return [Event(at=row.created_at, kind="audit", text=f"{row.actor}：{ACTIONS.get(row.action, row.action)}",
                   detail=" ".join(part for part in (row.detail, row.reason and f"原因：{row.reason}") if part))
             for row in rows]
 
@@ -454,10 +462,13 @@ def hand_back(session: Session, openid: str, by: str, outbox: Outbox, settings: 
     if candidate.agent is None:
         raise StaffActionError("这个对话没有人接手")
     agent = candidate.agent
-    candidate.agent = candidate.agent_since = candidate.agent_active_at = None
+    candidate.agent = candidate.agent_since = candidate.agent_active_at = candidate.handed_back_untold_at = None
     candidate.human_requested_at = None
-    text = messages.HANDED_BACK.format(next=texts.step_help(settings, candidate.state))
-    outbox.add(session, _notice(openid, f"support_back:{openid}:{utcnow().timestamp()}", text))
+    if window(session, openid, settings).left > 0 and window(session, openid, settings).open(utcnow()):
+        text = messages.HANDED_BACK.format(next=texts.step_help(settings, candidate.state))
+        outbox.add(session, _notice(openid, f"support_back:{openid}:{utcnow().timestamp()}", text))
+    else:  # WeChat would refuse it: the bot's next answer says it instead (handlers/handback.py)
+        candidate.handed_back_untold_at = utcnow()
     record(session, by, "support.hand_back", f"openid:{openid}", f"from {agent}" + (f": {why}" if why else ""))
     return candidate
 

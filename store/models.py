@@ -73,6 +73,9 @@ class Candidate(Base):
     agent: Mapped[str | None] = mapped_column(String(64))
     agent_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
     agent_active_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Handed back to the bot while WeChat would take no message (window closed or used up): the bot
+    # says so in its next answer.
+    handed_back_untold_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

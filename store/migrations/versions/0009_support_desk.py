@@ -30,10 +30,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('agent', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('agent_since', store.models.UtcDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('agent_active_at', store.models.UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('handed_back_untold_at', store.models.UtcDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('candidates', schema=None) as batch_op:
+        batch_op.drop_column('handed_back_untold_at')
         batch_op.drop_column('agent_active_at')
         batch_op.drop_column('agent_since')
         batch_op.drop_column('agent')
