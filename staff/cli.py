@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from handlers.texts import shorten
-from staff import review, roster
+from staff import review, roster, support
 from staff.review import StaffActionError
 from staff.lookup import shown
 from rules.credentials import scrub_credentials
@@ -296,15 +296,16 @@ support_group = AppGroup("support", help="Conversations that asked for a human (
 def support_queue() -> None:
     """Who asked for a human, oldest first."""
     with collector().db.read() as session:
-        requests = review.support_queue(session)
+        requests = support.queue(session)
     if not requests:
         click.echo("没有等待人工客服的对话。")
         return
     now = datetime.now(timezone.utc)
-    rows = [[local_time(item.requested_at), f"{(now - item.requested_at).total_seconds() / 3600:.1f}", item.openid,
-             item.state, item.name or "-", item.masked_id_number or "-", _preview(item.last_message)]
+    rows = [[local_time(item.since), f"{(now - item.since).total_seconds() / 3600:.1f}", item.openid,
+             item.state, item.name or "-", item.masked_id_number or "-", item.agent or "-",
+             _preview(item.last_message)]
             for item in requests]
-    click.echo(table(["请求时间", "等待(小时)", "openid", "步骤", "姓名", "身份证号", "最后一条消息"], rows))
+    click.echo(table(["请求时间", "等待(小时)", "openid", "步骤", "姓名", "身份证号", "接手客服", "最后一条消息"], rows))
     click.echo(f"共 {len(requests)} 人等待人工客服。完成后：flask support done OPENID")
 
 
@@ -312,8 +313,8 @@ def support_queue() -> None:
 @click.argument("openid")
 @by_option
 def support_done(openid: str, by: str) -> None:
-    """Take OPENID off the support queue."""
-    run_action(review.support_done, openid.strip(), by=by)
+    """Take OPENID off the support queue (a conversation an agent holds goes back to the bot)."""
+    run_action(support.resolve, openid.strip(), by, collector().outbox, collector().settings)
     click.echo(f"已处理：{openid.strip()}")
 
 
