@@ -60,6 +60,7 @@ class RunResult:
             "unexpected": sum(d.answered and not any(EXPECTED[d.step] in t for t in d.texts) for d in deliveries),
             "deferred verdicts": sum(t.deferred_verdicts for t in self.walks),
             "late custom": self.late_custom(),
+            "walks stopped": sum(t.crashed is not None for t in self.walks),
             "paid": sum(t.paid for t in self.walks),
             "photo resent": sum(any(d.step == "photo again" for d in t.deliveries) for t in self.walks),
         }
@@ -145,10 +146,9 @@ class RunResult:
         return "\n".join(lines)
 
     def samples(self, limit: int = 12) -> list[str]:
-        found = []
+        found = [f"{trail.graduate.openid}: the walk stopped: {trail.crashed}" for trail in self.walks
+                 if trail.crashed]
         for trail in self.walks:
-            if trail.crashed:
-                found.append(f"{trail.graduate.openid}: the walk crashed: {trail.crashed}")
             if trail.pay_link and not trail.paid:
                 found.append(f"{trail.graduate.openid}: could not pay: {trail.pay_errors[:5]}")
             for text in self.repeated(trail):
