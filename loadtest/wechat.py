@@ -199,7 +199,7 @@ class Phone:
             except requests.Timeout:
                 delivery.timeouts += 1
                 continue
-            except (requests.ConnectionError, AllRefused) as exc:
+            except (requests.RequestException, AllRefused) as exc:  # refused, reset, cut off mid-reply
                 delivery.errors.append(type(exc).__name__)
                 _sleep_out_the_try(tried)
                 continue
