@@ -203,7 +203,7 @@ class Phone:
                 delivery.errors.append(type(exc).__name__)
                 _sleep_out_the_try(tried)
                 continue
-            except (ReplyError, InvalidSignatureException) as exc:
+            except (ReplyError, InvalidSignatureException, ValueError) as exc:  # garbled, or not ours
                 delivery.errors.append(f"bad reply: {exc}"[:200])
                 break  # it answered: WeChat does not retry, the candidate sees nothing
             if reply.status != 200:
