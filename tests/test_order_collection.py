@@ -8,7 +8,7 @@ import time
 from sqlalchemy import func, select
 
 import messages
-from store.models import Notification, Order, Refund
+from store.models import Notification, Refund
 from tests.journey import GRADUATES, Chat
 from tests.test_wechatpay import OPENID, PHOTO, count, opened_order, orders, payment_notices, reconcile
 from tests.wechatpay_fixtures import (fake_pay, keys, notify_url, open_page, pay_app, pay_link,  # noqa: F401
