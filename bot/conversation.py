@@ -25,6 +25,8 @@ from store.models import Message, utcnow
 
 log = logging.getLogger(__name__)
 
+UNFINISHED_HORIZON = timedelta(minutes=2)  # WeChat's retries come within about 15 s
+
 
 class Conversation:
     def __init__(self, db: Database, settings: Settings, services: Services, outbox: Outbox):
@@ -37,7 +39,7 @@ class Conversation:
         """The reply to send back now; empty when it went out as a customer-service message instead
         (route.settle decides, in the step's transaction). `arrived`: time.monotonic() of the request."""
         started = time.monotonic() if arrived is None else arrived
-        inbound_id, state_before = self._record_inbound(incoming)
+        inbound_id, state_before = self._record_inbound(incoming, route.taken_over)
         try:
             with self.db.session() as session:
                 ctx = self._context(session, incoming.openid, started)
@@ -111,16 +113,29 @@ class Conversation:
     def now(self) -> datetime:
         return datetime.now(self.settings.window.tz)
 
-    def _record_inbound(self, incoming: Incoming) -> tuple[int, str]:
-        """Committed before any step runs, so nothing the candidate sent is lost if the step fails."""
+    def _record_inbound(self, incoming: Incoming, taken_over: bool = False) -> tuple[int, str]:
+        """Committed before any step runs, so nothing the candidate sent is lost if the step fails.
+        A message taken over from a dead process keeps the row its first attempt wrote."""
         with self.db.session() as session:
             candidate = queries.candidate_for(session, incoming.openid)
-            row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
-                          content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id,
-                          state_before=candidate.state, created_at=utcnow())
-            session.add(row)
+            row = self._unfinished_inbound(session, incoming) if taken_over else None
+            if row is None:
+                row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
+                              content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id, created_at=utcnow())
+                session.add(row)
+            row.state_before = candidate.state
             session.flush()
             return row.id, candidate.state
+
+    @staticmethod
+    def _unfinished_inbound(session, incoming: Incoming) -> Message | None:
+        return session.scalars(
+            select(Message).where(Message.openid == incoming.openid, Message.direction == "in",
+                                  Message.wechat_msg_id == incoming.msg_id if incoming.msg_id
+                                  else Message.wechat_msg_id.is_(None),
+                                  Message.content == _inbound_content(incoming), Message.state_after.is_(None),
+                                  Message.created_at > utcnow() - UNFINISHED_HORIZON)
+            .order_by(Message.id.desc()).limit(1)).first()
 
     def _settle(self, ctx: Context, outcome: Outcome, inbound_id: int, channel: str,
                 route: ReplyRoute = PASSIVE) -> str:

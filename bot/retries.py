@@ -61,12 +61,12 @@ class Ticket:
     answer_by: datetime  # after this the attempt's own connection is as good as gone
     guard: "RetryGuard"
     render: Callable[[Reply], str] = field(default=lambda reply: EMPTY)
-    taken_over: bool = False
+    taken_over: bool = False  # from an attempt whose process died
 
     def settle(self, session: Session, reply: Reply) -> bool:
         """Marks the message done with its reply. True: the reply is the passive answer (this attempt's
         connection or a waiting retry takes it); False: nobody can, send it another way."""
-        row = session.scalars(select(InboundKey).where(InboundKey.key == self.key).with_for_update()).one_or_none()
+        row = _locked(session, self.key)
         if row is None or row.done or row.owner != self.owner:
             raise ClaimLost(self.key)
         now = utcnow()
@@ -153,11 +153,13 @@ class RetryGuard:
                giving_up: bool) -> Ticket | None | Answered:
         """With the row locked: done → its reply; owner gone → taken over; else this attempt's wait is
         recorded (or, giving up, withdrawn)."""
-        row = session.scalars(select(InboundKey).where(InboundKey.key == key).with_for_update()).one_or_none()
-        if row is None:  # released after a failure, or purged: run it
-            session.add(InboundKey(key=key, done=False, created_at=utcnow(), owner=owner,
-                                   lease_until=utcnow() + self.lease, waiting_until=answer_by))
-            return self._hold(Ticket(key, owner, answer_by, self))
+        row = _locked(session, key)
+        if row is None:  # released after a failure: run it
+            if self._insert(session, key, owner, answer_by):
+                return self._hold(Ticket(key, owner, answer_by, self))
+            row = _locked(session, key)
+            if row is None:  # inserted and released again meanwhile: look again
+                return None
         if row.done:
             return Answered(row.reply_xml or EMPTY)
         now = utcnow()
@@ -219,6 +221,10 @@ class RetryGuard:
             return
         with self.db.session() as session:
             session.execute(delete(InboundKey).where(InboundKey.created_at < utcnow() - KEEP_KEYS_FOR))
+
+
+def _locked(session: Session, key: str) -> InboundKey | None:
+    return session.scalars(select(InboundKey).where(InboundKey.key == key).with_for_update()).one_or_none()
 
 
 def _expired(row: InboundKey, now: datetime) -> bool:

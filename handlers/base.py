@@ -100,6 +100,9 @@ class ClaimLost(Exception):
 
 
 class ReplyRoute(Protocol):
+    # This attempt took the message over from one whose process died: its inbound row may exist.
+    taken_over: bool
+
     def settle(self, session: Session, reply: Reply) -> bool:
         """Called in the step's transaction, once its reply is known. True: the reply goes back as the
         webhook's answer; False: every attempt WeChat made had to be answered without it, so it must be
@@ -107,6 +110,8 @@ class ReplyRoute(Protocol):
 
 
 class _AlwaysPassive:
+    taken_over = False
+
     def settle(self, session: Session, reply: Reply) -> bool:
         return True
 
