@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
@@ -18,7 +19,7 @@ from bot.replay import DatabaseNonceStore, RedisNonceStore
 from bot.simulator import WeChatSimulator, flask_transport, message_xml
 from health import Outage
 from settings import ConfigError, settings_from_mapping
-from store.models import Candidate, Message, ReplayNonce, RosterEntry
+from store.models import Candidate, Message, ReplayNonce, RosterEntry, utcnow
 from tests.conftest import AES_KEY, APPID, TOKEN
 from tests.journey import GRADUATES, Chat, seed_roster
 
@@ -222,3 +223,16 @@ def closed_port_redis_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"redis://127.0.0.1:{port}/0"
+
+
+def test_the_database_store_purges_expired_pairs_as_it_goes(make_app, monkeypatch):
+    app = make_app()
+    db = app.extensions["collector"].db
+    with db.session() as session:
+        session.add(ReplayNonce(key="old", fingerprint="m", expires_at=utcnow() - timedelta(seconds=1)))
+    monkeypatch.setattr("bot.replay.PURGE_EVERY", 3)
+    store = DatabaseNonceStore(db)
+    for n in range(3):
+        assert store.take(f"pair {n}", "m", 60) == "m"
+    with db.session() as session:
+        assert sorted(session.scalars(select(ReplayNonce.key))) == ["pair 0", "pair 1", "pair 2"]
