@@ -44,6 +44,18 @@ def disable_user(name: str):
     return redirect(url_for("console_users.users"))
 
 
+@blueprint.post("/users/<name>/enable")
+@requires("admin")
+def enable_user(name: str):
+    try:
+        with _db().session() as session:
+            accounts.enable_user(session, name, by=current_user.name, ip=client_address())
+    except accounts.AccountError as error:
+        return _page(error=str(error)), 400
+    flash(f"已启用账号 {name}。")
+    return redirect(url_for("console_users.users"))
+
+
 @blueprint.post("/users/<name>/password")
 @requires("admin")
 def set_password(name: str):

@@ -109,6 +109,17 @@ def disable_user(session: Session, name: str, by: str, reason: str | None = None
     return user
 
 
+def enable_user(session: Session, name: str, by: str, reason: str | None = None, ip: str | None = None) -> StaffUser:
+    """A disabled account may sign in again (with its old password; sessions from before stay ended)."""
+    user = _existing(session, name)
+    if user.active:
+        raise AccountError(f"账号 {name} 已是启用状态")
+    user.active = True
+    user.failed_logins, user.locked_until = 0, None
+    audit.record(session, by, "user.enable", f"staff_user:{name}", reason=reason, ip=ip)
+    return user
+
+
 def set_password(session: Session, name: str, password: str, by: str, ip: str | None = None) -> StaffUser:
     """A new password, which also ends the account's open sessions and lifts a lockout."""
     user = _existing(session, name)

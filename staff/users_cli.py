@@ -57,6 +57,20 @@ def disable_command(name: str, reason: str | None, by: str) -> None:
     click.echo(f"已停用账号 {name}。")
 
 
+@users_group.command("enable")
+@click.argument("name")
+@click.option("--reason", default=None, help="Why (audited).")
+@by_option
+def enable_command(name: str, reason: str | None, by: str) -> None:
+    """Enable the disabled account NAME again (it keeps its password)."""
+    try:
+        with collector().db.session() as session:
+            accounts.enable_user(session, name, by, reason=reason)
+    except accounts.AccountError as error:
+        raise fail(error)
+    click.echo(f"已启用账号 {name}。")
+
+
 @users_group.command("password")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")

@@ -159,3 +159,16 @@ def test_lockout_counts_failures_in_a_row_only(app):
     locked = attempt("wrong-password-5")
     assert locked.locked_until is not None and not locked.ok
     assert attempt("a-long-password").locked_until == locked.locked_until
+
+
+def test_enable_lets_a_disabled_account_sign_in_again_with_its_password(cli, app):
+    cli("users", "add", "李老师", "--role", "admin", "--password-stdin", input="a-long-password\n")
+    cli("users", "add", "周客服", "--role", "support", "--password-stdin", input="b-long-password\n")
+    result = cli("users", "enable", "周客服")
+    assert result.exit_code == 1 and "已是启用状态" in result.output
+    cli("users", "disable", "周客服")
+    result = cli("users", "enable", "周客服", "--reason", "误停用", "--by", "李老师")
+    assert result.exit_code == 0, result.output
+    assert signs_in(app, "周客服", "b-long-password")
+    [event] = audit_events(app, "user.enable")
+    assert (event.actor, event.target, event.reason) == ("李老师", "staff_user:周客服", "误停用")

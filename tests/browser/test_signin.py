@@ -278,6 +278,10 @@ def test_an_admin_adds_a_reviewer_and_disabling_it_ends_its_open_session(console
     assert error_text(reviewer) == "账号或密码不对，请重新输入。"
     [disabled] = events(console.app, "user.disable")
     assert (disabled.actor, disabled.target, disabled.reason) == ("李老师", "staff_user:赵老师", "调岗")
+    admin.click("tr:has-text('赵老师') button:has-text('重新启用')")
+    assert admin.inner_text(".notice") == "已启用账号 赵老师。"
+    sign_in(reviewer, console.url, "赵老师", "reviewer-password")
+    assert reviewer.url == f"{console.url}/staff/"
 
 
 def test_signing_out_ends_the_session(console, page):
