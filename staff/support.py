@@ -8,7 +8,7 @@ before changing anything, when the action does not apply. Changes are audited.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
@@ -577,15 +577,6 @@ def reveal(session: Session, openid: str, by: str, reason: str, ip: str | None =
 
 
 # --- canned replies -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Canned:
-    id: int
-    title: str
-    text: str
-    filled: str = ""
-    extra: dict = field(default_factory=dict)
-
 
 def canned_replies(session: Session) -> list[CannedReply]:
     """The active list; the defaults from messages.py the first time it is asked for."""

@@ -3,6 +3,7 @@ agents act through staff.support (the console and `flask support` call the same 
 the candidate receives is read from the fake WeChat API."""
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -210,3 +211,55 @@ def test_the_support_settings_are_checked():
     with pytest.raises(ConfigError, match="support.mode"):
         settings_from_mapping({"support": {"mode": "robot"}})
     assert settings_from_mapping({}).support.replies_per_window == 5
+
+
+def test_of_two_agents_taking_at_the_same_moment_exactly_one_wins(desk, fake_wechat):
+    chat = at_photo(desk, fake_wechat)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def attempt(agent: str) -> None:
+        barrier.wait()
+        try:
+            take(desk, chat.openid, agent)
+            outcomes[agent] = "took"
+        except StaffActionError as exc:
+            outcomes[agent] = str(exc)
+
+    threads = [threading.Thread(target=attempt, args=(agent,)) for agent in ("客服甲", "客服乙")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    winners = [agent for agent, outcome in outcomes.items() if outcome == "took"]
+    assert len(winners) == 1, outcomes
+    loser = ({"客服甲", "客服乙"} - set(winners)).pop()
+    assert outcomes[loser] == f"{winners[0]} 已接手这个对话"
+    assert texts_to(fake_wechat, chat.openid) == [messages.AGENT_TOOK_OVER]
+
+
+def test_stuck_candidates_are_suggested_after_hours_without_progress(desk, fake_wechat):
+    chat = at_photo(desk, fake_wechat)
+    settings = collector(desk).settings
+    with collector(desk).db.read() as session:
+        assert support.stuck(session, settings) == []
+        later = support.stuck(session, settings, now=utcnow() + timedelta(hours=settings.support.stuck_hours + 1))
+    assert [(item.openid, item.state) for item in later] == [(chat.openid, "photo")]
+    assert "超过24小时没有进展" in later[0].why
+    chat.say("人工")  # asked for a human: in the queue, no longer a suggestion
+    with collector(desk).db.read() as session:
+        assert support.stuck(session, settings, now=utcnow() + timedelta(hours=25)) == []
+
+
+def test_the_same_photo_refusal_three_times_is_suggested(desk, fake_wechat, photo):
+    chat = at_photo(desk, fake_wechat)
+    for _ in range(3):
+        chat.send_photo(photo("cfdAF211_bg_beige.jpg"))
+    assert chat.state() == "photo"
+    with collector(desk).db.read() as session:
+        found = support.stuck(session, collector(desk).settings)
+        file = support.candidate_file(session, chat.openid, collector(desk).settings)
+    assert [item.openid for item in found] == [chat.openid]
+    assert "照片连续3次因同一问题（background.color）未通过" in found[0].why
+    photos = [event for event in file.events if event.photo_id and event.kind == "in"]
+    assert len(photos) == 3 and "自动检查：未通过：background.color" in photos[0].text

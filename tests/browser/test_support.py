@@ -4,14 +4,13 @@ live, replies (read back from the fake WeChat API, which refuses the sixth messa
 45047) and the conversation goes back to the bot when the agent leaves it idle."""
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 import messages
-from store.models import AuditEvent, Candidate, utcnow
+from store.models import AuditEvent, Candidate, ForcedReview, utcnow
 from tests.browser.conftest import LiveConsole, console_settings, shoot, sign_in
 from tests.conftest import simulator_for
 from tests.journey import GRADUATES, Chat, seed_roster
@@ -144,7 +143,9 @@ def test_two_agents_cannot_take_the_same_conversation(desk, fake_wechat, page, n
         assert "李四" in tab.inner_text("#queue")
         tab.click("#queue a:has-text('打开')")
         tab.wait_for_selector("#take button")
-    shoot(page, "support-queue-candidate")
+    page.goto(f"{desk.url}/staff/support")
+    shoot(page, "support-desk")
+    page.click("#queue a:has-text('打开')")
     page.click("#take button")
     page.wait_for_selector("#reply textarea")
     other.click("#take button")
@@ -163,3 +164,25 @@ def test_a_reviewer_cannot_open_the_support_desk(desk, page):
     assert response.status == 403
     response = page.goto(f"{desk.url}/staff/support/photo/1/thumb")
     assert response.status == 403
+
+
+def test_a_refused_photo_shows_as_a_thumbnail_and_the_agent_sends_it_to_review(desk, fake_wechat, page, photo):
+    zhang = Candidate_(desk, fake_wechat, "o_desk_photo", ZHANG)
+    zhang.chat.send_photo(photo("cfdAF211_bg_beige.jpg"))
+    assert zhang.chat.state() == "photo"
+    desk.add_user("客服甲", "support")
+    sign_in(page, desk.url, "客服甲")
+    page.goto(f"{desk.url}/staff/support/c/{zhang.openid}")
+    thumb = page.locator("#timeline img.thumb")
+    assert thumb.count() == 1
+    page.wait_for_function("document.querySelector('#timeline img.thumb').naturalWidth > 0")
+    assert "自动检查：未通过：background.color" in page.inner_text("#timeline")
+    page.click("#actions summary")
+    page.fill("#actions input[name=why]", "背景是浅灰色，符合要求")
+    page.click("#actions button:has-text('照片转人工审核')")
+    page.wait_for_selector(".notice:has-text('照片已转人工审核')")
+    assert zhang.chat.state() == "payment"  # not paid yet: the photo joins the queue once they pay
+    with desk.app.extensions["collector"].db.read() as session:
+        forced = session.scalar(select(ForcedReview))
+    assert (forced.sent_by, forced.why) == ("客服甲", "客服 客服甲：背景是浅灰色，符合要求")
+    assert "照片转人工审核" in page.inner_text("#timeline")
