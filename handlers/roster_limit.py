@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,7 +51,7 @@ def minutes_to_wait(ctx: Context) -> int | None:
 def claim_alert(session: Session, name: str, now: datetime, quiet_for: timedelta) -> bool:
     """True for the one caller, in any process, that should log the alert `name` now; the others stay
     quiet until quiet_for has passed."""
-    mark = session.get(AlertMark, name, with_for_update=True)
+    mark = session.get(AlertMark, name)  # no lock: while it is quiet, refused look-ups never wait here
     if mark is None:
         try:
             with session.begin_nested():
@@ -60,8 +61,10 @@ def claim_alert(session: Session, name: str, now: datetime, quiet_for: timedelta
         return True
     if mark.quiet_until > now:
         return False
-    mark.quiet_until = now + quiet_for
-    return True
+    return session.execute(
+        update(AlertMark).where(AlertMark.name == name, AlertMark.quiet_until <= now)
+        .values(quiet_until=now + quiet_for).execution_options(synchronize_session=False)
+    ).rowcount == 1
 
 
 def _minutes_until(moment: datetime, now: datetime) -> int:
