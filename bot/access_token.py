@@ -92,7 +92,7 @@ class DatabaseTokenStore:
         self.lock_timeout = lock_timeout
 
     def get(self) -> Token | None:
-        with self.db.session() as session:
+        with self.db.read() as session:  # no writer lock: only a refresh writes
             return _row_token(session.get(SharedToken, self.name))
 
     def refresh(self, fetch: Fetch, rejected: str | None = None) -> Token:
