@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # Pages an anonymous visitor may open; every other /staff/ URL sends them to sign in first.
 PUBLIC_ENDPOINTS = frozenset({"console_auth.login", "console.static"})
 LAST_SEEN = "console_seen"
+# A page's automatic refreshes (htmx polling) send this header: they are not a person at work, so they do
+# not keep an idle session alive. `hx-headers='{"X-Console-Poll": "1"}'` on the polling element.
+POLL_HEADER = "X-Console-Poll"
 
 
 def configure(app: Flask, login_manager: LoginManager) -> None:
@@ -174,7 +177,8 @@ def _guard_console():
         if request.headers.get("HX-Request"):
             return "", 401, {"HX-Redirect": url_for("console_auth.login", why="idle")}
         return redirect(url_for("console_auth.login", why="idle"))
-    session[LAST_SEEN] = now
+    if not request.headers.get(POLL_HEADER):
+        session[LAST_SEEN] = now
     return None
 
 

@@ -374,3 +374,17 @@ def test_with_redis_unreachable_sign_in_works_and_the_lockout_still_holds(make_a
     assert error_text(page) == "账号或密码不对，请重新输入。"
     sign_in(page, console.url, "赵老师", "wrong-one-2")
     assert "账号已锁定" in error_text(page)
+
+
+def test_polling_does_not_keep_an_idle_session_alive(make_app, serve, page):
+    console = live(make_app, serve, idle_minutes=0.05)  # 3 seconds
+    console.add_user("李老师", "admin")
+    sign_in(page, console.url, "李老师")
+    poll = "fetch('/staff/', {headers: {'X-Console-Poll': '1'}, redirect: 'manual'}).then(r => r.status)"
+    for _ in range(2):
+        time.sleep(1)
+        assert page.evaluate(poll) == 200
+    time.sleep(1.8)
+    assert page.evaluate(poll) == 0  # 3.8 s without a person's request: redirected to sign in (opaque)
+    page.goto(f"{console.url}/staff/")
+    assert page.url.startswith(f"{console.url}/staff/login")
