@@ -135,11 +135,21 @@ def build_collector(settings: Settings) -> Collector:
 def build_outbox(settings: Settings, db: Database, wechat: WeChatApi) -> Outbox:
     from notify.sms import SmsChannel, build_sms_provider
 
+    sms = build_sms_provider(settings)
     channels = {
         "wechat": WeChatChannel(db, wechat, settings.notifications),
-        "sms": SmsChannel(build_sms_provider(settings)),
+        "sms": SmsChannel(sms),
     }
+    channels["reminder"] = build_reminder_channel(settings, db, channels["wechat"], sms)
     return Outbox(db, settings, channels)
+
+
+def build_reminder_channel(settings: Settings, db: Database, wechat: WeChatChannel, sms):
+    from notify.reminder_channel import ReminderChannel
+    from notify.throttle import Throttle
+
+    redis = health.redis_client(settings) if settings.redis_url else None
+    return ReminderChannel(db, settings, wechat, sms, Throttle(db, redis, settings.reminders.throttle_prefix))
 
 
 def register_jobs(collector: Collector) -> None:
@@ -159,6 +169,9 @@ def register_jobs(collector: Collector) -> None:
     periodic.register_payment_jobs(collector)
     register_handover_jobs(collector)
     register_support_jobs(collector)
+    from staff.reminders import register_jobs as register_reminder_jobs
+
+    register_reminder_jobs(collector)
 
 
 def register_support_jobs(collector: Collector) -> None:
@@ -215,6 +228,9 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(photo_group)
     app.cli.add_command(chat_command)
     app.cli.add_command(serve_command)
+    from staff.reminders_cli import remind_group
+
+    app.cli.add_command(remind_group)
 
 
 @click.command("serve")

@@ -280,3 +280,9 @@ PHOTO_HINTS = {
     "clothing": "肩部大面积露出皮肤（肤色占比 {value}），可能是无袖或吊带，请确认。",
     "rule_error": "以下检查未能完成：{value}。请人工重点核对这几项。",
 }
+
+# Reminder campaigns (staff/reminders.py): a recipient whose name is unknown; the template message's
+# title and closing line (the staff's text goes in the template's text field).
+REMINDER_NO_NAME = "考生"
+REMINDER_TEMPLATE_TITLE = "毕业照片采集提醒"
+REMINDER_TEMPLATE_NEXT = "请打开公众号，按提示完成照片采集。"

@@ -147,6 +147,8 @@ class SmsSettings:
     template_review_delay: str = ""
     # The support desk's "please open the account or call {1}" text, when WeChat refuses its replies.
     template_support_reply: str = ""
+    # Reminder campaigns (staff/reminders.py): two parameters, the graduate's name and the window's end.
+    template_reminder: str = ""
 
 
 # What a WeChat template message can show (notify/notices.py fills them in).
@@ -235,6 +237,31 @@ class SupportSettings:
     poll_seconds: float = 1.0
 
 
+# What a reminder's WeChat template message can show (staff/reminders.py fills them in).
+REMINDER_TEMPLATE_VALUES = ("title", "name", "text", "deadline", "next")
+
+
+@dataclass(frozen=True)
+class RemindersSettings:
+    """Reminder campaigns (staff/reminders.py, `flask remind`, /staff/reminders)."""
+    # Nothing is sent from quiet_start to quiet_end (local time, [window] timezone); campaigns wait.
+    quiet_start: str = "21:00"
+    quiet_end: str = "08:00"
+    # Messages per second, for all workers together (a token bucket in Redis, else in the database).
+    wechat_per_second: float = 20.0
+    sms_per_second: float = 10.0
+    # The worker driving a campaign holds it this long, renewing as it goes; a dead one's is taken over.
+    lease_seconds: float = 30.0
+    # The "stuck" segment's default: no progress at one step for this many hours.
+    stuck_hours: int = 24
+    # The WeChat template message used when the customer-service window is closed; empty: none.
+    template_id: str = ""
+    template_fields: dict[str, str] = field(default_factory=lambda: {
+        "first": "title", "keyword1": "name", "keyword2": "text", "keyword3": "deadline", "remark": "next"})
+    # Keys of the shared token buckets in Redis.
+    throttle_prefix: str = "photo-collector-throttle"
+
+
 @dataclass(frozen=True)
 class HandoverSettings:
     """Hand-over of approved photos to the exam office (staff/handover.py)."""
@@ -287,6 +314,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     handover: HandoverSettings = field(default_factory=HandoverSettings)
     support: SupportSettings = field(default_factory=SupportSettings)
+    reminders: RemindersSettings = field(default_factory=RemindersSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
 
@@ -343,6 +371,7 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "handover": _build_handover(raw.pop("handover", {})),
         "console": _build(ConsoleSettings, raw.pop("console", {}), "console"),
         "support": _build_support(raw.pop("support", {})),
+        "reminders": _build_reminders(raw.pop("reminders", {})),
         "photo": _build_photo(raw.pop("photo", {})),
     }
     top = _build(Settings, raw, "top level", exclude=set(sections))
@@ -448,6 +477,21 @@ def _build_support(values: dict[str, Any]) -> SupportSettings:
     if support.idle_minutes < 1 or support.replies_per_window < 1 or support.poll_seconds <= 0:
         raise ConfigError("support.idle_minutes and support.replies_per_window must be at least 1")
     return support
+
+
+def _build_reminders(values: dict[str, Any]) -> RemindersSettings:
+    reminders = _build(RemindersSettings, values, "reminders")
+    for key in ("quiet_start", "quiet_end"):
+        try:
+            time.fromisoformat(getattr(reminders, key))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f'reminders.{key} must be a time such as "21:00"') from exc
+    if reminders.wechat_per_second <= 0 or reminders.sms_per_second <= 0 or reminders.lease_seconds <= 0:
+        raise ConfigError("reminders.wechat_per_second, sms_per_second and lease_seconds must be above 0")
+    unknown = set(reminders.template_fields.values()) - set(REMINDER_TEMPLATE_VALUES)
+    if not reminders.template_fields or unknown:
+        raise ConfigError(f"reminders.template_fields: values must be among {', '.join(REMINDER_TEMPLATE_VALUES)}")
+    return reminders
 
 
 def _build_review(values: dict[str, Any]) -> ReviewSettings:

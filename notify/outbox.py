@@ -133,6 +133,8 @@ class Outbox:
         try:
             via = self.channels[parcel.channel].deliver(parcel)
         except DeliveryError as exc:
+            if exc.retry_at is not None:
+                return self._deferred(parcel, str(exc), exc.retry_at)
             return self._failed(parcel, str(exc), permanent=exc.permanent)
         except Exception as exc:  # a bug or an unexpected library error: retried, and logged in full
             log.exception("notification %s: unexpected error", parcel.id)
@@ -164,6 +166,19 @@ class Outbox:
         self._finish(parcel, status=status, error=error[:ERROR_MAX_CHARS],
                      next_attempt_at=utcnow() + self.backoff(parcel.attempt))
         return "dead" if give_up else "retry"
+
+    def _deferred(self, parcel: Parcel, why: str, retry_at: datetime) -> str:
+        """Back to pending until retry_at, the attempt not counted."""
+        with self.db.session() as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.id == parcel.id, Notification.status == "sending",
+                       Notification.attempts == parcel.attempt)
+                .values(status="pending", lease_until=None, next_attempt_at=retry_at, attempts=parcel.attempt - 1,
+                        last_error=why[:ERROR_MAX_CHARS])
+                .execution_options(synchronize_session=False)
+            )
+        return "deferred"
 
     def _finish(self, parcel: Parcel, status: str, via: str | None = None, error: str | None = None,
                 next_attempt_at: datetime | None = None) -> None:

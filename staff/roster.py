@@ -26,9 +26,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rules.identity import clean_id_number, clean_name, id_number_problem, name_problem
+from rules.phone import parse_mobile
 from store.models import RosterEntry, utcnow
 
 COLUMNS = {"姓名": "name", "身份证号": "id_number", "准考证号": "exam_number", "学历层次": "level", "专业": "major"}
+# Optional: the graduate's mobile, the only way to remind one who never followed the account (SMS).
+PHONE_COLUMN = "手机号"
 CSV_ENCODINGS = ("utf-8-sig", "gb18030")
 # What openpyxl raises for a file that is not a (valid) workbook.
 XLSX_ERRORS = (InvalidFileException, BadZipFile, ParseError, OSError, KeyError, ValueError, IndexError)
@@ -61,9 +64,14 @@ class RosterRow:
     exam_number: str
     level: str
     major: str
+    # None: the file has no 手机号 column (phones on the roster stay as they are); "": an empty cell.
+    phone: str | None = None
 
-    def values(self) -> dict[str, str]:
-        return {"name": self.name, "exam_number": self.exam_number, "level": self.level, "major": self.major}
+    def values(self) -> dict[str, str | None]:
+        values = {"name": self.name, "exam_number": self.exam_number, "level": self.level, "major": self.major}
+        if self.phone is not None:
+            values["phone"] = parse_mobile(self.phone) if self.phone else None
+        return values
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,10 @@ def header_positions(header: list[str]) -> dict[str, int]:
     missing = [title for title in COLUMNS if title not in cleaned]
     if missing:
         raise RosterFileError(f"missing column(s): {', '.join(missing)} (缺少列：{'、'.join(missing)})")
-    return {name: cleaned.index(title) for title, name in COLUMNS.items()}
+    positions = {name: cleaned.index(title) for title, name in COLUMNS.items()}
+    if PHONE_COLUMN in cleaned:
+        positions["phone"] = cleaned.index(PHONE_COLUMN)
+    return positions
 
 
 def parse_rows(table: list[list[str]], levels: Iterable[str], today: date) -> tuple[list[RosterRow], list[Rejection]]:
@@ -172,7 +183,8 @@ def _row_from_cells(row_number: int, cells: list[str], positions: dict[str, int]
         return cells[position].strip() if position < len(cells) else ""
 
     return RosterRow(row_number=row_number, name=clean_name(cell("name")), id_number=clean_id_number(cell("id_number")),
-                     exam_number=cell("exam_number"), level=cell("level"), major=cell("major"))
+                     exam_number=cell("exam_number"), level=cell("level"), major=cell("major"),
+                     phone=cell("phone") if "phone" in positions else None)
 
 
 def row_problems(row: RosterRow, levels: tuple[str, ...], today: date) -> list[str]:
@@ -192,6 +204,8 @@ def row_problems(row: RosterRow, levels: tuple[str, ...], today: date) -> list[s
         problems.append("准考证号为空")
     if not row.major:
         problems.append("专业为空")
+    if row.phone and parse_mobile(row.phone) is None:
+        problems.append("手机号不是有效的11位手机号码")
     problems.extend(_too_long(row))
     return problems
 

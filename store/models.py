@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -46,6 +47,8 @@ class RosterEntry(Base):
     major: Mapped[str] = mapped_column(String(128))
     bound_openid: Mapped[str | None] = mapped_column(String(64), unique=True)
     bound_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The roster's optional 手机号: the only way to remind a graduate who never followed the account.
+    phone: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -387,3 +390,55 @@ class HandoverBatch(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ReminderCampaign(Base):
+    """A reminder to one segment of graduates (staff/reminders.py). Recipients are planned once, when
+    sending starts; the worker driving it holds it until lease_until, renewing as it goes."""
+    __tablename__ = "reminder_campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str | None] = mapped_column(String(16))
+    stuck_hours: Mapped[int | None] = mapped_column(Integer)
+    id_numbers: Mapped[list | None] = mapped_column(JSON)  # the "id_list" segment's uploaded ID numbers
+    text: Mapped[str] = mapped_column(Text)
+    # draft | scheduled | sending | paused | done | cancelled
+    status: Mapped[str] = mapped_column(String(12), default="draft")
+    send_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    planned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    planned_count: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    driver: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ReminderRecipient(Base):
+    """One graduate (or one unidentified follower) of a campaign. `status` planned → queued once its
+    notification exists (the outbox then says whether it was sent); skipped when unreachable at planning."""
+    __tablename__ = "reminder_recipients"
+    __table_args__ = (UniqueConstraint("campaign_id", "graduate_key", name="uq_reminder_recipients_graduate"),
+                      Index("ix_reminder_recipients_campaign_status", "campaign_id", "status", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("reminder_campaigns.id"))
+    graduate_key: Mapped[str] = mapped_column(String(80))  # r<roster id> or o<openid>
+    roster_entry_id: Mapped[int | None] = mapped_column(ForeignKey("roster_entries.id"))
+    openid: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(64))
+    planned_channel: Mapped[str] = mapped_column(String(12))  # custom | template | sms | unreachable
+    status: Mapped[str] = mapped_column(String(8), default="planned")  # planned | queued | skipped
+    reason: Mapped[str | None] = mapped_column(String(64))
+    notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"))
+
+
+class ThrottleBucket(Base):
+    """A token bucket shared by every worker when no Redis is configured (notify/throttle.py)."""
+    __tablename__ = "throttle_buckets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
