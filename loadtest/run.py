@@ -12,13 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.fake_wechat import FakeWeChatAPI
 from loadtest import cohort
 from loadtest.cluster import APPID, AES_KEY, ROOT, SECRET, TOKEN, Cluster, ClusterError, Profile
 from loadtest.journey import MESSAGES_PER_WALK, Progress, is_payment_notice, walk
 from loadtest.report import Fault, RunResult
 from loadtest.verify import check_database
-from loadtest.wechat import Backends, Inbox, Phone
+from loadtest.wechat import Backends, FakeWeChat, Inbox, Phone
 
 SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
 PHOTOS_USED = 8
@@ -43,7 +42,7 @@ class Options:
 def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
     workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
     try:
-        with FakeWeChatAPI(APPID, SECRET) as fake, Inbox(fake) as inbox:
+        with FakeWeChat(APPID, SECRET) as fake, Inbox(fake) as inbox:
             cluster = Cluster(workdir, profile, fake.base_url)
             try:
                 return drive(cluster, fake, inbox, label, kill, options)
@@ -56,7 +55,7 @@ def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def drive(cluster: Cluster, fake: FakeWeChatAPI, inbox: Inbox, label: str, kill: bool, options) -> RunResult:
+def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bool, options) -> RunResult:
     cluster.configure()
     cluster.prepare_database()
     people = cohort.graduates(options.candidates, tag=cluster.queue_name.split("-")[-1])
@@ -100,6 +99,9 @@ def drive(cluster: Cluster, fake: FakeWeChatAPI, inbox: Inbox, label: str, kill:
                                              for p in cluster.processes() if p.log.exists()))
     if note:
         result.notes.append(note)
+    if fake.broken_connections:
+        result.notes.append(f"the fake WeChat API saw {fake.broken_connections} connection(s) broken off "
+                            f"(a killed server's downloads and sends)")
     result.database = check_database(cluster.database_url, walks)
     return result
 

@@ -22,6 +22,22 @@ PAGE_RETRY_SECONDS = 3.0
 XML_HEADERS = {"Content-Type": "text/xml"}
 
 
+class FakeWeChat(FakeWeChatAPI):
+    """The fake WeChat API, counting (instead of printing) connections a killed server left half-done."""
+
+    def __init__(self, appid: str, secret: str):
+        super().__init__(appid, secret)
+        self.broken_connections = 0
+
+    def start(self):
+        super().start()
+        self._server.handle_error = self._count_broken  # socketserver would print a traceback each
+        return self
+
+    def _count_broken(self, request, client_address) -> None:
+        self.broken_connections += 1
+
+
 class AllRefused(Exception):
     """No server process accepted the connection."""
 
