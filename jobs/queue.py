@@ -4,8 +4,8 @@
 the same config and knows the same tasks.
 
 The queue is a convenience, never a requirement: every task it carries is also found by a periodic
-sweep, so a queue that is down makes `enqueue` log (once per interval) and return, and the consumer
-waits for it with a growing pause instead of spinning."""
+sweep, so a queue that is down makes `enqueue` log (once per interval) and return; the consumer waits
+for it with a growing pause instead of spinning, and runs the periodic jobs itself meanwhile."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
-from huey.consumer import Consumer, Worker
+from huey.consumer import Consumer, Scheduler, Worker
 
 from health import Outage, RedisLink, redis_client
 from pacing import RepeatFilter
@@ -166,10 +166,38 @@ class PatientWorker(Worker):
             self._logger.exception("Unhandled error during execution of task %s.", task.id)
 
 
+class PatientScheduler(Scheduler):
+    """huey's scheduler, except that a periodic job it cannot queue runs right here: the outbox sweep
+    then still delivers while the queue is down, instead of waiting for it to come back."""
+
+    def __init__(self, *args: Any, outage: Outage, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.outage = outage
+
+    def enqueue_periodic_tasks(self, now):
+        for task in self.huey.read_periodic(now):
+            try:
+                self.huey.enqueue(task)
+            except Exception as error:  # noqa: BLE001
+                self.outage.failed(error)
+                self._run_here(task)
+
+    def _run_here(self, task) -> None:
+        self._logger.info("running periodic task %s in the scheduler: the queue is down", task.name)
+        try:
+            task.execute()
+        except Exception:  # noqa: BLE001 - as in a worker: one failed job does not stop the scheduler
+            self._logger.exception("periodic task %s failed", task.name)
+
+
 class PatientConsumer(Consumer):
     def __init__(self, huey: Huey, outage: Outage, **options: Any):
         self._outage = outage
         super().__init__(huey, **options)
+
+    def _create_scheduler(self):
+        return PatientScheduler(huey=self.huey, stop_flag=self.stop_flag, interval=self.scheduler_interval,
+                                periodic=self.periodic, outage=self._outage)
 
     def _create_worker(self):
         return PatientWorker(huey=self.huey, stop_flag=self.stop_flag, default_delay=self.default_delay,

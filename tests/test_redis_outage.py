@@ -196,9 +196,14 @@ def test_a_dead_redis_is_logged_once_per_interval_not_per_attempt(make_app, tmp_
         assert {row.status for row in session.scalars(select(Notification))} == {"pending"}
 
 
-def test_the_consumer_waits_for_a_dead_redis_and_says_so_once(make_app):
+def test_the_consumer_delivers_through_the_sweep_and_says_once_that_redis_is_dead(make_app, fake_wechat, tmp_path):
     app = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0",
                    jobs={"immediate": False, "queue_name": f"test-h2-{uuid.uuid4().hex}"})
+    result = app.test_cli_runner().invoke(args=["roster", "import", str(write_csv(tmp_path / "r.csv", ROWS))])
+    assert result.exit_code == 0, result.output
+    put_under_review(app, ROWS[0], "o_consumer_1")
+    result = app.test_cli_runner().invoke(args=["review", "approve", ROWS[0][1], "--by", "李老师"])
+    assert result.exit_code == 0, result.output  # approved; its notifications could not be queued
     config = str(app.extensions["collector"].settings.data_dir.parent / "config.toml")
     env = dict(os.environ, COLLECTOR_CONFIG=config, PYTHONUNBUFFERED="1")
     consumer = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "jobs", "work", "--workers", "2"],
@@ -216,12 +221,18 @@ def test_the_consumer_waits_for_a_dead_redis_and_says_so_once(make_app):
     reader.start()
     try:
         assert started.wait(60), "".join(lines)
+        deadline = time.monotonic() + 60
+        while len(fake_wechat.messages_to("o_consumer_1")) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(4)  # huey's own loop logs dozens of tracebacks in this time
     finally:
         consumer.terminate()
         consumer.wait(timeout=30)
         reader.join(10)
     output = "".join(lines)
+    assert len(fake_wechat.messages_to("o_consumer_1")) == 1, output  # the sweep ran in the consumer
+    with app.extensions["collector"].db.read() as session:
+        assert {row.status for row in session.scalars(select(Notification))} == {"sent"}
     assert "huey consumer on Redis" in output
     assert output.count("Redis is unreachable") == 1, output
     assert "Traceback" not in output, output
