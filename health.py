@@ -34,7 +34,6 @@ class Outage:
         self._log = LogEvery(log, log_every, clock)
         self._down_until = 0.0
         self._down = False
-        self.last_error = ""
         self._lock = threading.Lock()
 
     def is_down(self) -> bool:
@@ -44,7 +43,6 @@ class Outage:
         with self._lock:
             self._down = True
             self._down_until = self.clock() + self.retry_after
-            self.last_error = type(error).__name__
         self._log.log(self.name, logging.ERROR, "%s is unreachable (%s: %s)%s", self.name, type(error).__name__,
                       str(error)[:200], f"; {self.consequence}" if self.consequence else "")
 
@@ -55,7 +53,7 @@ class Outage:
             was_down, self._down = self._down, False
         if was_down:
             self._log.forget(self.name)
-            log.warning("%s answers again", self.name)
+            log.info("%s answers again", self.name)
 
 
 def redis_client(settings: Any, extra_socket_timeout: float = 0.0):
@@ -85,32 +83,39 @@ class RedisLink:
 # -- /healthz ----------------------------------------------------------------------------------------
 
 def register(app: Flask) -> None:
+    settings = app.extensions["collector"].settings
+    app.extensions["healthz_log"] = LogEvery(log, settings.server.outage_log_every_seconds)
     app.add_url_rule("/healthz", "healthz", healthz)
 
 
 def healthz():
-    collector = current_app.extensions["collector"]
-    report = check(collector)
+    report = check(current_app.extensions["collector"], current_app.extensions["healthz_log"])
     return jsonify(report), 200 if report["status"] == "ok" else 503
 
 
-def check(collector) -> dict:
+def check(collector, failures: LogEvery) -> dict:
     """{"status": "ok" | "down", "down": [names], "checks": {name: {...}}}."""
-    checks = {"database": _probe(_database, collector)}
+    checks = {"database": _probe("database", _database, collector, failures)}
     if collector.settings.redis_url:
-        checks["redis"] = _probe(_redis, collector)
-    checks["queue"] = (_probe(_queue, collector) if checks.get("redis", {}).get("ok", True)
+        checks["redis"] = _probe("redis", _redis, collector, None)  # its outage record logs it
+    checks["queue"] = (_probe("queue", _queue, collector, failures) if checks.get("redis", {}).get("ok", True)
                        else {"ok": False, "error": "redis is down"})
     down = sorted(name for name, result in checks.items() if not result["ok"])
     return {"status": "down" if down else "ok", "down": down, "checks": checks}
 
 
-def _probe(probe: Callable[[Any], dict], collector) -> dict:
+def _probe(name: str, probe: Callable[[Any], dict], collector, failures: LogEvery | None) -> dict:
     started = time.perf_counter()
     try:
         result = {"ok": True, **probe(collector)}
     except Exception as error:  # noqa: BLE001 - any failure means this dependency is down
         result = {"ok": False, "error": type(error).__name__}
+        if failures is not None:
+            failures.log(name, logging.ERROR, "healthz: the %s is down (%s: %s)", name, type(error).__name__,
+                         str(error)[:200])
+    else:
+        if failures is not None:
+            failures.forget(name)
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
 
