@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 import messages
 from bot import states
-from handlers import handback, texts
+from handlers import handback, held, texts
 from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASSIVE, Reply, ReplyRoute, Services,
                            State)
 from notify import notices
@@ -59,7 +59,7 @@ class Conversation:
     def _route(self, ctx: Context, msg: Incoming) -> Outcome:
         state = ctx.candidate.state
         if ctx.candidate.agent is not None:  # a support agent holds the conversation: stored, not answered
-            return Outcome(NO_REPLY, state, checks={"agent": ctx.candidate.agent})
+            return held.keep(ctx, msg)
         if msg.kind == "event":
             return self._event(ctx, msg)
         command = states.COMMANDS.get(compact(msg.text).lower()) if msg.kind == "text" else None

@@ -16,7 +16,7 @@ from rules.identity import mask_id_number
 from rules.phone import mask_phone
 from staff import support
 from staff.review import StaffActionError
-from store.models import CannedReply, Photo, utcnow
+from store.models import CannedReply, Message, Photo, utcnow
 
 blueprint = Blueprint("console_support", __name__, url_prefix=PREFIX)
 
@@ -230,11 +230,25 @@ def force_review(openid: str):
 @blueprint.get("/support/photo/<int:photo_id>/thumb")
 @requires("support")
 def thumbnail(photo_id: int):
-    from PIL import Image
-
     with _db().read() as db_session:
         photo = db_session.get(Photo, photo_id)
         path = photo.path if photo is not None else None
+    return _thumbnail(path)
+
+
+@blueprint.get("/support/message/<int:message_id>/thumb")
+@requires("support")
+def message_thumbnail(message_id: int):
+    """A photo the candidate sent while an agent held the conversation (kept, never checked)."""
+    with _db().read() as db_session:
+        message = db_session.get(Message, message_id)
+        path = message.media_path if message is not None else None
+    return _thumbnail(path)
+
+
+def _thumbnail(path: str | None) -> Response:
+    from PIL import Image
+
     if path is None:
         abort(404)
     try:

@@ -129,6 +129,7 @@ class Event:
     status: str | None = None  # a notification's delivery status, a photo's status
     error: str | None = None
     sort: int = 0
+    image_message_id: int | None = None  # a photo kept while an agent held the conversation (not checked)
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,12 @@ def _message_events(history: list[Message], photos: dict[str, Photo], notices_: 
             text = f"照片（自动检查：{'通过' if photo.verdict == 'pass' else '未通过'}"
             failures = [failure.get("rule", "?") for failure in (photo.report or {}).get("failures", [])]
             text += f"：{'、'.join(failures)}）" if failures else "）"
+        elif message.media_path:
+            text = "照片（客服接手期间收到，未自动检查）"
         via = {"webhook": "", "passive": "", "custom": "客服消息"}.get(message.channel, message.channel)
         events.append(Event(at=message.created_at, kind=message.direction, text=text, detail=via,
                             photo_id=photo.id if photo else None, sort=message.id,
+                            image_message_id=message.id if message.media_path and photo is None else None,
                             status=notice.status if notice else None,
                             error=(notice.last_error if notice else None) or message.delivery_error))
         if message.state_before and message.state_after and message.state_before != message.state_after:

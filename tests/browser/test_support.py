@@ -186,3 +186,17 @@ def test_a_refused_photo_shows_as_a_thumbnail_and_the_agent_sends_it_to_review(d
         forced = session.scalar(select(ForcedReview))
     assert (forced.sent_by, forced.why) == ("客服甲", "客服 客服甲：背景是浅灰色，符合要求")
     assert "照片转人工审核" in page.inner_text("#timeline")
+
+
+def test_a_photo_sent_to_an_agent_is_kept_and_shown_without_a_bot_answer(desk, fake_wechat, page, photo):
+    zhang = Candidate_(desk, fake_wechat, "o_desk_held_photo", ZHANG)
+    desk.add_user("客服甲", "support")
+    sign_in(page, desk.url, "客服甲")
+    page.goto(f"{desk.url}/staff/support/c/{zhang.openid}")
+    page.click("#take button")
+    page.wait_for_selector("#reply textarea")
+    assert zhang.chat.send_photo(photo("cfdAF211_bg_beige.jpg")) in ("", "success")
+    page.wait_for_selector("#timeline img.thumb", timeout=LIVE_WITHIN_MS)
+    page.wait_for_function("document.querySelector('#timeline img.thumb').naturalWidth > 0")
+    assert "客服接手期间收到" in page.inner_text("#timeline")
+    assert zhang.chat.state() == "photo" and zhang.received() == [messages.AGENT_TOOK_OVER]
