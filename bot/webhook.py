@@ -34,7 +34,7 @@ def verify():
 @blueprint.post("/wechat")
 def receive():
     arrived = arrival.arrived(request.environ)
-    protocol, retries, conversation = _parts()
+    protocol, _, _ = _parts()
     limit = current_app.config["SETTINGS"].wechat.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _refuse(ProtocolError(413, f"body of {request.content_length} bytes"))
@@ -73,12 +73,12 @@ def _run(ticket: Ticket, opened: Opened, arrived: float) -> str:
     try:
         reply = conversation.handle(opened.incoming, arrived, ticket)
     except ClaimLost:
-        retries.let_go(ticket)
         raise
     except Exception:
         retries.release(ticket)  # let WeChat's retry run it again
         raise
-    retries.let_go(ticket)
+    finally:
+        retries.let_go(ticket)
     return protocol.render(reply, opened)
 
 
