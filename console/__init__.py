@@ -26,6 +26,7 @@ BLUEPRINT_MODULES = (
     "console.handover",
     "console.overview",
     "console.support",
+    "console.reminders",
 )
 
 PREFIX = "/staff"

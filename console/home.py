@@ -28,6 +28,7 @@ SECTIONS = (
     Section(f"{PREFIX}/roster", "名单", "上传毕业生名单，查看导入结果。", ("admin",)),
     Section(f"{PREFIX}/handover", "报送", "打包已通过的照片，报送市自考办。", ("admin",)),
     Section(f"{PREFIX}/overview", "概况", "采集进度、审核时效和审核员统计。", ("admin",)),
+    Section(f"{PREFIX}/reminders", "提醒", "向未完成采集的考生发送提醒，查看送达进度。", ("admin",)),
     Section(f"{PREFIX}/audit", "审计日志", "谁在何时做了什么，可筛选、导出。", ("admin",)),
     Section(f"{PREFIX}/users", "账号", "添加、停用员工账号。", ("admin",)),
 )

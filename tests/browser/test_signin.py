@@ -44,7 +44,7 @@ def test_signing_in_opens_the_home_page_with_a_console_only_cookie(console, page
     assert page.url == f"{console.url}/staff/"
     assert "你好，李老师" in page.inner_text("main")
     assert [link.inner_text() for link in page.query_selector_all("header nav a")] == [
-        "审核", "客服", "名单", "报送", "概况", "审计日志", "账号"]
+        "审核", "客服", "名单", "报送", "概况", "提醒", "审计日志", "账号"]
     shoot(page, "home")
     [cookie] = page.context.cookies()
     assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == (
