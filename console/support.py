@@ -9,6 +9,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from sqlalchemy.exc import NoResultFound
 
 from console import PREFIX
 from console.auth import client_address, requires
@@ -107,11 +108,11 @@ def live(openid: str):
     nothing changed since the stamp the page has."""
     with _db().read() as db_session:
         try:
+            if request.args.get("stamp") == support.stamp(db_session, openid):
+                return Response(status=204)
             file = support.candidate_file(db_session, openid, _settings())
-        except StaffActionError:
+        except (StaffActionError, NoResultFound):
             abort(404)
-        if request.args.get("stamp") == file.stamp:
-            return Response(status=204)
         page = render_template("console/support/_live.html", file=file, c=file.candidate, **_view(openid, file))
     return page
 

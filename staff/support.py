@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 import messages
@@ -173,13 +173,24 @@ def candidate_file(session: Session, openid: str, settings: Settings) -> Candida
               + _audit_events(session, candidate, entry))
     events.sort(key=lambda event: (event.at, event.sort))
     latest = max(photos.values(), key=lambda photo: photo.id) if photos else None
-    stamp = "-".join(str(part) for part in (
-        history[-1].id if history else 0, len(notices_),
-        sum(1 for notice in notices_ if notice.status in ("sent", "dead")), candidate.agent,
-        candidate.updated_at.timestamp() if candidate.updated_at else 0, len(events)))
     return CandidateFile(candidate=candidate, entry=entry, state_since=_state_since(candidate, history),
                          events=events, window=window(session, openid, settings, history, notices_),
-                         latest_photo=latest, stamp=stamp)
+                         latest_photo=latest, stamp=stamp(session, openid))
+
+
+def stamp(session: Session, openid: str) -> str:
+    """Changes whenever the candidate's page would (a few indexed look-ups, so the page can poll it
+    every second): this account's messages, notifications and row, and any newer order, refund,
+    review decision or audit event at all (rare enough not to be worth a per-candidate index)."""
+    messages_ = session.execute(select(func.max(Message.id)).where(Message.openid == openid)).scalar()
+    notices_ = session.execute(
+        select(func.count(), func.max(Notification.id),
+               func.sum(case((Notification.status.in_(("sent", "dead")), 1), else_=0)))
+        .where(Notification.openid == openid)).one()
+    candidate = session.execute(select(Candidate.updated_at, Candidate.agent).where(Candidate.openid == openid)).one()
+    rest = [session.execute(select(func.max(model.id))).scalar()
+            for model in (Order, Refund, ReviewDecision, AuditEvent)]
+    return "-".join(str(part) for part in (messages_, *notices_, *candidate, *rest))
 
 
 def _candidate(session: Session, openid: str, lock: bool = False) -> Candidate:
