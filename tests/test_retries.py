@@ -228,7 +228,7 @@ def _ignore_errors(call) -> None:
         pass
 
 
-def _wait_for(condition, timeout: float = 10.0) -> None:
+def _wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
