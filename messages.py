@@ -34,19 +34,28 @@ IDENTITY_PROBLEMS = {
     "id.region": "身份证号前两位不是有效的省份代码。请核对后重新输入。",
     "id.birthdate": "身份证号中的出生日期不正确。请核对第7到14位后重新输入。",
     "id.checksum": "身份证号最后一位校验不通过，可能有数字输错。请逐位核对后重新输入。",
+    "name.phrase": "没有认出您的姓名。请只输入姓名和身份证号，例如：张三 110101199003071234",
 }
-ASK_PHONE = "请输入本人11位手机号，审核结果会以短信通知您。"
+ASK_PHONE = "已在毕业生名单中找到您。\n请输入本人11位手机号，审核结果会以短信通知您。"
 WRONG_PHONE = "“{text}”不是有效的11位手机号。请重新输入，例如：13800138000"
+# Name and ID number typed again at the phone step: they were already matched.
+IDENTITY_ALREADY_RECORDED = "姓名和身份证号已核对（{name}，{id_number}），无需再输入。\n现在请输入本人11位手机号，例如：13800138000"
 NO_MATCH = (
-    "无法采集：没有找到与您输入的姓名、身份证号和学历层次相符的毕业生信息。\n"
+    "无法采集：没有找到与您输入的信息相符的毕业生。\n"
+    "核对的是：姓名 {name}，身份证号 {id_number}，学历层次 {level}。\n"
     "请核对后重新输入姓名和身份证号；如确认无误，请联系市自考办核实：{phone}（{hours}）。"
+)
+# Name and ID number are on the roster, but under the other level.
+OTHER_LEVEL = (
+    "名单中有您的信息，但学历层次是“{found}”，不是您选择的“{chosen}”。\n"
+    "回复“{found}”即可改为{found}并继续，无需重新输入姓名和身份证号。"
 )
 TOO_MANY_ATTEMPTS = (
     "核对失败次数过多，请{minutes}分钟后再试。\n"
     "如确认信息无误，请联系市自考办：{phone}（{hours}）。"
 )
 ROSTER_BUSY = (
-    "现在核对信息的人太多，请稍后再试：{minutes}分钟后再发送一次您的手机号即可，无需重新填写。\n"
+    "现在核对信息的人太多，请稍后再试：{minutes}分钟后回复“核对”即可，无需重新填写姓名和身份证号。\n"
     "如有急事，请联系市自考办：{phone}（{hours}）。"
 )
 ID_BOUND_ELSEWHERE = (
@@ -60,6 +69,7 @@ CONFIRM_CARD = (
     "准考证号：{exam_number}\n"
     "学历层次：{level}\n"
     "专业：{major}\n"
+    "手机号：{phone}\n"
     "信息无误回复 1（确认）；有误回复 2（修改）。"
 )
 CONFIRM_CHOICES = "请回复 1 确认信息，或回复 2 修改。"
@@ -79,6 +89,20 @@ PHOTO_CHECKING = "照片已收到，正在检查，稍后把结果发给您，�
 PHOTO_TOO_LARGE = "照片文件超过{limit_mb}MB，太大了。请发送证件照原图（通常1到5MB）。"
 PHOTO_DOWNLOAD_FAILED = "照片接收失败，请重新发送一次（勾选“原图”）。"
 PHOTO_FAILED = "照片未通过检查：\n{problems}\n请按以上提示重新拍摄或修改后，再次发送照片。"
+PHOTO_REFRAMED_OFFER = (
+    "照片未通过检查：\n{problems}\n"
+    "这只是构图问题：我们把您的照片裁剪、缩放成了标准的480×640（只裁剪和缩放，没有做其他任何修改），已发给您。\n"
+    "回复 1 使用调整后的照片，或按提示重拍后发送新照片。"
+)
+PHOTO_REFRAMED_TAKEN = "已使用调整后的照片。"
+PHOTO_NO_REFRAMED = "现在没有可用的调整后照片。请发送新照片。"
+PHOTO_APPEAL_OFFER = "如果您确认照片符合要求、是检查判断有误，可回复“申请人工审核”，由工作人员查看这张照片（人工审核也可能不通过）。"
+PHOTO_APPEAL_NOT_AVAILABLE = "连续两次被自动检查拒绝（文件格式、像素和人数问题除外）后才能申请人工审核。请按提示修改后重新发送照片。"
+PHOTO_APPEAL_SENT_PAID = "已申请人工审核：工作人员会在{review_hours}小时内查看这张照片，审核仍可能不通过，结果会通知您。"
+PHOTO_APPEAL_SENT_PAY = (
+    "已申请人工审核：工作人员会查看这张照片，审核仍可能不通过。\n"
+    "请先支付采集费{fee}元，点击链接付款：\n{pay_url}\n付款后{review_hours}小时内完成审核。"
+)
 PHOTO_PASSED_PAY = (
     "照片检查通过！\n"
     "请支付采集费{fee}元，点击链接付款：\n{pay_url}\n"
@@ -122,6 +146,11 @@ TEMPLATE_REVIEW_DELAYED = {
     "title": "抱歉，您的照片审核超时了",
     "status": "审核中",
     "next": "超过承诺的{review_hours}小时，我们正在加紧处理，结果会第一时间通知您。",
+}
+TEMPLATE_SUPPORT_REPLY = {
+    "title": "客服回复了您的问题",
+    "status": "客服已回复",
+    "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
 }
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
 
@@ -241,19 +270,21 @@ PHOTO_RULES = {
     "image.color.gray": "照片是黑白的。请发送彩色照片。",
     "image.color.cmyk": "照片是印刷用的 CMYK 颜色模式。请转成 RGB 彩色 JPG 后发送。",
     "image.color.palette": "照片颜色数太少（索引色）。请发送相机拍摄的彩色 JPG 原图。",
+    "image.orientation.sideways": "照片是横躺的（人像侧倒了 90 度）。请把照片转正（人像头朝上）后重新发送。",
+    "image.orientation.upside_down": "照片是倒过来的（人像头朝下）。请把照片转正后重新发送。",
     # face count
     "face.count.none": "照片里没有找到人脸。请正对镜头拍摄本人正面照。",
     "face.count.many": "照片里有 {value} 个人。只能有本人一人，请单独拍摄。",
     # background
-    "background.color": "背景不是浅蓝、白色或浅灰色。请在纯色浅色背景前重拍。",
-    "background.color.dark": "背景颜色太深。请在浅蓝、白色或浅灰色的背景前重拍。",
+    "background.color": "背景是{colour}，不是允许的浅蓝色、白色或浅灰色。请在这三种颜色之一的纯色背景前重拍。",
+    "background.color.dark": "背景是{colour}，颜色太深。请在浅蓝色、白色或浅灰色的纯色背景前重拍。",
     "background.uniform": "背景不均匀（有渐变、阴影或杂物）。请在干净的纯色背景前重拍，人离背景远一点并让光线均匀。",
     "background.uniform.gradient": "背景颜色有渐变，上下深浅不一。请在颜色均匀的纯色背景前重拍。",
     "background.uniform.spots": "背景上有阴影、物体或其他人。请在干净的纯色背景前重拍，人离背景远一点。",
     "background.contrast": "衣服颜色和背景太接近，分不清。请换一件深色或与背景颜色不同的衣服重拍。",
     # framing
-    "head.size": "头部在照片中太小（约占高度的 {value}），应约占一半。请靠近镜头或裁剪后重新发送。",
-    "head.size.large": "头部在照片中太大（约占高度的 {value}），应约占一半。请离镜头远一点，拍到肩膀。",
+    "head.size": "头部在照片中太小：头顶到下巴约占照片高度的 {value}，应在 {low} 到 {high} 之间。请靠近镜头或裁剪后重新发送。",
+    "head.size.large": "头部在照片中太大：头顶到下巴约占照片高度的 {value}，应在 {low} 到 {high} 之间。请离镜头远一点，拍到肩膀。",
     "head.position": "人像没有居中（偏离中线 {value}）。请让头部位于照片左右正中。",
     "head.position.top_small": "头顶上方留白太少。请让头顶上方留出一点空白后重拍。",
     "head.position.top_large": "头顶上方留白太多，人像太靠下。请让头部位于照片中上部后重拍。",
@@ -279,6 +310,7 @@ PHOTO_HINTS = {
     "eyebrows": "眉毛可能被头发遮挡（眉上区域肤色占比 {value}），请确认。",
     "clothing": "肩部大面积露出皮肤（肤色占比 {value}），可能是无袖或吊带，请确认。",
     "rule_error": "以下检查未能完成：{value}。请人工重点核对这几项。",
+    "unsure": "接近限值、在测量误差内，未据此拒绝：{rule}（测得 {value}，限值 {threshold}），请人工核对。",
 }
 
 # Reminder campaigns (staff/reminders.py): a recipient whose name is unknown; the template message's

@@ -8,10 +8,11 @@ stateDiagram-v2
     institution --> institution: another school's name
     institution --> level: 北京市高等教育自学考试
     level --> identity: 1 专科 / 2 本科
-    identity --> identity: invalid name or ID number
-    identity --> phone: name + ID number
-    phone --> identity: no roster match / ID bound elsewhere / too many tries
-    phone --> confirm: roster match
+    identity --> identity: invalid name or ID number / no roster match / ID bound elsewhere / too many tries / roster busy (核对 retries)
+    identity --> identity: on the roster under the other level (its name switches the level)
+    identity --> phone: name + ID number match the roster
+    phone --> phone: not a mobile number / name or ID number again (already recorded)
+    phone --> confirm: mobile number (card shows it)
     confirm --> identity: 2 修改
     confirm --> notice: 1 确认 (binds the ID number to this account)
     notice --> photo: 我知道了
@@ -34,8 +35,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import messages
-from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, review,
-                      welcome)
+from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, photo_offers,
+                      review, welcome)
 from handlers.base import DeferredHandler, Handler, State
 
 TEXT = frozenset({"text"})
@@ -59,7 +60,7 @@ STEPS: dict[str, Step] = {
     State.PHONE: Step(phone.handle, TEXT),
     State.CONFIRM: Step(confirm.handle, TEXT),
     State.NOTICE: Step(notice.handle, TEXT),
-    State.PHOTO: Step(photo.handle, IMAGE, wrong_kind=messages.PHOTO_EXPECTED),
+    State.PHOTO: Step(photo.handle, IMAGE | TEXT, wrong_kind=messages.PHOTO_EXPECTED),
     State.PAYMENT: Step(payment.handle, TEXT | IMAGE),
     State.UNDER_REVIEW: Step(review.under_review, ANY),
     State.APPROVED: Step(review.approved, ANY),
@@ -68,6 +69,8 @@ STEPS: dict[str, Step] = {
 # An image in the payment step replaces the photo that passed; text there repeats the payment link.
 STEP_BY_KIND: dict[tuple[str, str], Handler] = {
     (State.PAYMENT, "image"): photo.handle,
+    # Text at the photo step: "1" takes the re-framed photo offered, "申请人工审核" asks for a human look.
+    (State.PHOTO, "text"): photo_offers.handle_text,
 }
 
 COMMANDS: dict[str, Handler] = {

@@ -5,7 +5,6 @@ import messages
 from handlers import texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
 from rules.institution import is_institution, looks_like_school_name
-from rules.text import normalize
 
 
 def names_institution(ctx: Context, text: str) -> bool:
@@ -18,6 +17,6 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
         return Outcome(Reply(texts.ask_level(ctx.settings)), State.LEVEL)
     if looks_like_school_name(msg.text):
         return Outcome(Reply(messages.WRONG_INSTITUTION.format(institution=institution)), State.INSTITUTION)
-    shown = normalize(msg.text)[:20]
+    shown = texts.echo(msg.text)
     return Outcome(Reply(messages.INSTITUTION_NOT_FOUND.format(text=shown, institution=institution)),
                    State.INSTITUTION)

@@ -1,54 +1,53 @@
-"""Step 5: the mobile number, then step 6: the roster match on name, ID number and level."""
+"""Step 5: the mobile number (the roster already matched), then the confirmation card that shows it."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import messages
-from handlers import roster_limit, texts
+from handlers import texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
-from rules.identity import mask_id_number
+from rules.identity import id_number_problem, mask_id_number, split_identity
 from rules.phone import parse_mobile
-from rules.text import normalize
-from store import queries
 
 
 def handle(ctx: Context, msg: Incoming) -> Outcome:
     phone = parse_mobile(msg.text)
     if phone is None:
-        return Outcome(Reply(messages.WRONG_PHONE.format(text=normalize(msg.text)[:20])), State.PHONE)
+        return not_a_phone(ctx, msg.text)
     ctx.candidate.phone = phone
-    return match(ctx)
+    return show_card(ctx)
 
 
-def match(ctx: Context) -> Outcome:
-    candidate = ctx.candidate
-    office = texts.office_fields(ctx.settings)
-    since = queries.hour_ago(ctx.now)
-    limit = ctx.settings.collection.max_failed_matches_per_hour
-    if queries.failed_matches_since(ctx.session, candidate.openid, since) >= limit:
-        oldest = queries.oldest_failed_match_since(ctx.session, candidate.openid, since)
-        minutes = max(1, int((oldest + timedelta(hours=1) - ctx.now).total_seconds() // 60) + 1)
-        return Outcome(Reply(messages.TOO_MANY_ATTEMPTS.format(minutes=minutes, **office)), State.IDENTITY,
-                       checks={"roster": "rate_limited"})
-    wait = roster_limit.minutes_to_wait(ctx)
-    if wait is not None:  # the candidate keeps what they typed; sending the phone again retries
-        return Outcome(Reply(messages.ROSTER_BUSY.format(minutes=wait, **office)), State.PHONE,
-                       checks={"roster": "busy"})
-    entry = queries.match_roster(ctx.session, candidate.name, candidate.id_number, candidate.level)
-    queries.record_match_attempt(ctx.session, candidate.openid, matched=entry is not None, at=ctx.now)
-    if entry is None:
-        candidate.name = None
-        candidate.id_number = None
-        return Outcome(Reply(messages.NO_MATCH.format(**office)), State.IDENTITY, checks={"roster": "no_match"})
-    if entry.bound_openid not in (None, candidate.openid):
-        return Outcome(Reply(messages.ID_BOUND_ELSEWHERE.format(**office)), State.IDENTITY,
-                       checks={"roster": "bound_elsewhere"})
-    candidate.roster_entry_id = entry.id
-    return Outcome(Reply(confirm_card(entry)), State.CONFIRM, checks={"roster": "matched"})
+def not_a_phone(ctx: Context, text: str) -> Outcome:
+    if looks_like_identity(text, ctx):
+        candidate = ctx.candidate
+        reply = messages.IDENTITY_ALREADY_RECORDED.format(name=candidate.name,
+                                                          id_number=mask_id_number(candidate.id_number))
+        return Outcome(Reply(reply), State.PHONE, checks={"phone": "identity_again"})
+    return Outcome(Reply(messages.WRONG_PHONE.format(text=texts.echo(text))), State.PHONE)
 
 
-def confirm_card(entry) -> str:
+def looks_like_identity(text: str, ctx: Context) -> bool:
+    """An ID number (whole or in part: 14 digits or more) or the name typed again: meant for the step before."""
+    given = split_identity(text)
+    digits = given.id_number or ""
+    if len(digits) >= 14 or (digits and id_number_problem(digits, ctx.now.date()) is None):
+        return True
+    return given.name is not None and given.name == ctx.candidate.name
+
+
+def show_card(ctx: Context) -> Outcome:
+    entry = ctx.candidate.roster_entry
+    if entry is None:  # unbound by staff meanwhile: start the identity step again
+        return Outcome(Reply(texts.ask_identity(ctx.candidate.level or "")), State.IDENTITY)
+    return Outcome(Reply(confirm_card(entry, ctx.candidate.phone)), State.CONFIRM, checks={"roster": "matched"})
+
+
+def confirm_card(entry, phone: str | None) -> str:
     return messages.CONFIRM_CARD.format(
         name=entry.name, id_number=mask_id_number(entry.id_number), exam_number=entry.exam_number,
-        level=entry.level, major=entry.major,
+        level=entry.level, major=entry.major, phone=shown_phone(phone),
     )
+
+
+def shown_phone(e164: str | None) -> str:
+    """The whole number, so that a typo can be seen (the candidate's own chat; transcripts and logs mask it)."""
+    return (e164 or "").removeprefix("+86")

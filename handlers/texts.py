@@ -4,6 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import messages
+from rules.identity import mask_personal_data
+from rules.text import normalize
 from settings import Settings
 
 
@@ -64,6 +66,11 @@ def step_help(settings: Settings, state: str) -> str:
 def shorten(text: str, limit: int) -> str:
     """The text, or its first limit-1 characters and "…" when it is longer than limit."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def echo(text: str, limit: int = 20) -> str:
+    """What the candidate typed, to quote back: normalised, ID and phone numbers masked, cut with "…"."""
+    return shorten(mask_personal_data(normalize(text)), limit)
 
 
 def join(*parts: str) -> str:

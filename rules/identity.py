@@ -30,6 +30,11 @@ _HAN = ("\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _NAME = re.compile(f"[{_HAN}]+(?:·[{_HAN}]+)*")
 _ID_CHARS = re.compile(r"[0-9X]")
 _SEPARATORS = re.compile(r"[\s,，;；:：/|、\-—_]+")
+# How people introduce the two values: "我叫陈静，身份证110105…", "姓名：陈静 身份证号：…".
+_LABELS = re.compile(r"(?:我的)?(?:身份证号码|身份证号|身份证|证件号码|证件号|号码|姓名|名字)(?:是|为)?|我叫|我是|本人")
+# Words no name contains: a "name" holding one is a sentence, never a failed roster match.
+_NOT_IN_NAMES = ("身份证", "证件", "号码", "姓名", "名字", "手机", "电话", "学历", "本科", "专科", "你好", "谢谢",
+                 "我叫", "我是", "请问", "怎么", "什么")
 # The middle dot of minority names, as phones and input methods type it.
 _NAME_DOTS = str.maketrans({ch: "·" for ch in "•・．.‧∙⋅⸱･"})
 
@@ -79,6 +84,8 @@ def name_problem(name: str) -> str | None:
     letters = len(name.replace("·", ""))
     if letters < 2 or len(name) > 30:
         return "name.length"
+    if any(word in name for word in _NOT_IN_NAMES):
+        return "name.phrase"
     return None
 
 
@@ -90,10 +97,11 @@ class IdentityInput:
 
 
 def split_identity(text: str) -> IdentityInput:
-    """Digits (and X) form the ID number, the rest the name, in any order and with any separator."""
+    """Digits (and X) form the ID number, the rest the name, in any order and with any separator;
+    labels such as 我叫, 姓名 and 身份证号 are dropped."""
     folded = normalize(text).upper()
     id_number = "".join(_ID_CHARS.findall(folded))
-    rest = _ID_CHARS.sub(" ", folded)
+    rest = _LABELS.sub(" ", _ID_CHARS.sub(" ", folded))
     name = clean_name(_SEPARATORS.sub("", rest))
     return IdentityInput(name=name or None, id_number=id_number or None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from store.models import Message, RosterEntry
+from store.models import MatchAttempt, Message, RosterEntry
 from tests.journey import Chat
 
 
@@ -89,11 +89,9 @@ def test_id_then_name_in_two_messages(at_identity):
     assert "手机号" in at_identity.say("张三")
 
 
-def test_lowercase_x_check_character_is_accepted_and_stored_upper_case(app, at_identity):
-    assert "手机号" in at_identity.say("张三 11010119900307002x")
-    from store.queries import find_candidate
-    with app.extensions["collector"].db.session() as session:
-        assert find_candidate(session, at_identity.openid).id_number == "11010119900307002X"
+def test_lowercase_x_check_character_is_accepted_and_compared_upper_case(app, at_identity):
+    reply = at_identity.say("张三 11010119900307002x")  # valid, but not on the roster
+    assert "身份证号 110101********002X" in reply, reply
 
 
 @pytest.mark.parametrize("typed,expected", [
@@ -117,7 +115,8 @@ def test_minority_names_with_a_middle_dot(app, chat, roster):
     chat.say("北京市高等教育自学考试")
     chat.say("本科")
     assert "手机号" in chat.say(f"阿依古丽•买买提 {roster[2]['id_number']}")
-    assert "阿依古丽·买买提" in chat.say("13912345678")
+    card = chat.say("13912345678")
+    assert "阿依古丽·买买提" in card and "手机号：13912345678" in card
 
 
 @pytest.mark.parametrize("typed", ["1380013800", "23800138000", "138-0013-800a", "电话"])
@@ -134,33 +133,38 @@ def test_phone_formats_are_accepted_and_stored_in_e164(at_phone, app, typed):
         assert find_candidate(session, at_phone.openid).phone == "+8613800138000"
 
 
-def test_no_roster_match_gives_the_office_phone_and_hours(at_identity):
-    at_identity.say("王五 110101199003074573")
-    reply = at_identity.say("13800138000")
+def test_no_roster_match_is_said_at_once_with_what_was_compared(at_identity):
+    reply = at_identity.say("王五 110101199003074573")  # no phone number asked for first
     assert "无法采集" in reply and "010-58691620" in reply and "周一休息" in reply
+    assert "姓名 王五" in reply and "身份证号 110101********4573" in reply and "学历层次 本科" in reply
+    assert "199003" not in reply and "手机号" not in reply
     assert at_identity.state() == "identity"
 
 
-def test_wrong_level_does_not_match(at_institution, roster):
+def test_wrong_level_is_named_and_switched_in_one_reply(app, at_institution, roster):
     at_institution.say("北京市高等教育自学考试")
     at_institution.say("专科")  # 张三 is on the roster as 本科
-    at_institution.say(f"{roster[0]['name']} {roster[0]['id_number']}")
-    assert "无法采集" in at_institution.say("13800138000")
+    reply = at_institution.say(f"{roster[0]['name']} {roster[0]['id_number']}")
+    assert "学历层次是“本科”" in reply and "不是您选择的“专科”" in reply and "无法采集" not in reply, reply
+    assert at_institution.state() == "identity"
+    assert "手机号" in at_institution.say("本科")  # no restart, no typing name and ID number again
+    assert at_institution.state() == "phone"
+    assert "学历层次：本科" in at_institution.say("13800138000")
+    with app.extensions["collector"].db.session() as session:  # the wrong level was no failed match
+        assert not session.scalars(select(MatchAttempt).where(MatchAttempt.matched.is_(False))).all()
 
 
 def test_five_failed_matches_an_hour_then_refused_even_when_right(at_identity, roster):
     for _ in range(5):
-        at_identity.say("王五 110101199003074573")
-        assert "无法采集" in at_identity.say("13800138000")
-    at_identity.say(f"{roster[0]['name']} {roster[0]['id_number']}")
-    reply = at_identity.say("13800138000")
-    assert "核对失败次数过多" in reply and "分钟后再试" in reply
+        assert "无法采集" in at_identity.say("王五 110101199003074573")
+    reply = at_identity.say(f"{roster[0]['name']} {roster[0]['id_number']}")
+    assert "核对失败次数过多" in reply and "分钟后再试" in reply and "手机号" not in reply
 
 
 def test_confirm_card_then_modify_goes_back_to_identity(at_phone):
     card = at_phone.say("13800138000")
     assert "姓名：张三" in card and "准考证号：012401234567" in card and "专业：汉语言文学" in card
-    assert "110101********4573" in card
+    assert "110101********4573" in card and "手机号：13800138000" in card  # a typo in the number shows here
     reply = at_phone.say("2")
     assert "请输入本人姓名和身份证号" in reply
     assert at_phone.state() == "identity"
@@ -184,8 +188,7 @@ def test_another_account_cannot_use_a_bound_id_number(app, chat, roster, wechat,
     other.subscribe()
     other.say("北京市高等教育自学考试")
     other.say("本科")
-    other.say(f"{roster[0]['name']} {roster[0]['id_number']}")
-    reply = other.say("13900139000")
+    reply = other.say(f"{roster[0]['name']} {roster[0]['id_number']}")
     assert "已在另一个微信号上采集" in reply and "切勿帮他人采集" in reply
     assert other.state() == "identity"
     with app.extensions["collector"].db.session() as session:
