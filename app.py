@@ -234,15 +234,25 @@ def register_commands(app: Flask) -> None:
 
 
 @click.command("serve")
+@click.option("--prod", is_flag=True, help="gunicorn with [server] workers and worker_class, whatever [server] engine says")
 @with_appcontext
-def serve_command() -> None:
-    """Serve the app with waitress on the host, port and threads from config."""
+def serve_command(prod: bool) -> None:
+    """Serve the app: waitress (host, port, threads) or gunicorn ([server] engine, or --prod)."""
     from bot import arrival
 
     settings = current_app.config["SETTINGS"]
     if weak_secret_key(settings):
         raise click.ClickException(WEAK_SECRET_KEY)
     server = settings.server
+    if server.engine not in ("waitress", "gunicorn"):
+        raise click.ClickException(f'server.engine must be "waitress" or "gunicorn", not {server.engine!r}')
+    if prod or server.engine == "gunicorn":
+        import serving
+
+        click.echo(f"Serving on http://{server.host}:{server.port}/wechat (gunicorn, "
+                   f"{serving.worker_count(server)} {server.worker_class} workers)")
+        serving.serve(create_app, server)
+        return
     click.echo(f"Serving on http://{server.host}:{server.port}/wechat ({server.threads} threads)")
     arrival.serve(current_app._get_current_object(), host=server.host, port=server.port, threads=server.threads)
 

@@ -177,12 +177,15 @@ class NotificationSettings:
     wechat_template_approved: str = ""
     wechat_template_rejected: str = ""
     wechat_template_review_delay: str = ""
+    # The support desk: an agent's reply WeChat refused as a customer-service message (45015/45047).
+    wechat_template_support_reply: str = ""
     # Which template field shows what: {template field = one of TEMPLATE_VALUES}. The default fits
     # the classic layout; a category template (thing1, time2…) names its own fields.
     wechat_template_payment_done_fields: dict[str, str] = field(default_factory=_classic("amount"))
     wechat_template_approved_fields: dict[str, str] = field(default_factory=_classic())
     wechat_template_rejected_fields: dict[str, str] = field(default_factory=_classic("reason"))
     wechat_template_review_delay_fields: dict[str, str] = field(default_factory=_classic())
+    wechat_template_support_reply_fields: dict[str, str] = field(default_factory=_classic("reason"))
 
     def template_fields(self, kind: str) -> dict[str, str]:
         return getattr(self, f"wechat_template_{kind}_fields", CLASSIC_TEMPLATE)
@@ -280,6 +283,15 @@ class ServerSettings:
     photo_checks_at_once: int = 2
     # A dependency that is down (Redis, the job queue) is logged once per this many seconds.
     outage_log_every_seconds: float = 60.0
+    # `flask serve`: "waitress" (one process, `threads` threads: the demo) or "gunicorn" (`workers`
+    # processes: production; `flask serve --prod` picks it whatever this says).
+    engine: str = "waitress"
+    # gunicorn: worker processes (0: twice the CPU count), worker class ("sync" measured fastest for
+    # this workload; "gthread" with `threads` threads each), seconds a worker may spend on one request
+    # before it is replaced (far above WeChat's 5 s: a photo step waits up to the reply budget).
+    workers: int = 0
+    worker_class: str = "sync"
+    timeout_seconds: int = 30
 
 
 @dataclass(frozen=True)
