@@ -152,6 +152,11 @@ TEMPLATE_SUPPORT_REPLY = {
     "status": "客服已回复",
     "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
 }
+TEMPLATE_SUPPORT_REPLY = {
+    "title": "客服回复了您的问题",
+    "status": "客服已回复",
+    "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
+}
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
 
 # --- the sandbox payment page ----------------------------------------------------------------------

@@ -179,12 +179,15 @@ class NotificationSettings:
     wechat_template_review_delay: str = ""
     # The support desk: an agent's reply WeChat refused as a customer-service message (45015/45047).
     wechat_template_support_reply: str = ""
+    # The support desk: an agent's reply WeChat refused as a customer-service message (45015/45047).
+    wechat_template_support_reply: str = ""
     # Which template field shows what: {template field = one of TEMPLATE_VALUES}. The default fits
     # the classic layout; a category template (thing1, time2…) names its own fields.
     wechat_template_payment_done_fields: dict[str, str] = field(default_factory=_classic("amount"))
     wechat_template_approved_fields: dict[str, str] = field(default_factory=_classic())
     wechat_template_rejected_fields: dict[str, str] = field(default_factory=_classic("reason"))
     wechat_template_review_delay_fields: dict[str, str] = field(default_factory=_classic())
+    wechat_template_support_reply_fields: dict[str, str] = field(default_factory=_classic("reason"))
     wechat_template_support_reply_fields: dict[str, str] = field(default_factory=_classic("reason"))
 
     def template_fields(self, kind: str) -> dict[str, str]:

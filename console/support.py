@@ -93,7 +93,8 @@ def _view(openid: str, file: support.CandidateFile) -> dict:
     return dict(revealed=_revealed(openid), local=_local, waited=_waited, state_name=support.state_name,
                 now=now, mine=file.candidate.agent == current_user.name, window_open=file.window.open(now),
                 mask_id_number=mask_id_number, mask_phone=mask_phone, poll=_settings().support.poll_seconds,
-                idle_minutes=_settings().support.idle_minutes, sms_ready=_sms_ready())
+                idle_minutes=_settings().support.idle_minutes, sms_ready=_sms_ready(),
+                template_ready=bool(_settings().notifications.wechat_template_support_reply))
 
 
 def _sms_ready() -> bool:

@@ -31,6 +31,7 @@ from store.models import (AuditEvent, CannedReply, Candidate, Message, Notificat
                           ReviewDecision, RosterEntry, utcnow)
 
 SEARCH_LIMIT = 50
+TEMPLATE_REASON_CHARS = 60  # a template shows the reply's beginning; the rest waits in the chat
 REPLY_MAX_CHARS = 600  # WeChat takes 2048 bytes of text; a Chinese character is three
 # Steps where a candidate is still on the way (a stuck one is suggested to agents).
 ACTIVE_STATES = (State.INSTITUTION, State.LEVEL, State.IDENTITY, State.PHONE, State.CONFIRM, State.NOTICE,
@@ -240,6 +241,8 @@ def _message_events(history: list[Message], photos: dict[str, Photo], notices_: 
         elif message.media_path:
             text = "照片（客服接手期间收到，未自动检查）"
         via = {"webhook": "", "passive": "", "custom": "客服消息"}.get(message.channel, message.channel)
+        if notice is not None and notice.delivered_via == "template":
+            via = "模板消息"
         events.append(Event(at=message.created_at, kind=message.direction, text=text, detail=via,
                             photo_id=photo.id if photo else None, sort=message.id,
                             image_message_id=message.id if message.media_path and photo is None else None,
@@ -450,9 +453,21 @@ def reply(session: Session, openid: str, agent: str, text: str, outbox: Outbox) 
         raise StaffActionError(f"回复最多{REPLY_MAX_CHARS}字，现在是{len(text)}字")
     candidate = held_by(session, openid, agent)
     _touch(candidate, agent)
-    ids = outbox.add(session, _notice(openid, f"support_reply:{openid}:{uuid.uuid4().hex}", text, "support_reply"))
+    notice = Notice(kind="support_reply", openid=openid, key=f"support_reply:{openid}:{uuid.uuid4().hex}", text=text,
+                    template_fields=_template_fields(candidate, text, outbox.settings))
+    ids = outbox.add(session, notice)
     record(session, agent, "support.reply", f"openid:{openid}", f"{len(text)} 字")
     return ids[0]
+
+
+def _template_fields(candidate: Candidate, text: str, settings: Settings) -> dict[str, str]:
+    """What a template message shows should WeChat refuse the reply as a customer-service message
+    ([notifications] wechat_template_support_reply; without one the page offers SMS)."""
+    entry = candidate.roster_entry
+    fields = {key: value.format(**texts.office_fields(settings)) for key, value in messages.TEMPLATE_SUPPORT_REPLY.items()}
+    fields.update(name=(entry.name if entry else candidate.name) or "", reason=texts.shorten(text, TEMPLATE_REASON_CHARS),
+                  time=datetime.now(settings.window.tz).strftime("%Y-%m-%d %H:%M"))
+    return fields
 
 
 def sms(session: Session, openid: str, agent: str, outbox: Outbox, settings: Settings) -> int:

@@ -273,3 +273,23 @@ def test_the_same_photo_refusal_three_times_is_suggested(desk, fake_wechat):
     assert found[0].why.startswith("照片连续3次因同一问题（") and "face.count" in found[0].why
     photos = [event for event in file.events if event.photo_id and event.kind == "in"]
     assert len(photos) == 3 and "自动检查：未通过：" in photos[0].text and "face.count" in photos[0].text
+
+
+def test_with_a_template_configured_a_reply_wechat_refuses_goes_out_as_a_template_message(make_app, fake_wechat):
+    app = make_app(notifications={"wechat_template_support_reply": "tpl_support"})
+    seed_roster(app)
+    fake_wechat.add_template("tpl_support", ("first", "keyword1", "keyword2", "keyword3", "remark"))
+    fake_wechat.limit_per_window(5)
+    chat = at_photo(app, fake_wechat)
+    take(app, chat.openid)
+    chat.say("在吗")
+    fake_wechat.user_wrote(chat.openid)
+    for number in range(1, 7):
+        act(app, support.reply, chat.openid, "客服甲", f"第{number}条：" + "请换白色背景的照片。" * 10, collector(app).outbox)
+    assert len(texts_to(fake_wechat, chat.openid)) == 6  # the take-over notice and five replies
+    sent = fake_wechat.templates_sent[-1]
+    assert sent["touser"] == chat.openid and sent["template_id"] == "tpl_support"
+    assert sent["data"]["keyword1"]["value"] == "张三" and sent["data"]["keyword2"]["value"].startswith("第6条：")
+    with collector(app).db.read() as session:
+        file = support.candidate_file(session, chat.openid, collector(app).settings)
+    assert [event.detail for event in file.events if event.kind == "out"][-1] == "模板消息"
