@@ -59,6 +59,11 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, SECRET_KEY=settings.secret_key, PHOTO_THRESHOLDS=settings.photo,
                       MAX_CONTENT_LENGTH=settings.wechat.max_body_bytes)
+    if settings.server.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["collector"] = build_collector(settings)
     app.register_blueprint(webhook.blueprint)
     app.register_blueprint(payment_blueprint(settings))

@@ -179,15 +179,12 @@ class NotificationSettings:
     wechat_template_review_delay: str = ""
     # The support desk: an agent's reply WeChat refused as a customer-service message (45015/45047).
     wechat_template_support_reply: str = ""
-    # The support desk: an agent's reply WeChat refused as a customer-service message (45015/45047).
-    wechat_template_support_reply: str = ""
     # Which template field shows what: {template field = one of TEMPLATE_VALUES}. The default fits
     # the classic layout; a category template (thing1, time2…) names its own fields.
     wechat_template_payment_done_fields: dict[str, str] = field(default_factory=_classic("amount"))
     wechat_template_approved_fields: dict[str, str] = field(default_factory=_classic())
     wechat_template_rejected_fields: dict[str, str] = field(default_factory=_classic("reason"))
     wechat_template_review_delay_fields: dict[str, str] = field(default_factory=_classic())
-    wechat_template_support_reply_fields: dict[str, str] = field(default_factory=_classic("reason"))
     wechat_template_support_reply_fields: dict[str, str] = field(default_factory=_classic("reason"))
 
     def template_fields(self, kind: str) -> dict[str, str]:
@@ -295,6 +292,9 @@ class ServerSettings:
     workers: int = 0
     worker_class: str = "sync"
     timeout_seconds: int = 30
+    # Reverse proxies in front (nginx: 1) whose X-Forwarded-For/-Proto are trusted, so sign-in limits
+    # and the audit log see the client's address, not the proxy's. 0: requests come straight in.
+    trusted_proxies: int = 0
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,26 @@ def test_gunicorn_serves_the_webhook_with_the_configured_workers(tmp_path, how):
     assert "gunicorn, 3 sync workers" in output
     assert len(set(re.findall(r"Booting worker with pid: (\d+)", output))) == 3
     assert code == 0, output[-2000:]
+
+
+def _failed_sign_in_addresses(app, **headers) -> list[str | None]:
+    from sqlalchemy import select
+
+    from store.models import AuditEvent
+    from tests.test_console_cookie import sign_in
+
+    client = app.test_client()
+    client.environ_base.update({"REMOTE_ADDR": "127.0.0.1", **headers})
+    sign_in(client, "无此人", "wrong-password")
+    with app.extensions["collector"].db.session() as session:
+        return list(session.scalars(select(AuditEvent.ip).where(AuditEvent.action == "login.failure")))
+
+
+def test_behind_a_trusted_proxy_the_audit_log_has_the_clients_address(make_app):
+    app = make_app(server={"trusted_proxies": 1})
+    assert _failed_sign_in_addresses(app, HTTP_X_FORWARDED_FOR="203.0.113.7") == ["203.0.113.7"]
+
+
+def test_without_a_trusted_proxy_a_forwarded_for_header_is_ignored(make_app):
+    app = make_app()
+    assert _failed_sign_in_addresses(app, HTTP_X_FORWARDED_FOR="203.0.113.7") == ["127.0.0.1"]
