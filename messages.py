@@ -152,11 +152,6 @@ TEMPLATE_SUPPORT_REPLY = {
     "status": "客服已回复",
     "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
 }
-TEMPLATE_SUPPORT_REPLY = {
-    "title": "客服回复了您的问题",
-    "status": "客服已回复",
-    "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
-}
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
 
 # --- the sandbox payment page ----------------------------------------------------------------------
@@ -249,8 +244,11 @@ CANNED_REPLIES = (
     ("电话咨询", "{name}您好，您的情况需要电话核实，请在工作时间致电市自考办：{office_phone}。"),
 )
 UNSUPPORTED_MESSAGE = "暂时只能识别文字和图片。"
-WINDOW_NOT_YET_OPEN = "照片采集将于{start}开放，请届时再来。发送“进度”可查看进度。"
+WINDOW_NOT_YET_OPEN = "照片采集将于{start}开放，请届时再来。"
 WINDOW_CLOSED = "本次照片采集已于{end}结束。如有疑问请联系市自考办：{phone}（{hours}）。"
+# Outside the window only these work (a candidate who has paid keeps every command).
+OUTSIDE_WINDOW_COMMANDS = "现在可用的指令：进度（查看进度）、人工（联系客服）。"
+OUTSIDE_WINDOW_PROGRESS = "当前进度：{step}（未完成）"
 SYSTEM_ERROR = "系统繁忙，您的消息已收到。请稍后再发一次，或发送“人工”联系客服。"
 
 # --- photo checker (rules/photo) -------------------------------------------------------------

@@ -11,13 +11,12 @@ from sqlalchemy import select, update
 
 import messages
 from bot import states
-from handlers import handback, held, texts
+from handlers import handback, held, texts, window
 from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASSIVE, Reply, ReplyRoute, Services,
                            State)
 from notify import notices
 from notify.outbox import Outbox
 from rules.text import compact
-from rules.window import WindowStatus, window_status
 from settings import Settings
 from store import queries
 from store.db import Database
@@ -63,10 +62,10 @@ class Conversation:
         if msg.kind == "event":
             return self._event(ctx, msg)
         command = states.COMMANDS.get(compact(msg.text).lower()) if msg.kind == "text" else None
-        if command is not None and (command in states.OPEN_OUTSIDE_WINDOW_COMMANDS or self._window_open(ctx)):
-            return command(ctx, msg)
-        if state not in states.OPEN_OUTSIDE_WINDOW_STATES and not self._window_open(ctx):
-            return Outcome(Reply(self._window_text(ctx)), state)
+        if command is not None and (command in states.OPEN_OUTSIDE_WINDOW_COMMANDS or window.is_open(ctx)):
+            return window.first(ctx, command(ctx, msg))
+        if window.applies(ctx):
+            return window.closed_reply(ctx)
         step = states.STEPS[state]
         handler = states.STEP_BY_KIND.get((state, msg.kind), step.handler)
         if msg.kind not in step.accepts:
@@ -78,8 +77,8 @@ class Conversation:
         event = (msg.event or "").lower()
         if event == "unsubscribe":
             return Outcome(NO_REPLY, state)
-        if not self._window_open(ctx) and state not in states.OPEN_OUTSIDE_WINDOW_STATES:
-            return Outcome(Reply(texts.join(texts.welcome(self.settings), self._window_text(ctx))), state)
+        if window.applies(ctx):  # the window's state, not the steps that cannot be taken now
+            return window.closed_reply(ctx)
         if state == State.WELCOME:
             return states.STEPS[State.WELCOME].handler(ctx, msg)
         return Outcome(Reply(texts.step_help(self.settings, state)), state)
@@ -90,18 +89,6 @@ class Conversation:
         if msg.kind == "other":
             help_text = texts.join(messages.UNSUPPORTED_MESSAGE, help_text)
         return Outcome(Reply(help_text), state)
-
-    def _window_open(self, ctx: Context) -> bool:
-        window = self.settings.window
-        return window_status(ctx.now, window.aware_start(), window.aware_end()) is WindowStatus.OPEN
-
-    def _window_text(self, ctx: Context) -> str:
-        window = self.settings.window
-        status = window_status(ctx.now, window.aware_start(), window.aware_end())
-        if status is WindowStatus.NOT_YET_OPEN:
-            return messages.WINDOW_NOT_YET_OPEN.format(start=texts.local_time(self.settings, window.aware_start()))
-        return messages.WINDOW_CLOSED.format(end=texts.local_time(self.settings, window.aware_end()),
-                                             **texts.office_fields(self.settings))
 
     # -- transcript and state --------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from typing import Callable
 
 import messages
 from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, photo_offers,
-                      review, welcome)
+                      review, welcome, window)
 from handlers.base import DeferredHandler, Handler, State
 
 TEXT = frozenset({"text"})
@@ -93,6 +93,6 @@ DEFERRABLE: dict[str, tuple[Callable[..., Future], DeferredHandler]] = {
 
 # Outside the collection window these still answer; everything else says when collection opens or that it closed.
 OPEN_OUTSIDE_WINDOW_COMMANDS = frozenset({commands.help_, commands.progress, commands.human, commands.view_photo})
-OPEN_OUTSIDE_WINDOW_STATES = frozenset({State.UNDER_REVIEW, State.APPROVED})
+OPEN_OUTSIDE_WINDOW_STATES = window.OPEN_STATES
 
 assert set(STEPS) == {value for name, value in vars(State).items() if name.isupper()}, "a state has no step"

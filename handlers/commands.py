@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import messages
-from handlers import payment, review, texts
+from handlers import payment, review, texts, window
 from handlers.base import Context, Incoming, Outcome, Reply, State
 from payments.orders import end_collection
 from store import queries
@@ -12,12 +12,19 @@ PAID_STATES = (State.UNDER_REVIEW, State.APPROVED)
 
 
 def help_(ctx: Context, msg: Incoming) -> Outcome:
+    if window.applies(ctx):  # no step can be taken now: only the window's state and what still works
+        return window.closed_reply(ctx)
     return Outcome(Reply(texts.step_help(ctx.settings, ctx.candidate.state)), ctx.candidate.state)
 
 
 def progress(ctx: Context, msg: Incoming) -> Outcome:
     state = ctx.candidate.state
     step = messages.PROGRESS_STEPS.get(state, state)
+    if window.applies(ctx):
+        where = step if state == State.WELCOME else messages.OUTSIDE_WINDOW_PROGRESS.format(step=step)
+        text = texts.join(window.state_text(ctx), messages.PROGRESS.format(step=where, detail="").strip(),
+                          messages.OUTSIDE_WINDOW_COMMANDS)
+        return Outcome(Reply(text), state)
     return Outcome(Reply(messages.PROGRESS.format(step=step, detail=progress_detail(ctx))), state)
 
 

@@ -84,3 +84,28 @@ def test_an_id_number_typed_at_the_institution_step_is_never_echoed(at_identity,
     chat.say("重新开始")
     reply = chat.say(ZHANG["id_number"])
     assert "没有找到" in reply and "19900307" not in reply and "110101********4573" in reply, reply
+
+
+CLOSED = {"start": "2024-06-13T00:00:00", "end": "2024-06-15T23:59:59"}
+NOT_YET = {"start": "2099-06-13T00:00:00", "end": "2099-06-15T23:59:59"}
+
+
+def window_chat(make_app, window, openid="o_outside"):
+    from tests.conftest import simulator_for
+    app = make_app(window=window)
+    wechat = simulator_for(app)
+    return lambda text: wechat.text(openid, text).content, lambda: wechat.event(openid, "subscribe").content
+
+
+@pytest.mark.parametrize("window,state", [(CLOSED, "已于2024年06月15日 23:59结束"), (NOT_YET, "2099年06月13日 00:00开放")])
+def test_outside_the_window_every_answer_says_its_state_first(make_app, fake_wechat, window, state):
+    say, subscribe = window_chat(make_app, window)
+    welcome = subscribe()
+    assert state in welcome.split("\n")[0], welcome
+    assert "步骤" not in welcome and "上传证件照" not in welcome, welcome  # no steps that cannot be taken
+    for text in ("帮助", "进度", "北京市高等教育自学考试", "查看照片", "人工"):
+        reply = say(text)
+        assert state in reply.split("\n")[0], (text, reply)
+        assert "请输入院校名称" not in reply and "重新开始" not in reply, (text, reply)
+    assert "现在可用的指令：进度" in say("帮助")
+    assert "当前进度：尚未开始" in say("进度")
