@@ -201,3 +201,36 @@ def test_a_photo_sent_to_an_agent_is_kept_and_shown_without_a_bot_answer(desk, f
     page.wait_for_function("document.querySelector('#timeline img.thumb').naturalWidth > 0")
     assert "客服接手期间收到" in page.inner_text("#timeline")
     assert zhang.chat.state() == "photo" and zhang.received() == [messages.AGENT_TOOK_OVER]
+
+
+def test_an_admin_edits_the_canned_replies_and_agents_get_them_filled_in(desk, fake_wechat, page, new_page):
+    zhang = Candidate_(desk, fake_wechat, "o_desk_canned", ZHANG)
+    desk.add_user("管理员", "admin")
+    sign_in(page, desk.url, "管理员")
+    page.goto(f"{desk.url}/staff/support/canned")
+    assert page.locator("#canned tbody tr").count() == len(messages.CANNED_REPLIES)
+    page.fill("#new-canned input[name=title]", "坏占位符")
+    page.fill("#new-canned textarea[name=text]", "{phone}")
+    page.click("#new-canned button")
+    assert "占位符" in page.inner_text(".error")
+    page.fill("#new-canned input[name=title]", "补交材料")
+    page.fill("#new-canned textarea[name=text]", "{name}您好，请在{deadline}前补交，电话{office_phone}。")
+    page.click("#new-canned button")
+    page.wait_for_selector(".notice:has-text('补交材料')")
+    phone_call = page.locator("#canned tr[data-title='电话咨询']")
+    phone_call.locator("select[name=active]").select_option("0")
+    phone_call.locator("button").click()
+    page.wait_for_selector(".notice:has-text('电话咨询')")
+    assert page.locator("#canned tr.off[data-title='电话咨询']").count() == 1
+    shoot(page, "support-canned")
+
+    desk.add_user("客服甲", "support")
+    agent = new_page()
+    sign_in(agent, desk.url, "客服甲")
+    agent.goto(f"{desk.url}/staff/support/c/{zhang.openid}")
+    agent.click("#take button")
+    agent.click(".canned-reply:has-text('补交材料')")
+    assert agent.locator(".canned-reply:has-text('电话咨询')").count() == 0  # retired
+    filled = agent.input_value("#reply textarea[name=text]")
+    assert filled.startswith("张三您好，请在") and "010-58691620" in filled and "{" not in filled
+    assert agent.goto(f"{desk.url}/staff/support/canned").status == 403
