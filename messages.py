@@ -109,6 +109,13 @@ PHOTO_PASSED_PAY = (
     "付款后照片进入人工审核，{review_hours}小时内完成。"
 )
 PHOTO_PASSED_ALREADY_PAID = "照片检查通过！您已支付过采集费，无需再次付款。照片已重新提交审核，{review_hours}小时内完成。"
+PHOTO_FAILED_EARLIER_PAYABLE = "您之前发送的、已通过检查的照片仍然有效，可以直接用它付款（{fee}元）：\n{pay_url}"
+PHOTO_WHILE_UNDER_REVIEW = ("这张新照片没有使用：您已提交的照片正在审核中，审核期间不能更换。"
+                            "如果审核未通过，届时直接发送新照片即可，无需再次付费。")
+PHOTO_AFTER_APPROVED = "这张新照片没有使用：您的照片已审核通过，无需再发送。发送“查看照片”可查看已通过的照片。"
+PHOTO_NOT_USED = "您刚才发送的照片没有使用：您已进入“{step}”，发送“进度”查看当前进度。"
+# An image at a step that takes text (before the photo step): not stored, the step's help follows.
+PHOTO_TOO_EARLY = "现在还不能接收照片，这张照片没有保存。请先完成下面这一步，到上传照片那一步再发送。"
 PAYMENT_PENDING = "请支付采集费{fee}元，点击链接付款：\n{pay_url}\n如需更换照片，直接发送新照片即可。"
 PAYMENT_DONE = "支付成功（{fee}元）。照片已提交人工审核，{review_hours}小时内完成，结果会通知您。"
 UNDER_REVIEW = "您的照片正在审核中，预计{deadline}前完成（还剩约{hours_left}小时）。请耐心等待通知。"
@@ -261,7 +268,8 @@ PHOTO_RULES = {
     "file.format.unknown": "这个文件不是照片，无法打开。请发送 JPG 格式的证件照。",
     "file.format.heic": "照片是 HEIC 格式（苹果手机默认格式），不是 JPG。请在“设置→相机→格式”选“兼容性最佳”后重拍，或转成 JPG 后发送。",
     "file.format.corrupt": "照片文件已损坏或不完整，无法打开。请重新导出照片后发送原图。",
-    "file.size": "照片文件太小（{value}），需大于 {threshold}。请发送原图（发送时勾选“原图”）。",
+    "file.size": ("照片文件太小（{value}），需大于 {threshold}，可能被压缩了。请发送原图：选好照片后勾选左下角的“原图”再发送，"
+                  "不要截图或转发。"),
     "file.size.too_large": "照片文件太大（{value}），不能超过 {threshold}。请发送正常拍摄的 JPG 照片。",
     # image
     "image.resolution": "照片像素太低（{value}），至少需要 {threshold}。请发送原图，不要截图或压缩。",

@@ -88,6 +88,8 @@ class Conversation:
         help_text = step.wrong_kind or texts.step_help(self.settings, state)
         if msg.kind == "other":
             help_text = texts.join(messages.UNSUPPORTED_MESSAGE, help_text)
+        elif msg.kind == "image":  # say the photo was not kept, not only what the step wants
+            help_text = texts.join(messages.PHOTO_TOO_EARLY, help_text)
         return Outcome(Reply(help_text), state)
 
     # -- transcript and state --------------------------------------------------------------------

@@ -24,6 +24,18 @@ def after_photo_passed(ctx: Context) -> Outcome:
     return Outcome(Reply(text), State.PAYMENT)
 
 
+def earlier_photo_still_payable(ctx: Context, refused: Outcome) -> Outcome:
+    """A new photo failed while the one that passed awaits payment: that one can still be paid for."""
+    entry_id = ctx.candidate.roster_entry_id
+    if ctx.candidate.state != State.PAYMENT or refused.reply.text is None or entry_id is None:
+        return refused
+    if queries.latest_roster_photo(ctx.session, entry_id, ("submitted",)) is None:
+        return refused
+    still = messages.PHOTO_FAILED_EARLIER_PAYABLE.format(fee=texts.fee_yuan(ctx.settings), pay_url=pay_url(ctx))
+    refused.reply = Reply(texts.join(refused.reply.text, still))
+    return refused
+
+
 def handle(ctx: Context, msg: Incoming) -> Outcome:
     return Outcome(Reply(pending_text(ctx)), State.PAYMENT)
 

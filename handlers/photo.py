@@ -79,7 +79,9 @@ def redo(services: Services, settings, checks: dict) -> Future:
 def apply_later(ctx: Context, job: Future) -> Outcome:
     if ctx.candidate.state not in ACCEPTING_STATES:
         log.info("photo verdict dropped: candidate moved on to %s", ctx.candidate.state)
-        return Outcome(Reply(), ctx.candidate.state)
+        # Said, not silently dropped: the candidate is waiting for this photo's verdict.
+        return Outcome(Reply(messages.PHOTO_NOT_USED.format(step=messages.PROGRESS_STEPS.get(ctx.candidate.state, ""))),
+                       ctx.candidate.state)
     return apply_finished(ctx, job)
 
 

@@ -11,10 +11,15 @@ from store import queries
 
 
 def under_review(ctx: Context, msg: Incoming) -> Outcome:
+    if msg.kind == "image":  # never silently ignored: say what happened to it and what can be done
+        return Outcome(Reply(texts.join(messages.PHOTO_WHILE_UNDER_REVIEW, review_status(ctx))), State.UNDER_REVIEW,
+                       checks={"photo": "not_used_under_review"})
     return Outcome(Reply(review_status(ctx)), State.UNDER_REVIEW)
 
 
 def approved(ctx: Context, msg: Incoming) -> Outcome:
+    if msg.kind == "image":
+        return Outcome(Reply(messages.PHOTO_AFTER_APPROVED), State.APPROVED, checks={"photo": "not_used_approved"})
     return Outcome(Reply(messages.APPROVED_STATUS), State.APPROVED)
 
 

@@ -109,3 +109,56 @@ def test_outside_the_window_every_answer_says_its_state_first(make_app, fake_wec
         assert "请输入院校名称" not in reply and "重新开始" not in reply, (text, reply)
     assert "现在可用的指令：进度" in say("帮助")
     assert "当前进度：尚未开始" in say("进度")
+
+
+def paid(chat, photo) -> None:
+    chat.walk_to_photo(ZHANG)
+    reply = chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    assert chat.pay(chat.pay_link(reply)).status_code == 200
+    assert chat.state() == "under_review"
+
+
+def test_a_photo_sent_while_under_review_is_answered_with_what_happened(chat, photo):
+    paid(chat, photo)
+    reply = chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    assert "这张新照片没有使用" in reply and "审核期间不能更换" in reply and "无需再次付费" in reply, reply
+    assert "审核中" in reply and chat.state() == "under_review"
+
+
+def test_a_failed_photo_while_paying_says_the_passing_one_can_still_be_paid(chat, photo):
+    chat.walk_to_photo(ZHANG)
+    assert "检查通过" in chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    reply = chat.send_photo(photo("webmorph_004_03_small.jpg"))
+    assert "照片未通过检查" in reply and "已通过检查的照片仍然有效" in reply, reply
+    assert chat.state() == "payment"
+    assert chat.pay(chat.pay_link(reply)).status_code == 200  # the link in that reply pays for the passing one
+    assert chat.state() == "under_review"
+
+
+def test_a_photo_before_the_photo_step_says_it_was_not_kept(at_identity, photo):
+    reply = at_identity.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    assert "现在还不能接收照片" in reply and "身份证号" in reply, reply
+
+
+def test_a_red_background_is_named_with_the_three_allowed_colours(chat, photo):
+    chat.walk_to_photo(ZHANG)
+    reply = chat.send_photo(photo("cfdAF200_bg_red.jpg"))
+    import re
+    # The checker names the colour it measured (rules/photo/background.colour_name), then the allowed three.
+    assert re.search("背景是(红|橙|粉|深红)色", reply), reply
+    assert "浅蓝色" in reply and "白色" in reply and "浅灰色" in reply, reply
+
+
+def test_a_file_just_under_the_size_limit_visibly_fails_it_and_says_how_to_send_the_original(chat, photo):
+    import io
+
+    from PIL import Image
+    image = Image.open(io.BytesIO(photo("webmorph_004_03_blue_ok.jpg")))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=20)
+    data = out.getvalue()
+    assert len(data) < 30446
+    data += b"\0" * (30446 - len(data))  # after the end-of-image marker: still a JPEG, 30 446 bytes
+    chat.walk_to_photo(ZHANG)
+    reply = chat.send_photo(data)
+    assert "照片文件太小（29.7 KB），需大于 30 KB" in reply and "“原图”" in reply, reply
