@@ -504,6 +504,7 @@ def drive(collector, campaign_id: int, max_seconds: float | None = None) -> Driv
         driven.outcome = "busy"
         return driven
     deadline = time.monotonic() + max_seconds if max_seconds else None
+    look_for_stuck_at = 0.0
     try:
         while True:
             driven.outcome = _ready(collector, campaign_id, driver)
@@ -512,7 +513,12 @@ def drive(collector, campaign_id: int, max_seconds: float | None = None) -> Driv
             if deadline is not None and time.monotonic() > deadline:
                 driven.outcome = "slice"
                 return driven
-            notification_id = _stuck_row(collector, campaign_id) or _claim_next(collector, campaign_id)
+            notification_id = None
+            if time.monotonic() >= look_for_stuck_at:
+                notification_id = _stuck_row(collector, campaign_id)
+                if notification_id is None:  # none now; a row left by a dying worker shows up after its lease
+                    look_for_stuck_at = time.monotonic() + STUCK_LOOK_EVERY_SECONDS
+            notification_id = notification_id or _claim_next(collector, campaign_id)
             if notification_id is None:
                 driven.outcome = _finish_if_done(collector, campaign_id)
                 return driven
@@ -524,6 +530,10 @@ def drive(collector, campaign_id: int, max_seconds: float | None = None) -> Driv
                 return driven
     finally:
         _release(collector, campaign_id, driver)
+
+
+# How often a driver looks for rows of its campaign that a dead worker left (they come back after a lease).
+STUCK_LOOK_EVERY_SECONDS = 1.0
 
 
 def _acquire(collector, campaign_id: int, driver: str) -> bool:
@@ -560,7 +570,8 @@ def _ready(collector, campaign_id: int, driver: str) -> str:
         campaign = session.get(ReminderCampaign, campaign_id)
         if campaign is None or campaign.driver != driver:
             return "lost"
-        campaign.lease_until = now + _lease(collector)
+        if campaign.lease_until is None or campaign.lease_until - now < _lease(collector) / 2:
+            campaign.lease_until = now + _lease(collector)  # renewed at half time: one write, not one per message
         if campaign.status == "scheduled":
             if campaign.send_at is not None and campaign.send_at > now:
                 return "scheduled"
