@@ -1,12 +1,17 @@
-"""Webhook throughput/latency bench: the real app under waitress, driven like WeChat drives it.
+"""Webhook throughput/latency bench: the real app under the production server, driven like WeChat drives it,
+against a bare Flask app answering "success" under the same server and settings in the same run.
 
     .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
+        [--server gunicorn|waitress] [--workers 2] [--database-url URL] [--redis-url URL] [--text 帮助]
 
-Starts a fake WeChat API and the app (`waitress ... --call app:create_app`) with a throw-away config
-and database, then for plain and AES mode and each client count: every client (its own openid)
-subscribes untimed, then sends the text "帮助" with fresh MsgIds, timed, until the run's request
-budget or time limit is used up. Clients are threads spread over several processes so the client
-side's GIL is not the bottleneck. Prints one table row per run; exits non-zero if any request failed.
+Starts a fake WeChat API, then for each target (the bare baseline, then the app) a server (gunicorn with
+`--workers` sync workers through `serving.py`, or waitress with 16 threads) with a throw-away config
+(and a throw-away SQLite database unless --database-url names a scratch one), then for plain and AES
+mode and each client count: every client (its own openid) subscribes untimed, then sends the text with
+fresh MsgIds, timed, until the run's request budget or time limit is used up. Clients are threads spread
+over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
+read from its processes' CPU times (/proc) before and after each run. Prints one row per run, then the
+app's throughput as a share of the baseline's; exits non-zero if any request failed.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ class RunSpec:
     clients: int
     requests: int
     seconds: float
+    text: str = TEXT
 
 
 @dataclass
@@ -73,17 +79,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(workdir: Path, api_base_url: str) -> Path:
+def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int) -> Path:
     config = workdir / "bench.toml"
     values = {
-        "database_url": f"sqlite:///{workdir / 'bench.db'}",
+        "database_url": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
         "data_dir": str(workdir / "data"),
         "secret_key": secrets.token_hex(32),  # the placeholder one is refused
+        "redis_url": args.redis_url,
     }
     wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url,
               "mode": "compatible"}  # the bench measures plain and AES requests
+    server = {"host": HOST, "port": port, "threads": SERVER_THREADS, "workers": args.workers, "worker_class": "sync"}
+    jobs = {"queue_name": f"webhook-bench-{secrets.token_hex(4)}"}  # its own Redis keys
     lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     lines += ["", "[wechat]"] + [f"{key} = {json.dumps(value)}" for key, value in wechat.items()]
+    lines += ["", "[server]"] + [f"{key} = {json.dumps(value)}" for key, value in server.items()]
+    lines += ["", "[jobs]"] + [f"{key} = {json.dumps(value)}" for key, value in jobs.items()]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
 
@@ -100,12 +111,15 @@ def upgrade_database(app: str, env: dict[str, str]) -> None:
         raise SystemExit(f"bench: `flask db upgrade` failed ({upgrade.returncode}):\n{upgrade.stderr[-3000:]}")
 
 
-def start_server(app: str, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "waitress",
-        f"--listen={HOST}:{port}", f"--threads={SERVER_THREADS}",
-        "--call", app,
-    ]
+def start_server(app: str, port: int, env: dict[str, str], log_path: Path, server: str) -> subprocess.Popen:
+    if server == "gunicorn":  # the production server, options from the config's [server]
+        command = [sys.executable, str(ROOT / "bench" / "serve_factory.py"), app]
+    else:
+        command = [
+            sys.executable, "-m", "waitress",
+            f"--listen={HOST}:{port}", f"--threads={SERVER_THREADS}",
+            "--call", app,
+        ]
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -179,7 +193,7 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     go.wait()
     tickets = Tickets(quota, deadline=time.time() + spec.seconds)
     threads = [
-        threading.Thread(target=client_loop, args=(sim, openid, tickets, result, lock))
+        threading.Thread(target=client_loop, args=(sim, openid, spec.text, tickets, result, lock))
         for sim, openid in zip(simulators, openids)
     ]
     for thread in threads:
@@ -189,10 +203,10 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     results.put(result)
 
 
-def client_loop(simulator: WeChatSimulator, openid: str, tickets: Tickets, result: WorkerResult, lock) -> None:
+def client_loop(simulator: WeChatSimulator, openid: str, text: str, tickets: Tickets, result: WorkerResult, lock) -> None:
     while tickets.take():
         started = time.time()
-        problem = attempt(lambda: simulator.text(openid, TEXT))
+        problem = attempt(lambda: simulator.text(openid, text))
         finished = time.time()
         with lock:
             result.started = min(result.started, started)
@@ -264,15 +278,61 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[max(index, 0)]
 
 
-def table_row(spec: RunSpec, result: WorkerResult) -> str:
+def table_row(label: str, spec: RunSpec, result: WorkerResult, cpu_ms: float) -> str:
     latencies = sorted(result.latencies_ms)
     done = len(latencies) + result.errors
-    elapsed = result.finished - result.started
-    throughput = len(latencies) / elapsed if elapsed > 0 else math.nan
     return (
-        f"{spec.mode:<6}{spec.clients:>8}{done:>10}{throughput:>12.1f}"
-        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{result.errors:>8}"
+        f"{label:<8}{spec.mode:<6}{spec.clients:>8}{done:>10}{throughput(result):>12.1f}"
+        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{cpu_ms:>10.2f}{result.errors:>8}"
     )
+
+
+def throughput(result: WorkerResult) -> float:
+    elapsed = result.finished - result.started
+    return len(result.latencies_ms) / elapsed if elapsed > 0 else math.nan
+
+
+# --- the server's CPU time ----------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (gunicorn's master and workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server's processes so far (live ones: workers are not restarted)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def wait_until_idle(pid: int, limit_seconds: float = 60.0) -> None:
+    """Until the server spends under 2 % of a CPU (the app loads its photo models after its first request)."""
+    deadline = time.monotonic() + limit_seconds
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - before < 0.02:
+            return
+        before = now
 
 
 def parse_args() -> argparse.Namespace:
@@ -283,6 +343,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=["plain", "aes"], default=["plain", "aes"])
     parser.add_argument("--warmup", type=int, default=200, help="untimed plain requests first (default 200)")
     parser.add_argument("--app", default="app:create_app", help="the app factory (default app:create_app)")
+    parser.add_argument("--baseline", default="bench.bare_app:create_app",
+                        help="the baseline's factory, run first under the same server ('' for none)")
+    parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn",
+                        help="gunicorn (sync workers, as `flask serve --prod`) or waitress (16 threads)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
+    parser.add_argument("--database-url", default="", help="a scratch database (default: a new SQLite file)")
+    parser.add_argument("--redis-url", default="", help="Redis for the app (default: none)")
+    parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
     parser.add_argument(
         "--processes", type=int, default=max(2, os.cpu_count() or 2), help="client processes (default: CPU count)"
     )
@@ -291,39 +359,65 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    targets = [("bare", args.baseline), ("app", args.app)] if args.baseline else [("app", args.app)]
     with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp, FakeWeChatAPI(APPID, SECRET) as fake:
         workdir = Path(tmp)
-        env = {**os.environ, "COLLECTOR_CONFIG": str(write_config(workdir, fake.base_url))}
         port = free_port()
         base_url = f"http://{HOST}:{port}"
-        log_path = workdir / "server.log"
+        env = {**os.environ, "COLLECTOR_CONFIG": str(write_config(workdir, fake.base_url, args, port))}
         upgrade_database(args.app, env)
-        server = start_server(args.app, port, env, log_path)
-        try:
-            wait_until_answering(server, base_url, log_path)
-            failures = run_all(base_url, args)
-        finally:
-            stop_server(server)
-        if failures:
-            print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+        print(f"webhook {base_url}/wechat  server={describe_server(args)}  client processes<={args.processes}  "
+              f"cpus={os.cpu_count()}  text={args.text!r}  database={'SQLite' if not args.database_url else args.database_url.split('@')[-1]}"
+              f"{'  redis' if args.redis_url else ''}")
+        print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
+              f"{'cpu ms':>10}{'errors':>8}")
+        failures, rates = 0, {}
+        for label, factory in targets:
+            log_path = workdir / f"server-{label}.log"
+            server = start_server(factory, port, env, log_path, args.server)
+            try:
+                wait_until_answering(server, base_url, log_path)
+                failures += run_all(label, base_url, args, server.pid, rates)
+            finally:
+                stop_server(server)
+            if failures:
+                print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+                break
+        print_ratios(rates)
     return 1 if failures else 0
 
 
-def run_all(base_url: str, args: argparse.Namespace) -> int:
-    print(f"webhook {base_url}/wechat  waitress threads={SERVER_THREADS}  client processes<={args.processes}  "
-          f"cpus={os.cpu_count()}  text={TEXT!r}")
-    print(f"{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+def describe_server(args: argparse.Namespace) -> str:
+    return f"gunicorn {args.workers} sync workers" if args.server == "gunicorn" else f"waitress threads={SERVER_THREADS}"
+
+
+def run_all(label: str, base_url: str, args: argparse.Namespace, server_pid: int, rates: dict) -> int:
     failures = 0
     if args.warmup:
-        warmup = run(base_url, RunSpec("plain", min(args.clients), args.warmup, args.seconds), args.processes)
+        warmup = run(base_url, RunSpec("plain", min(args.clients), args.warmup, args.seconds, args.text), args.processes)
         failures += report_problems(warmup, "warm-up ")
+        wait_until_idle(server_pid)
     for mode in args.modes:
         for clients in args.clients:
-            spec = RunSpec(mode, clients, args.requests, args.seconds)
+            spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
+            cpu_before = cpu_seconds(server_pid)
             result = run(base_url, spec, args.processes)
-            print(table_row(spec, result), flush=True)
+            cpu_ms = (cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, len(result.latencies_ms) + result.errors)
+            print(table_row(label, spec, result, cpu_ms), flush=True)
+            rates[(label, mode, clients)] = (throughput(result), cpu_ms)
             failures += report_problems(result)
     return failures
+
+
+def print_ratios(rates: dict) -> None:
+    """The app against the bare baseline, run for run: throughput share and CPU per request."""
+    pairs = [(key[1:], value, rates.get(("bare",) + key[1:])) for key, value in rates.items() if key[0] == "app"]
+    if not any(bare for _, _, bare in pairs):
+        return
+    print(f"{'app/bare':<14}{'clients':>8}{'throughput':>12}{'cpu ms app':>12}{'cpu ms bare':>12}")
+    for (mode, clients), (app_rate, app_cpu), bare in pairs:
+        if bare:
+            print(f"{mode:<14}{clients:>8}{app_rate / bare[0]:>11.3f}x{app_cpu:>12.2f}{bare[1]:>12.2f}")
 
 
 def report_problems(result: WorkerResult, label: str = "") -> int:
