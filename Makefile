@@ -46,11 +46,11 @@ bench: setup
 	$(BIN)/python bench/outbox_bench.py
 	$(BIN)/python bench/overview_bench.py --candidates 50000
 	$(BIN)/python bench/handover_bench.py --photos 20000
+	$(BIN)/python bench/reminders_bench.py --recipients 30000 --send-seconds 30
 
 # Issue 8's cohort run: 300 candidates, 48 at a time, like WeChat, against real server processes, on
 # SQLite and on PostgreSQL + Redis (a scratch database: it is EMPTIED), each also with a server killed.
 LOADTEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/loadtest
-	$(BIN)/python bench/reminders_bench.py --recipients 30000 --send-seconds 30
 LOADTEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 loadtest: setup
 	$(BIN)/python -m loadtest --postgres-url $(LOADTEST_POSTGRES_URL) --redis-url $(LOADTEST_REDIS_URL) $(LOADTEST_ARGS)
