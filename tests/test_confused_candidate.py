@@ -162,3 +162,15 @@ def test_a_file_just_under_the_size_limit_visibly_fails_it_and_says_how_to_send_
     chat.walk_to_photo(ZHANG)
     reply = chat.send_photo(data)
     assert "照片文件太小（29.7 KB），需大于 30 KB" in reply and "“原图”" in reply, reply
+
+
+def test_the_notice_is_short_but_complete_and_help_carries_the_detail(at_phone):
+    at_phone.say("13800138000")
+    notice = at_phone.say("1")
+    for rule in ("露出双耳", "不戴首饰", "不化妆", "不穿无袖", "浅蓝、白色或浅灰色", "“原图”", "我知道了"):
+        assert rule in notice, rule
+    assert "授权" not in notice and len(notice) < 300, notice  # the phone is typed in this chat, not authorised
+    detail = at_phone.say("帮助")
+    for rule in ("耳环", "吊带", "美颜", "3:4", "我知道了"):
+        assert rule in detail, rule
+    assert at_phone.state() == "notice"
