@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 from wechatpy.exceptions import WeChatClientException
 
 from notify.errors import DeliveryError
@@ -18,7 +18,7 @@ from notify.wechat import OUTSIDE_WINDOW, PERMANENT, WeChatChannel, _delivery_er
 from rules.quiet import quiet_until
 from settings import Settings
 from store.db import Database
-from store.models import ReminderCampaign
+from store.models import Message, Notification, ReminderCampaign, utcnow
 
 CHANNEL = "reminder"
 # A paused campaign's row that a sweep finds is looked at again this much later.
@@ -63,8 +63,27 @@ class ReminderChannel:
         if until is not None:
             raise DeliveryError("静默时段", retry_at=until)
 
+    def _window(self, openid: str) -> str | None:
+        """None while a customer-service message may go; else why not (window closed, quota used up:
+        WeChat answers 5 messages per candidate message, [support] replies_per_window)."""
+        hours = timedelta(hours=self.settings.notifications.customer_service_window_hours)
+        with self.db.read() as session:
+            last_heard = session.scalar(select(func.max(Message.created_at))
+                                        .where(Message.openid == openid, Message.direction == "in"))
+            if last_heard is not None and last_heard.tzinfo is None:  # SQLite's max() bypasses the column type
+                last_heard = last_heard.replace(tzinfo=timezone.utc)
+            if last_heard is None or utcnow() - last_heard >= hours:
+                return "超过48小时没有收到考生的消息"
+            used = session.scalar(select(func.count()).select_from(Notification)
+                                  .where(Notification.openid == openid, Notification.delivered_via == "custom",
+                                         Notification.sent_at >= last_heard))
+        if used >= self.settings.support.replies_per_window:
+            return "本次互动的客服消息条数已用完"
+        return None
+
     def _by_wechat(self, parcel: Parcel, reasons: list[str]) -> str | None:
-        if self.wechat._inside_window(parcel.openid):
+        why_not = self._window(parcel.openid)
+        if why_not is None:
             self.throttle.wait("wechat", self.policy.wechat_per_second)
             try:
                 self.wechat.wechat.send_text(parcel.openid, parcel.payload["text"])
@@ -76,7 +95,7 @@ class ReminderChannel:
             except requests.RequestException as exc:
                 raise DeliveryError(f"network: {exc}") from exc
         else:
-            reasons.append("超过48小时没有收到考生的消息")
+            reasons.append(why_not)
         if not self.policy.template_id:
             reasons.append("没有配置提醒模板消息")
             return None

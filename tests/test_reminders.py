@@ -453,3 +453,21 @@ def test_two_consumers_at_once_still_reach_everyone_once(backend, remind_app, fa
         for worker in workers:
             _kill(worker)
     _assert_each_once(fake_wechat, fake_sms, openids, phones)
+
+
+def test_a_window_whose_quota_is_used_up_gets_the_template_without_trying(remind_app, fake_wechat, fake_sms):
+    """WeChat takes 5 customer-service messages per candidate message: after 5 sent since the last one,
+    the reminder goes as a template message at once (the fake has no limit here, so only our count decides)."""
+    app = remind_app(jobs={"immediate": True})
+    graduate(app, 1, openid="o_full", last_heard=timedelta(minutes=30))
+    graduate(app, 2, openid="o_room", last_heard=timedelta(minutes=30))
+    with db(app).session() as session:
+        for openid, count in (("o_full", 5), ("o_room", 4)):
+            for index in range(count):
+                session.add(Notification(dedupe_key=f"earlier:{openid}:{index}", kind="reply", channel="wechat",
+                                         openid=openid, payload={"text": "x"}, status="sent", delivered_via="custom",
+                                         sent_at=utcnow(), next_attempt_at=utcnow(), created_at=utcnow()))
+    number = campaign_id(cli(app, "remind", "create", "--segment", "not_approved", "--text", TEXT))
+    cli(app, "remind", "send", str(number))
+    assert [m["touser"] for m in fake_wechat.sent_messages] == ["o_room"]
+    assert [t["touser"] for t in fake_wechat.templates_sent] == ["o_full"]
