@@ -134,9 +134,14 @@ def _with_channels(audience_query: select, settings: Settings, now: datetime):
     window = timedelta(hours=settings.notifications.customer_service_window_hours)
     last_heard = (select(func.max(Message.created_at))
                   .where(Message.openid == base.c.openid, Message.direction == "in").scalar_subquery())
+    # Customer-service messages already sent since the candidate last wrote: WeChat takes only a few.
+    quota_used = (select(func.count()).select_from(Notification)
+                  .where(Notification.openid == base.c.openid, Notification.delivered_via == "custom",
+                         Notification.sent_at >= last_heard).scalar_subquery())
     template = literal(bool(settings.reminders.template_id))
     channel = case(
-        (and_(base.c.openid.is_not(None), last_heard >= literal(now - window, UtcDateTime())), "custom"),
+        (and_(base.c.openid.is_not(None), last_heard >= literal(now - window, UtcDateTime()),
+              quota_used < settings.support.replies_per_window), "custom"),
         (and_(base.c.openid.is_not(None), template), "template"),
         (base.c.phone.is_not(None), "sms"),
         else_="unreachable")

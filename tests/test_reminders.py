@@ -467,7 +467,8 @@ def test_a_window_whose_quota_is_used_up_gets_the_template_without_trying(remind
                 session.add(Notification(dedupe_key=f"earlier:{openid}:{index}", kind="reply", channel="wechat",
                                          openid=openid, payload={"text": "x"}, status="sent", delivered_via="custom",
                                          sent_at=utcnow(), next_attempt_at=utcnow(), created_at=utcnow()))
-    number = campaign_id(cli(app, "remind", "create", "--segment", "not_approved", "--text", TEXT))
-    cli(app, "remind", "send", str(number))
+    created = cli(app, "remind", "create", "--segment", "not_approved", "--text", TEXT)
+    assert "客服消息 1，模板消息 1" in created  # the preview already knows
+    cli(app, "remind", "send", str(campaign_id(created)))
     assert [m["touser"] for m in fake_wechat.sent_messages] == ["o_room"]
     assert [t["touser"] for t in fake_wechat.templates_sent] == ["o_full"]
