@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import messages
-from handlers import payment
+from handlers import payment, photo_offers
 from handlers.base import Context, Incoming, Outcome, Reply, Services, State
 from rules.credentials import scrub_credentials
 from store import queries
@@ -36,6 +36,7 @@ class PhotoTooLarge(Exception):
 class CheckedPhoto:
     stored: StoredFile
     report: Any  # rules.photo.Report
+    reframed: Any = None  # handlers.photo_offers.ReframedOffer: the re-framed photo offered with a refusal
 
 
 def handle(ctx: Context, msg: Incoming) -> Outcome:
@@ -62,7 +63,8 @@ def fetch_and_check(services: Services, media_id: str, max_bytes: int) -> Checke
     if len(data) > max_bytes:  # not even worth storing
         raise PhotoTooLarge(len(data))
     stored = services.photo_files.put(data)
-    return CheckedPhoto(stored=stored, report=services.check_photo(data))
+    report = services.check_photo(data)
+    return CheckedPhoto(stored=stored, report=report, reframed=photo_offers.prepare(services, data, report))
 
 
 def redo(services: Services, settings, checks: dict) -> Future:
@@ -108,17 +110,15 @@ def apply(ctx: Context, result: CheckedPhoto) -> Outcome:
     report = result.report
     passed = report.verdict == "pass"
     checks = {"photo": report.to_dict()}
-    if passed:
-        queries.replace_submitted_photos(ctx.session, candidate.roster_entry_id)
+    if not passed:
+        return payment.earlier_photo_still_payable(
+            ctx, photo_offers.refused(ctx, result.stored, report, result.reframed, checks))
+    queries.replace_submitted_photos(ctx.session, candidate.roster_entry_id)
     ctx.session.add(Photo(
         candidate_id=candidate.id, roster_entry_id=candidate.roster_entry_id, sha256=result.stored.sha256,
         path=result.stored.relative_path, size_bytes=result.stored.size_bytes, verdict=report.verdict,
-        report=report.to_dict(), status="submitted" if passed else "checked", created_at=utcnow(),
+        report=report.to_dict(), status="submitted", created_at=utcnow(),
     ))
-    if not passed:
-        problems = "\n".join(f"{i}. {failure.message}" for i, failure in enumerate(report.failures, start=1))
-        return Outcome(Reply(messages.PHOTO_FAILED.format(problems=problems)), candidate.state,
-                       checks=checks, media_path=result.stored.relative_path)
     outcome = payment.after_photo_passed(ctx)
     outcome.checks = checks
     outcome.media_path = result.stored.relative_path

@@ -53,6 +53,39 @@ def nearest_reference(lab: np.ndarray) -> tuple[str, float]:
     return name, distances[name]
 
 
+def chromatic_distance(lab: np.ndarray) -> float:
+    """Delta E 2000 to the nearest allowed colour brought to this lightness: the colour, not the light."""
+    distances = []
+    for ref in _REFERENCE_LAB.values():
+        same_light = ref.copy()
+        same_light[0] = lab[0]
+        distances.append(float(m.delta_e2000(lab, same_light)))
+    return min(distances)
+
+
+def colour_name(lab: np.ndarray) -> str:
+    """A plain Chinese name for a background colour, as a candidate would call it."""
+    lightness, a, b = (float(v) for v in lab)
+    chroma = float(np.hypot(a, b))
+    if chroma < 8:
+        if lightness > 92:
+            return "白色"
+        if lightness > 80:
+            return "浅灰色"
+        return "灰色" if lightness > 45 else "深灰色" if lightness > 20 else "黑色"
+    hue = float(np.degrees(np.arctan2(b, a)) % 360)
+    names = ((20, "红色"), (50, "橙色"), (70, "米黄色" if chroma < 30 else "橙色"), (100, "黄色"),
+             (170, "绿色"), (220, "青色"), (300, "蓝色"), (345, "紫色"), (360, "红色"))
+    name = next(n for limit, n in names if hue < limit)
+    if name in ("红色", "紫色") and lightness > 70:
+        name = "粉色"
+    if lightness < 40 and name in ("蓝色", "绿色", "红色", "紫色", "灰色"):
+        return "深" + name
+    if lightness > 80 and name in ("蓝色", "绿色", "黄色"):
+        return "浅" + name
+    return name
+
+
 def color(photo: Photo) -> Finding | None:
     stats, t = background_stats(photo), photo.thresholds
     if stats is None or photo.monochrome:
@@ -61,10 +94,20 @@ def color(photo: Photo) -> Finding | None:
     name, distance = nearest_reference(stats.lab)
     photo.record("background.nearest", name)
     distance = photo.record("background.delta_e", distance)
-    if distance <= t.max_background_delta_e:
+    if distance <= t.max_background_delta_e or _dimmed_allowed_colour(photo):
         return None
     key = "background.color.dark" if stats.lab[0] < 50 else "background.color"
-    return finding("background.color", distance, t.max_background_delta_e, key=key)
+    return finding("background.color", distance, t.max_background_delta_e, key=key,
+                   measure="background.delta_e", colour=photo.record("background.colour_name", colour_name(stats.lab)))
+
+
+def _dimmed_allowed_colour(photo: Photo) -> bool:
+    """An allowed background in a photo taken too dark: quality.exposure names the real problem."""
+    if photo.mesh is None or photo.metrics.get("face.count", 1) != 1:
+        return False
+    from .quality import dimmed_photo
+
+    return dimmed_photo(photo)
 
 
 def uniform(photo: Photo) -> Finding | None:
@@ -78,11 +121,14 @@ def uniform(photo: Photo) -> Finding | None:
     span = photo.record("background.gradient_delta_e", gradient_span(stats))
     if bad > t.max_background_bad_cell_fraction:
         key = "background.uniform.gradient" if _is_gradient(stats, de) else "background.uniform.spots"
-        return finding("background.uniform", bad, t.max_background_bad_cell_fraction, key=key)
+        return finding("background.uniform", bad, t.max_background_bad_cell_fraction, key=key,
+                       measure="background.bad_cell_fraction")
     if span > t.max_background_gradient_delta_e:
-        return finding("background.uniform", span, t.max_background_gradient_delta_e, key="background.uniform.gradient")
+        return finding("background.uniform", span, t.max_background_gradient_delta_e, key="background.uniform.gradient",
+                       measure="background.gradient_delta_e")
     if texture > t.max_background_gradient:
-        return finding("background.uniform", texture, t.max_background_gradient, key="background.uniform.spots")
+        return finding("background.uniform", texture, t.max_background_gradient, key="background.uniform.spots",
+                       measure="background.mean_gradient")
     return None
 
 
@@ -141,14 +187,16 @@ def clothing_region(photo: Photo) -> np.ndarray | None:
 def contrast(photo: Photo) -> Finding | None:
     stats, t = background_stats(photo), photo.thresholds
     region = clothing_region(photo) if stats is not None else None
-    if region is None or photo.metrics.get("face.count", 1) != 1:
+    if region is None or photo.metrics.get("face.count", 1) != 1 or photo.monochrome:
+        # black-and-white: grey clothes before a grey background say nothing about the real colours
         return None
     de = m.delta_e2000(photo.lab[region], stats.lab)
     photo.record("background.clothing_delta_e", float(np.median(de)))
     blend = photo.record("background.clothing_blend_fraction", float((de < t.min_clothing_delta_e).mean()))
     if blend > t.max_clothing_blend_fraction:
         return finding("background.contrast", blend, t.max_clothing_blend_fraction,
-                       shown_value=f"{blend * 100:.0f}%", shown_threshold=f"{t.max_clothing_blend_fraction * 100:.0f}%")
+                       shown_value=f"{blend * 100:.0f}%", shown_threshold=f"{t.max_clothing_blend_fraction * 100:.0f}%",
+                       measure="background.clothing_blend_fraction")
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from . import background, face, file, head, hints, image, quality
+from . import background, face, file, head, hints, image, orientation, quality
 from .context import Photo
 from .decode import Decoded, decode, sniff
 import messages
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 Rule = Callable[[Photo], "Finding | Iterable[Finding] | None"]
 
 FILE_RULES: tuple[Rule, ...] = file.RULES + image.RULES
-CONTENT_RULES: tuple[Rule, ...] = face.RULES + head.RULES + background.RULES + quality.RULES
+CONTENT_RULES: tuple[Rule, ...] = orientation.RULES + face.RULES + head.RULES + background.RULES + quality.RULES
 
 _DEFAULTS = PhotoThresholds()
 
@@ -35,13 +35,23 @@ def inspect(data: bytes, thresholds: PhotoThresholds | None = None) -> tuple[Rep
     failures: list[Finding] = []
     for rule in rules:
         failures.extend(_run(rule, photo))
-    report = Report(failures=sort_failures(failures), metrics=photo.metrics)
+    failures = orientation.only_orientation(failures)
+    sure = [f for f in failures if f.sure]
+    unsure = [f for f in failures if not f.sure]
+    report = Report(failures=sort_failures(sure), metrics=photo.metrics, unsure=sort_failures(unsure))
     report.hints = _safe_hints(photo) if photo.decoded.ok else []
+    # Within the measurement's noise of its limit: not enough to refuse, enough for a reviewer to look.
+    report.hints += [_unsure_hint(f) for f in report.unsure]
     if photo.metrics.get("rule_errors"):
         # A measurement that broke must not pass silently: the reviewer is told what to look at.
         report.hints.append(Hint("rule_error", messages.PHOTO_HINTS["rule_error"].format(
             value="、".join(photo.metrics["rule_errors"])), photo.metrics["rule_errors"]))
     return report, photo
+
+
+def _unsure_hint(f: Finding) -> Hint:
+    text = messages.PHOTO_HINTS["unsure"].format(rule=f.rule, value=f.value, threshold=f.threshold)
+    return Hint(f"unsure:{f.rule}", text, f.value)
 
 
 def _safe_decode(data: bytes, t: PhotoThresholds) -> Decoded:

@@ -70,11 +70,14 @@ def size(photo: Photo) -> Finding | None:
     if geo is None:
         return None
     ratio = photo.record("head.height_ratio", geo.height() / photo.height)
+    allowed = {"low": _pct(t.min_head_ratio), "high": _pct(t.max_head_ratio)}
     if ratio < t.min_head_ratio:
-        return finding("head.size", ratio, t.min_head_ratio, shown_value=_pct(ratio), shown_threshold=_pct(t.min_head_ratio))
+        return finding("head.size", ratio, t.min_head_ratio, shown_value=_pct(ratio), shown_threshold=_pct(t.min_head_ratio),
+                       measure="head.height_ratio", **allowed)
     if ratio > t.max_head_ratio:
         return finding("head.size", ratio, t.max_head_ratio, key="head.size.large",
-                       shown_value=_pct(ratio), shown_threshold=_pct(t.max_head_ratio))
+                       shown_value=_pct(ratio), shown_threshold=_pct(t.max_head_ratio), measure="head.height_ratio",
+                       **allowed)
     return None
 
 
@@ -84,19 +87,23 @@ def position(photo: Photo) -> Finding | None:
     geo, t = head_geometry(photo), photo.thresholds
     if geo is None:
         return None
-    offset = photo.record("head.center_offset", abs(geo.centre_x - photo.width / 2) / photo.width)
+    signed = photo.record("head.center_offset_signed", (geo.centre_x - photo.width / 2) / photo.width)
+    offset = photo.record("head.center_offset", abs(signed))
     top = photo.record("head.top_margin", geo.crown_y / photo.height)
     eyes = photo.record("head.eye_line", geo.eye_y / photo.height)
     if offset > t.max_center_offset:
-        return finding("head.position", offset, t.max_center_offset, shown_value=_pct(offset), shown_threshold=_pct(t.max_center_offset))
+        return finding("head.position", offset, t.max_center_offset, shown_value=_pct(offset), shown_threshold=_pct(t.max_center_offset),
+                       measure="head.center_offset")
+    if not t.min_head_ratio <= geo.height() / photo.height <= t.max_head_ratio:
+        return None  # the head's size sets the margins above and below it: head.size says what to do
     if top < t.min_top_margin:
-        return finding("head.position", top, t.min_top_margin, key="head.position.top_small")
+        return finding("head.position", top, t.min_top_margin, key="head.position.top_small", measure="head.top_margin")
     if top > t.max_top_margin:
-        return finding("head.position", top, t.max_top_margin, key="head.position.top_large")
+        return finding("head.position", top, t.max_top_margin, key="head.position.top_large", measure="head.top_margin")
     if not t.min_eye_line <= eyes <= t.max_eye_line:
         limit = t.min_eye_line if eyes < t.min_eye_line else t.max_eye_line
         key = "head.position.top_large" if eyes > t.max_eye_line else "head.position.top_small"
-        return finding("head.position", eyes, limit, key=key)
+        return finding("head.position", eyes, limit, key=key, measure="head.eye_line")
     return None
 
 

@@ -60,10 +60,34 @@ def color(photo: Photo) -> Finding | None:
         return finding("image.color", d.mode, "RGB")
     if d.rgb is not None:
         chroma = photo.record("image.mean_chroma", mean_chroma(d.rgb))
-        if chroma < t.min_mean_chroma:
+        if chroma >= t.min_mean_chroma:
+            return None
+        # A neutral wall and grey clothes make a colour photo nearly colourless on average; its skin
+        # is not. Where there is one face, the skin decides.
+        skin = skin_chroma(photo)
+        if skin is not None:
+            photo.record("image.skin_chroma", skin)
+            if skin >= t.min_skin_chroma:
+                return None
             photo.cache["monochrome"] = True
-            return finding("image.color", chroma, t.min_mean_chroma, key="image.color.gray")
+            return finding("image.color", skin, t.min_skin_chroma, key="image.color.gray", measure="image.skin_chroma")
+        photo.cache["monochrome"] = True
+        return finding("image.color", chroma, t.min_mean_chroma, key="image.color.gray", measure="image.mean_chroma")
     return None
+
+
+def skin_chroma(photo: Photo) -> float | None:
+    """Median CIELAB chroma of the face's bare skin, None unless exactly one face is found."""
+    a = photo.analysis
+    if photo.mesh is None or max(len(a.faces), len(a.meshes)) != 1:
+        return None
+    from .quality import skin_region
+
+    skin = skin_region(photo)
+    if skin.sum() < 16:
+        return None
+    lab = photo.lab[skin]
+    return float(np.median(np.hypot(lab[:, 1], lab[:, 2])))
 
 
 def mean_chroma(rgb: np.ndarray) -> float:

@@ -116,3 +116,12 @@ def _meshes(result, w: int, h: int, t: PhotoThresholds) -> list[np.ndarray]:
         if np.ptp(pts[:, 1]) >= t.min_face_height_ratio * h:  # a face on a poster far behind is not a person
             meshes.append(pts)
     return sorted(meshes, key=lambda m: -np.ptp(m[:, 1]) * np.ptp(m[:, 0]))
+
+
+def detect_faces(rgb: np.ndarray, thresholds: PhotoThresholds) -> list[FaceBox]:
+    """The face detector alone (no mesh, no mask): cheap enough to try a picture's other orientations."""
+    models = _get_models()
+    h, w = rgb.shape[:2]
+    with _run_lock:
+        detected = models.detector.process(np.ascontiguousarray(rgb))
+    return _boxes(detected, w, h, thresholds)

@@ -29,6 +29,9 @@ class PhotoThresholds:
     aspect_tolerance: float = 0.02
     # Mean chroma (CIELAB, 0-~130) below which an RGB file is really a black-and-white photo.
     min_mean_chroma: float = 3.0
+    # Median chroma of the face's bare skin below which a nearly colourless photo is black-and-white
+    # (colour photos' skin: 8 and up on the labelled set; black-and-white: under 1).
+    min_skin_chroma: float = 4.0
     # Long side of the downscaled copy every measurement is made on.
     work_max_side: int = 640
 
@@ -38,8 +41,9 @@ class PhotoThresholds:
     # Head pose limits in degrees: turned (yaw), nodding (pitch), tilted (roll).
     max_yaw_degrees: float = 12.0
     max_pitch_degrees: float = 18.0
-    # The mesh's forehead-to-chin depth angle of a level, frontal face.
-    pitch_neutral_degrees: float = 1.0
+    # The rigid landmarks' plane angle (depth against height) of a level, frontal face: the middle of
+    # the compliant labelled photos (0.2 to 14.4).
+    pitch_neutral_degrees: float = 7.3
     max_roll_degrees: float = 8.0
     # Eye aspect ratio (lid gap / eye width) below which an eye counts as closed.
     min_eye_aspect_ratio: float = 0.13
@@ -48,8 +52,9 @@ class PhotoThresholds:
     # Teeth: share of the inner-lip area that is bright and colourless, judged once the lips part
     # by at least a third of max_mouth_open_ratio.
     max_teeth_fraction: float = 0.3
-    # Lens darkness: eye region lightness (L*) relative to the cheeks.
-    min_eye_to_cheek_lightness: float = 0.3
+    # Tinted lenses: lightness (L*) of the skin below the lower lids relative to the cheeks
+    # (compliant labelled photos 0.75 and up, sunglasses 0.07).
+    min_under_eye_lightness: float = 0.45
 
     # --- head --------------------------------------------------------------------------------
     # Head height (hair top to chin) as a fraction of the image height.
@@ -83,12 +88,18 @@ class PhotoThresholds:
     # --- quality -----------------------------------------------------------------------------
     # Laplacian variance of the face crop resized to 256 px wide.
     min_sharpness: float = 15.0
-    # Fractions of face pixels near black (grey < 20) / near white (grey > 250).
+    # Fractions of bare-skin pixels (no eyes, brows, beard) near black (grey < 20) / near white (grey > 250).
     max_dark_fraction: float = 0.02
     max_bright_fraction: float = 0.10
     # Face mean lightness (L*, 0-100) bounds; the low one is a floor, as dark skin is not a defect.
     min_face_lightness: float = 15.0
     max_face_lightness: float = 88.0
+    # A background of an allowed colour (within max_dim_background_delta_e of one at its own lightness)
+    # darker than this L* means the whole photo is under-exposed (allowed backgrounds are L* 76 and up).
+    min_background_lightness: float = 65.0
+    max_dim_background_delta_e: float = 12.5
+    # ... and the face's skin darker than this L* (a lit face before a dark scene is not under-exposed).
+    max_dim_face_lightness: float = 50.0
     # Cheek colour in CIELAB: a* (red-green) and b* (yellow-blue) accepted ranges.
     min_cheek_a: float = 2.0
     max_cheek_a: float = 35.0

@@ -18,7 +18,8 @@ def test_check_json_lines(photos):
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [line["verdict"] for line in lines] == ["pass", "fail"]
     assert lines[1]["failures"][0]["rule"] == "background.color"
-    assert lines[1]["failures"][0].keys() == {"rule", "message", "value", "threshold"}
+    assert lines[1]["failures"][0].keys() == {"rule", "message", "value", "threshold", "margin"}
+    assert lines[1]["failures"][0]["margin"] > 1  # how many noise widths past its limit
     assert all(line.keys() == {"file", "verdict", "failures", "hints", "ms"} for line in lines)
 
 

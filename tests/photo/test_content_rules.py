@@ -59,7 +59,7 @@ def test_closed_mouth_smile_is_fine(read):
 def test_sunglasses_real(read):
     report = check(read("real_ai-passpor_images_faiz_with_glasses.png"))
     assert "face.glasses" in rules_of(report)
-    assert report.metrics["face.eye_to_cheek_lightness"] < T.min_eye_to_cheek_lightness
+    assert report.metrics["face.under_eye_lightness"] < T.min_under_eye_lightness
 
 
 def test_turned_head_real(read):

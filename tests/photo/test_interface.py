@@ -61,7 +61,7 @@ def test_every_rule_and_sub_case_has_a_message():
     for key, text in messages.PHOTO_RULES.items():
         assert any(key == r or key.startswith(r + ".") for r in RULE_ORDER), key
         assert text.endswith("。") and len(text) < 120, key
-        text.format(value="1", threshold="2")  # only known fields
+        text.format(value="1", threshold="2", colour="红色", low="42%", high="70%")  # only known fields
 
 
 def test_finding_formats_message_with_shown_values():
@@ -76,8 +76,9 @@ def test_report_to_dict_is_json(read):
     assert isinstance(report, Report)
     data = json.loads(json.dumps(report.to_dict(), ensure_ascii=False))
     assert data["verdict"] == "fail"
-    assert data["failures"][0].keys() == {"rule", "message", "value", "threshold"}
+    assert data["failures"][0].keys() == {"rule", "message", "value", "threshold", "margin"}
     assert isinstance(data["metrics"]["face.mouth_open"], float)
+    assert data["unsure"] == []
 
 
 def test_beauty_app_in_exif_is_a_hint_not_a_failure(compliant):
