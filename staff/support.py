@@ -81,10 +81,9 @@ def search(session: Session, text: str) -> list[Hit]:
 
 
 def _by_name(session: Session, name: str) -> list[Hit]:
-    pattern = f"%{name}%"
-    entries = list(session.scalars(select(RosterEntry).where(RosterEntry.name.like(pattern))
+    entries = list(session.scalars(select(RosterEntry).where(RosterEntry.name.contains(name, autoescape=True))
                                    .order_by(RosterEntry.name, RosterEntry.id).limit(SEARCH_LIMIT)))
-    candidates = list(session.scalars(select(Candidate).where(Candidate.name.like(pattern))
+    candidates = list(session.scalars(select(Candidate).where(Candidate.name.contains(name, autoescape=True))
                                       .order_by(Candidate.id).limit(SEARCH_LIMIT)))
     for entry in entries:
         candidates.extend(_candidates_of(session, entry))
@@ -362,14 +361,13 @@ def stuck(session: Session, settings: Settings, now: datetime | None = None, lim
     stuck_photo_failures times in a row. Candidates already in the queue are left out."""
     now = now or utcnow()
     policy = settings.support
-    moved = (select(Message.openid, func.max(Message.created_at).label("moved_at"))
-             .where(Message.state_before != Message.state_after).group_by(Message.openid).subquery())
-    since = func.coalesce(moved.c.moved_at, Candidate.created_at)
+    # The candidate row changes with every step (and nothing else the bot does to it), so its
+    # updated_at is when they last made progress: one indexed-enough look-up, no transcript scan.
     idle = session.execute(
-        select(Candidate, since).outerjoin(moved, moved.c.openid == Candidate.openid)
+        select(Candidate, Candidate.updated_at)
         .where(Candidate.state.in_(ACTIVE_STATES), Candidate.human_requested_at.is_(None), Candidate.agent.is_(None),
-               since < now - timedelta(hours=policy.stuck_hours))
-        .order_by(since).limit(limit)).all()
+               Candidate.updated_at < now - timedelta(hours=policy.stuck_hours))
+        .order_by(Candidate.updated_at).limit(limit)).all()
     found = {candidate.openid: _waiting(session, candidate, _aware(at), f"在“{state_name(candidate.state)}”"
                                         f"超过{policy.stuck_hours}小时没有进展")
              for candidate, at in idle}
@@ -384,20 +382,28 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _repeated_refusals(session: Session, times: int, limit: int) -> list[tuple[Candidate, str, datetime]]:
-    at_photo = session.scalars(select(Candidate).where(Candidate.state == State.PHOTO,
-                                                       Candidate.human_requested_at.is_(None),
-                                                       Candidate.agent.is_(None)).limit(limit * 20))
+    """Candidates at the photo step whose last `times` photos were all refused for the same rules."""
+    enough = (select(Photo.candidate_id).join(Candidate, Candidate.id == Photo.candidate_id)
+              .where(Candidate.state == State.PHOTO, Candidate.human_requested_at.is_(None),
+                     Candidate.agent.is_(None), Photo.status == "checked")
+              .group_by(Photo.candidate_id).having(func.count() >= times))  # few: reports read only for these
+    ranked = (select(Photo.candidate_id, Photo.status, Photo.report, Photo.created_at,
+                     func.row_number().over(partition_by=Photo.candidate_id, order_by=Photo.id.desc()).label("nth"))
+              .where(Photo.candidate_id.in_(enough))
+              .subquery())
+    last: dict[int, list] = {}
+    for row in session.execute(select(ranked).where(ranked.c.nth <= times)):
+        last.setdefault(row.candidate_id, []).append(row)
     found = []
-    for candidate in at_photo:
-        last = list(session.scalars(select(Photo).where(Photo.candidate_id == candidate.id)
-                                    .order_by(Photo.id.desc()).limit(times)))
-        if len(last) < times or any(photo.status != "checked" for photo in last):
+    for candidate_id, photos in last.items():
+        if len(photos) < times or any(photo.status != "checked" for photo in photos):
             continue
-        first_rules = {tuple(sorted(f.get("rule", "?") for f in (photo.report or {}).get("failures", [])))
-                       for photo in last}
-        if len(first_rules) == 1 and next(iter(first_rules)):
-            found.append((candidate, "、".join(next(iter(first_rules))), last[-1].created_at))
-    return found
+        rules = {tuple(sorted(f.get("rule", "?") for f in (photo.report or {}).get("failures", []))) for photo in photos}
+        if len(rules) == 1 and next(iter(rules)):
+            first = min(photo.created_at for photo in photos)
+            found.append((session.get(Candidate, candidate_id), "、".join(next(iter(rules))), _aware(first)))
+    found.sort(key=lambda item: item[2])
+    return found[:limit]
 
 
 def _waiting(session: Session, candidate: Candidate, since: datetime, why: str) -> Waiting:
