@@ -17,7 +17,7 @@ from staff.review import StaffActionError
 from staff.lookup import shown
 from rules.credentials import scrub_credentials
 from rules.identity import mask_id_number, mask_personal_data
-from store import migrate, queries
+from store import queries
 from store.models import Message, Notification
 
 DEMO_ROSTER = Path(__file__).resolve().parents[1] / "demo" / "roster.csv"
@@ -66,6 +66,8 @@ db_group = AppGroup("db", help="Database schema (alembic migrations).")
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema."""
+    from store import migrate  # alembic: only the db commands pay for importing it
+
     # The app's Database has already created the SQLite file's folder.
     migrate.upgrade(collector().settings.database_url)
     click.echo("数据库已升级到最新版本。")
@@ -75,6 +77,8 @@ def db_upgrade() -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Migrate the database back to REVISION (e.g. base)."""
+    from store import migrate
+
     migrate.downgrade(collector().settings.database_url, revision)
     click.echo(f"数据库已回退到 {revision}。")
 

@@ -20,7 +20,6 @@ from typing import Iterable
 from xml.etree.ElementTree import ParseError
 from zipfile import BadZipFile
 
-from openpyxl.utils.exceptions import InvalidFileException
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,8 +32,9 @@ COLUMNS = {"姓名": "name", "身份证号": "id_number", "准考证号": "exam_
 # Optional: the graduate's mobile, the only way to remind one who never followed the account (SMS).
 PHONE_COLUMN = "手机号"
 CSV_ENCODINGS = ("utf-8-sig", "gb18030")
-# What openpyxl raises for a file that is not a (valid) workbook.
-XLSX_ERRORS = (InvalidFileException, BadZipFile, ParseError, OSError, KeyError, ValueError, IndexError)
+# What openpyxl raises for a file that is not a (valid) workbook (besides its InvalidFileException,
+# imported with openpyxl when a workbook is read: it pulls in numpy, which no other staff command needs).
+XLSX_ERRORS = (BadZipFile, ParseError, OSError, KeyError, ValueError, IndexError)
 LOOKUP_CHUNK = 500
 EXACT_FLOAT_LIMIT = 10 ** 15
 FIELD_LIMITS = {"name": 64, "exam_number": 32, "level": 16, "major": 128}
@@ -122,6 +122,7 @@ def _read_csv(data: bytes, path: Path) -> list[list[str]]:
 
 def _read_xlsx(path: Path) -> list[list[str]]:
     from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
@@ -130,7 +131,7 @@ def _read_xlsx(path: Path) -> list[list[str]]:
             return [[_cell_text(value) for value in row] for row in sheet.iter_rows(values_only=True)]
         finally:
             workbook.close()
-    except XLSX_ERRORS as exc:
+    except (InvalidFileException, *XLSX_ERRORS) as exc:
         raise RosterFileError(f"{path}: not a readable XLSX file: {exc}") from exc
 
 
