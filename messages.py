@@ -40,6 +40,15 @@ ASK_PHONE = "已在毕业生名单中找到您。\n请输入本人11位手机号
 WRONG_PHONE = "“{text}”不是有效的11位手机号。请重新输入，例如：13800138000"
 # Name and ID number typed again at the phone step: they were already matched.
 IDENTITY_ALREADY_RECORDED = "姓名和身份证号已核对（{name}，{id_number}），无需再输入。\n现在请输入本人11位手机号，例如：13800138000"
+# [sms] verify_phone: the SMS code to the number typed.
+CODE_SENT = ("验证码已发送到{phone}，请回复短信里的6位验证码（{minutes}分钟内有效）。\n"
+             "没收到请回复“重发”；号码有误请直接输入正确的手机号。")
+CODE_WRONG = "验证码不对，请核对短信后重新输入（还可以试{left}次）。没收到请回复“重发”。"
+CODE_LOCKED = "验证码输错次数过多，这个验证码已失效。请回复“重发”获取新的验证码。"
+CODE_EXPIRED = "验证码已过期，请回复“重发”获取新的验证码。"
+CODE_NONE = "请先输入本人11位手机号，我们会发送验证码。"
+CODE_TOO_MANY = "验证码发送次数过多，请{minutes}分钟后再回复“重发”，或输入其他手机号后再试。"
+CODE_SEND_FAILED = "验证码短信发送失败，请稍后回复“重发”再试，或输入其他手机号。"
 NO_MATCH = (
     "无法采集：没有找到与您输入的信息相符的毕业生。\n"
     "核对的是：姓名 {name}，身份证号 {id_number}，学历层次 {level}。\n"

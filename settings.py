@@ -149,6 +149,13 @@ class SmsSettings:
     template_support_reply: str = ""
     # Reminder campaigns (staff/reminders.py): two parameters, the graduate's name and the window's end.
     template_reminder: str = ""
+    # A verification code to the phone number a candidate types, so that verdict SMS go to a number they
+    # hold (handlers/phone_code.py); one parameter, the code. Off by default.
+    verify_phone: bool = False
+    template_phone_code: str = ""
+    code_valid_minutes: int = 10
+    codes_per_hour: int = 3  # sends (the first and the resends) per account
+    code_tries: int = 5  # wrong codes before a new one must be sent
 
 
 # What a WeChat template message can show (notify/notices.py fills them in).

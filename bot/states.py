@@ -12,7 +12,8 @@ stateDiagram-v2
     identity --> identity: on the roster under the other level (its name switches the level)
     identity --> phone: name + ID number match the roster
     phone --> phone: not a mobile number / name or ID number again (already recorded)
-    phone --> confirm: mobile number (card shows it)
+    phone --> phone: [sms] verify_phone: code sent, wrong or expired code, 重发 (limited per hour)
+    phone --> confirm: mobile number, or its SMS code with verify_phone (the card shows the number)
     confirm --> identity: 2 修改
     confirm --> notice: 1 确认 (binds the ID number to this account)
     notice --> photo: 我知道了

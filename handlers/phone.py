@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import messages
-from handlers import texts
+from handlers import phone_code, texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
 from rules.identity import id_number_problem, mask_id_number, split_identity
 from rules.phone import parse_mobile
 
 
 def handle(ctx: Context, msg: Incoming) -> Outcome:
+    verify = ctx.settings.sms.verify_phone
+    if verify:
+        answered = phone_code.answer(ctx, msg.text)
+        if isinstance(answered, str):  # the code was right: this number is the candidate's
+            ctx.candidate.phone = answered
+            return show_card(ctx)
+        if answered is not None:
+            return answered
     phone = parse_mobile(msg.text)
     if phone is None:
         return not_a_phone(ctx, msg.text)
+    if verify:
+        return phone_code.send(ctx, phone)
     ctx.candidate.phone = phone
     return show_card(ctx)
 

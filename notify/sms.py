@@ -29,7 +29,7 @@ from store.files import private_file
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("payment_done", "approved", "rejected", "review_delay", "support_reply", "reminder")
+TEMPLATES = ("payment_done", "approved", "rejected", "review_delay", "support_reply", "reminder", "phone_code")
 # Which parameter of a template is the candidate's name (notify/notices.py puts it first).
 NAME_PARAMS = {"approved": 0, "rejected": 0, "reminder": 0}
 CONSOLE_LOG_FILE = "sms.jsonl"

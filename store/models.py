@@ -442,3 +442,20 @@ class ThrottleBucket(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PhoneCode(Base):
+    """An SMS verification code sent to the phone number a candidate typed ([sms] verify_phone). Only a
+    keyed hash of the code is stored; a row is one code, so the sends of the last hour are the resends."""
+    __tablename__ = "phone_codes"
+    __table_args__ = (Index("ix_phone_codes_openid_created", "openid", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(20))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Set once the code was typed right, or once a newer code replaced it: it can never be used again.
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
