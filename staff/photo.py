@@ -87,6 +87,23 @@ def explain_command(file: Path, output: Path | None) -> None:
     click.echo(f"已写入 {output}")
 
 
+@photo_group.command("stats")
+def stats_command() -> None:
+    """The checker's field error rate per rule: refusals, how many a reviewer decided, how many the
+    reviewer found wrong (approved with the rule marked) or upheld (rejected)."""
+    from staff.photo_stats import rule_stats
+
+    with current_app.extensions["collector"].db.session() as session:
+        rows = rule_stats(session)
+    if not rows:
+        click.echo("还没有被自动检查拒绝或存疑的照片。")
+        return
+    click.echo("规则 拒绝 已人工审核 判错 维持 误判率 存疑提示")
+    for row in rows:
+        rate = "-" if row.error_rate is None else f"{row.error_rate * 100:.0f}%"
+        click.echo(f"{row.rule} {row.refused} {row.reviewed} {row.wrong} {row.upheld} {rate} {row.unsure}")
+
+
 def temporary_output(file: Path) -> Path:
     """A new file of its own in the temporary folder: the photo's folder may be read-only, shared, or
     the candidates' photo store, where a stray PNG does not belong."""
