@@ -9,8 +9,10 @@ import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from notify.fake_sms import FakeTencentSms
+from store.models import AuditEvent
 from tests.browser.conftest import LiveConsole, console_settings, shoot, sign_in
 from tests.test_reminders import SMS, TEMPLATE_FIELDS, TEMPLATE_ID, graduate
 
@@ -105,6 +107,17 @@ def test_an_admin_composes_previews_sends_and_watches_the_campaign_finish(remind
     assert page.inner_text("#progress-counts td[data-count=sent]") == "8"
     assert page.inner_text("#progress-counts td[data-count=skipped]") == "1"
     shoot(page, "reminders-progress")
+    with page.expect_download() as masked:
+        page.click("#report")
+    text = open(masked.value.path(), encoding="utf-8-sig").read()
+    assert "139****0007" in text and "+8613900000007" not in text and "测试7号" not in text
+    page.fill("input[name=reason]", "核对短信号码")
+    with page.expect_download() as revealed:
+        page.click("#report")
+    assert "+8613900000007" in open(revealed.value.path(), encoding="utf-8-sig").read()
+    with console.app.extensions["collector"].db.session() as session:
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "reminders.report_unmasked"))
+    assert event.actor == "admin1" and event.reason == "核对短信号码"
     assert sorted(m["touser"] for m in fake_wechat.sent_messages) == [f"o_web_{n}" for n in range(1, 5)]
     assert sorted(t["touser"] for t in fake_wechat.templates_sent) == ["o_web_5", "o_web_6"]
     assert sorted(s.phone for s in fake_sms.sent) == ["+8613900000007", "+8613900000008"]
