@@ -2,7 +2,9 @@
 
 Each typed line goes to the server as a signed WeChat text message and the passive reply is printed.
 A local fake WeChat API (on the host/port of `wechat.api_base_url`, when that is a loopback address)
-serves the photos sent with `/image` and prints the customer-service messages the server sends.
+serves the photos sent with `/image` and prints the customer-service messages the server sends. A second
+`flask chat` finds the first one's fake on that port and shares it (RunningFake). Messages pushed while
+the prompt waits are printed above it, and the prompt with what was typed so far is drawn again.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import secrets
 import sys
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 from urllib.parse import urlsplit
 
 import click
@@ -23,7 +25,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from wechatpy.exceptions import InvalidSignatureException
 
-from bot.fake_wechat import FakeWeChatAPI
+from bot.fake_wechat import FAKE_MEDIA_PATH, FAKE_SENT_PATH, FakeWeChatAPI
 from bot.simulator import ReplyError, SimReply, WeChatSimulator, http_transport
 
 BANNER = """\
@@ -47,11 +49,30 @@ class ChatSession:
         self.output = output
         self.fake = fake
         self._output_lock = threading.Lock()
+        self._prompt: str | None = None  # the prompt on screen while a line is being typed, else None
+        self._typed: Callable[[], str] = lambda: ""
 
     def say(self, text: str) -> None:
         with self._output_lock:
             self.output.write(text + "\n")
             self.output.flush()
+
+    def push(self, text: str) -> None:
+        """A message that arrived on its own (a customer-service message): above the prompt, if one is
+        waiting, which is then drawn again with what the user has typed so far."""
+        with self._output_lock:
+            if self._prompt is None:
+                self.output.write(text + "\n")
+            else:
+                self.output.write("\r\x1b[K" + text + "\n" + self._prompt + self._typed())
+            self.output.flush()
+
+    def waiting(self, prompt: str | None, typed: Callable[[], str] | None = None) -> None:
+        """The terminal shows `prompt` and waits for a line (None: it no longer does)."""
+        with self._output_lock:
+            self._prompt = prompt
+            if typed is not None:
+                self._typed = typed
 
     def handle(self, line: str) -> bool:
         """Act on one typed line; False when the user asked to quit."""
@@ -105,8 +126,9 @@ class ChatSession:
             return f"客服消息 / customer service: {message['text']['content']}"
         if message.get("msgtype") == "image":
             media_id = message["image"]["media_id"]
-            size = len(self.fake.uploaded_media.get(media_id, b"")) if self.fake else 0
-            return f"客服消息 / customer service: [图片 / image] media_id={media_id} ({size} bytes)"
+            data = self.fake.uploaded_media.get(media_id) if self.fake else None
+            size = f" ({len(data)} bytes)" if data is not None else ""
+            return f"客服消息 / customer service: [图片 / image] media_id={media_id}{size}"
         return f"客服消息 / customer service: {message}"
 
 
@@ -151,7 +173,7 @@ class CustomerServiceWatcher:
         self._seen += len(messages)
         for message in messages:
             if message["touser"] == self.session.openid:
-                self.session.say(self.session.describe_customer_service(message))
+                self.session.push(self.session.describe_customer_service(message))
 
 
 def run_chat(session: ChatSession, lines: Iterable[str]) -> None:
@@ -167,8 +189,59 @@ def run_chat(session: ChatSession, lines: Iterable[str]) -> None:
             watcher.stop()
 
 
-def start_fake_api(settings, say) -> FakeWeChatAPI | None:
-    """A fake WeChat API where the server expects the real one, if that is a local http address."""
+class RunningFake:
+    """The fake WeChat API another `flask chat` started on the port the server calls: photos are added
+    to it and the customer-service messages it received are read from it, over HTTP."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url  # …/cgi-bin/
+        self._root = base_url.split("/cgi-bin/")[0]
+        self._http = requests.Session()
+
+    @classmethod
+    def find(cls, base_url: str) -> "RunningFake | None":
+        fake = cls(base_url)
+        try:
+            fake._sent_since(0)
+        except (requests.RequestException, ValueError, KeyError):
+            return None
+        return fake
+
+    def add_media(self, data: bytes, content_type: str = "image/jpeg", filename: str = "photo.jpg") -> str:
+        response = self._http.post(self._root + FAKE_MEDIA_PATH, params={"filename": filename}, data=data,
+                                   headers={"Content-Type": content_type}, timeout=10)
+        response.raise_for_status()
+        return response.json()["media_id"]
+
+    @property
+    def sent_messages(self) -> list[dict]:
+        return self._sent_since(0)
+
+    @property
+    def uploaded_media(self) -> dict[str, bytes]:
+        return {}  # held by the other process
+
+    def new_messages(self, since: int, timeout: float) -> list[dict]:
+        try:
+            messages = self._sent_since(since)
+        except (requests.RequestException, ValueError, KeyError):
+            messages = []  # the other chat quit: nothing more arrives here
+        if not messages:
+            threading.Event().wait(timeout)
+        return messages
+
+    def stop(self) -> None:
+        self._http.close()
+
+    def _sent_since(self, since: int) -> list[dict]:
+        response = self._http.get(self._root + FAKE_SENT_PATH, params={"since": since}, timeout=2)
+        response.raise_for_status()
+        return response.json()["messages"]
+
+
+def start_fake_api(settings, say) -> FakeWeChatAPI | RunningFake | None:
+    """A fake WeChat API where the server expects the real one, if that is a local http address; the
+    one another `flask chat` runs there, if there is one."""
     url = urlsplit(settings.wechat.api_base_url)
     if url.scheme != "http" or not _is_loopback(url.hostname):
         say(
@@ -182,11 +255,16 @@ def start_fake_api(settings, say) -> FakeWeChatAPI | None:
     try:
         return fake.start()
     except OSError as exc:
+        running = RunningFake.find(settings.wechat.api_base_url)
+        if running is not None:
+            say("共用另一个 flask chat 的本地微信接口 / sharing the fake WeChat API of another `flask chat`")
+            return running
+        fake = FakeWeChatAPI(settings.wechat.appid, settings.wechat.secret, port=0).start()
         say(
-            f"无法启动本地微信接口 / cannot start the fake WeChat API on 127.0.0.1:{fake.port} ({exc}); "
-            "is another `flask chat` running? Photos and customer-service messages are not simulated"
+            f"端口被占用 / 127.0.0.1:{url.port or 80} is taken ({exc}) by something that is not a fake WeChat API: "
+            f"the fake runs on {fake.base_url} instead; set [wechat] api_base_url to it for the server to use it"
         )
-        return None
+        return fake
 
 
 def _is_loopback(hostname: str | None) -> bool:
@@ -198,15 +276,22 @@ def _is_loopback(hostname: str | None) -> bool:
         return False
 
 
-def _terminal_lines() -> Iterator[str]:
+def _terminal_lines(session: ChatSession) -> Iterator[str]:
+    readline = None
     if importlib.util.find_spec("readline"):
-        importlib.import_module("readline")  # line editing (and CJK-aware backspace) for input()
-    prompt = PROMPT if sys.stdin.isatty() else ""
+        readline = importlib.import_module("readline")  # line editing (and CJK-aware backspace) for input()
+    interactive = sys.stdin.isatty()
+    prompt = PROMPT if interactive else ""
+    typed = readline.get_line_buffer if readline is not None else (lambda: "")
     while True:
+        session.waiting(prompt if interactive else None, typed)
         try:
-            yield input(prompt)
+            line = input(prompt)
         except EOFError:
             return
+        finally:
+            session.waiting(None)
+        yield line
 
 
 def _default_openid() -> str:
@@ -242,7 +327,7 @@ def chat_command(url: str | None, openid: str | None, aes: bool) -> None:
         say(f"fake WeChat API: {fake.base_url}")
     session = ChatSession(simulator, openid, sys.stdout, fake)
     try:
-        run_chat(session, _terminal_lines())
+        run_chat(session, _terminal_lines(session))
     finally:
         if fake:
             fake.stop()

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 TOKEN_LIFETIME_SECONDS = 7200
 # Like WeChat: fetching a token retires the previous ones, which keep working this long.
 TOKEN_GRACE_SECONDS = 300.0
+FAKE_MEDIA_PATH = "/fake/media"  # POST the file; the answer is {"media_id": …}
+FAKE_SENT_PATH = "/fake/sent"  # ?since=N: {"messages": [customer-service messages N onwards], "total": …}
 JSON_CONTENT_TYPE = "application/json; encoding=utf-8"
 UPLOAD_TYPES = ("image", "voice", "video", "thumb")
 # How long a category template's value may be, by field type (thing1, phrase2…); WeChat answers
@@ -134,6 +136,9 @@ class FakeWeChatAPI(LoopbackServer):
             ("POST", "/cgi-bin/message/template/send"): self._handle_template_send,
             ("GET", "/connect/oauth2/authorize"): self._handle_oauth_authorize,
             ("GET", "/sns/oauth2/access_token"): self._handle_oauth_access_token,
+            # Not WeChat's: how a second `flask chat` shares this fake (bot/chat.py RunningFake).
+            ("POST", FAKE_MEDIA_PATH): self._handle_fake_media,
+            ("GET", FAKE_SENT_PATH): self._handle_fake_sent,
         }
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -312,6 +317,16 @@ class FakeWeChatAPI(LoopbackServer):
                 ("Cache-Control", "no-cache, must-revalidate"),
             ),
         )
+
+    def _handle_fake_media(self, request: Request) -> Response:
+        filename = request.query.get("filename") or "photo.jpg"
+        content_type = request.headers.get("Content-Type") or "application/octet-stream"
+        return Response.json({"media_id": self.add_media(request.body, content_type, filename)})
+
+    def _handle_fake_sent(self, request: Request) -> Response:
+        since = max(0, int(request.query.get("since") or 0))
+        with self._lock:
+            return Response.json({"messages": self._sent[since:], "total": len(self._sent)})
 
     def _handle_media_upload(self, request: Request) -> Response:
         self._check_access_token(request)
