@@ -19,11 +19,13 @@ WRONG_INSTITUTION = (
 INSTITUTION_NOT_FOUND = "没有找到“{text}”。请输入：{institution}"
 ASK_LEVEL = "已找到：{institution}\n请选择学历层次，回复数字：\n{levels}"
 WRONG_LEVEL = "没有这个选项。请回复数字：\n{levels}"
+LEVEL_FIRST = "请先选择学历层次，姓名和身份证号下一步再输入。请回复数字：\n{levels}"
 ASK_IDENTITY = (
     "学历层次：{level}\n"
     "请输入本人姓名和身份证号，中间用空格隔开，例如：\n张三 110101199003071234"
 )
 ASK_ID_NUMBER = "姓名：{name}\n请再输入18位身份证号。"
+PHONE_TOO_EARLY = "手机号下一步再填。请先输入本人姓名和18位身份证号，中间用空格隔开，例如：张三 110101199003071234"
 ASK_NAME = "身份证号：{id_number}\n请再输入本人姓名。"
 IDENTITY_PROBLEMS = {
     "name.missing": "请输入本人姓名（汉字）。",

@@ -9,6 +9,7 @@ from handlers import level as level_step
 from handlers import roster_limit, texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
 from rules.identity import id_number_problem, mask_id_number, name_problem, split_identity
+from rules.phone import parse_mobile
 from rules.text import compact
 from store import queries
 
@@ -26,6 +27,8 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
             return match(ctx)
         if compact(msg.text) in _RETRY:
             return match(ctx)
+    if parse_mobile(msg.text) is not None:  # meant for the next step: not an ID number of 11 digits
+        return Outcome(Reply(messages.PHONE_TOO_EARLY), State.IDENTITY, checks={"identity": "phone_too_early"})
     given = split_identity(msg.text)
     problems: list[str] = []
     if given.name is not None:

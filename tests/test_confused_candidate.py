@@ -174,3 +174,17 @@ def test_the_notice_is_short_but_complete_and_help_carries_the_detail(at_phone):
     for rule in ("耳环", "吊带", "美颜", "3:4", "我知道了"):
         assert rule in detail, rule
     assert at_phone.state() == "notice"
+
+
+def test_a_phone_number_at_the_identity_step_is_asked_for_later(app, at_identity):
+    reply = at_identity.say("13800138000")
+    assert "手机号下一步再填" in reply and "应为18位" not in reply, reply
+    assert at_identity.state() == "identity" and failed_matches(app) == 0
+
+
+def test_name_and_id_number_at_the_level_step_ask_for_the_level_first(chat):
+    chat.subscribe()
+    chat.say("北京市高等教育自学考试")
+    reply = chat.say(f"{ZHANG['name']} {ZHANG['id_number']}")
+    assert "请先选择学历层次" in reply and "2 本科" in reply and "19900307" not in reply, reply
+    assert chat.state() == "level"
