@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Iterable, Iterator
 
 from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, not_, or_, select, update
