@@ -18,9 +18,13 @@ setup: $(VENV)/.installed
 # readable by its owner only: it holds the account's secrets.
 config.toml:
 	@key=$$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n'); \
-	(umask 077; sed "s/^secret_key = \"change-me\"$$/secret_key = \"$$key\"/" config.example.toml > config.toml.tmp) && \
-	grep -q "^secret_key = \"$$key\"$$" config.toml.tmp && mv config.toml.tmp config.toml
-	@echo "config.toml written with a random secret_key"
+	photo=$$(head -c32 /dev/urandom | base64); lookup=$$(head -c32 /dev/urandom | base64); \
+	(umask 077; sed -e "s/^secret_key = \"change-me\"$$/secret_key = \"$$key\"/" \
+	    -e "s|^keys = {}$$|keys = { 1 = \"$$photo\" }|" -e "s|^active_key = \"\"$$|active_key = \"1\"|" \
+	    -e "s|^lookup_key = \"\"$$|lookup_key = \"$$lookup\"|" config.example.toml > config.toml.tmp) && \
+	grep -q "^secret_key = \"$$key\"$$" config.toml.tmp && grep -q "^active_key = \"1\"$$" config.toml.tmp && \
+	mv config.toml.tmp config.toml
+	@echo "config.toml written with a random secret_key and photo encryption keys"
 
 run: setup config.toml
 	$(FLASK) db upgrade

@@ -122,7 +122,7 @@ def build_collector(settings: Settings) -> Collector:
     # Downloads wait on the network; the checks themselves (memory, CPU) run at most N at a time.
     photo_workers = ThreadPoolExecutor(max_workers=settings.server.photo_checks_at_once + 2, thread_name_prefix="photo")
     services = Services(
-        photo_files=PhotoFiles(settings.photo_dir), wechat=wechat, payments=payments,
+        photo_files=PhotoFiles.for_settings(settings), wechat=wechat, payments=payments,
         check_photo=at_most(settings.server.photo_checks_at_once, partial(check_photo, thresholds=settings.photo)),
         submit=photo_workers.submit,
     )
@@ -177,6 +177,16 @@ def register_jobs(collector: Collector) -> None:
     from staff.reminders import register_jobs as register_reminder_jobs
 
     register_reminder_jobs(collector)
+    register_retention_job(collector)
+
+
+def register_retention_job(collector: Collector) -> None:
+    """Personal data past its [retention] days is deleted or anonymised (staff/privacy.py)."""
+    from staff import privacy
+
+    collector.jobs.every("retention", collector.settings.retention.every_minutes,
+                         partial(privacy.run_retention, collector.db, collector.settings, collector.services.photo_files),
+                         "delete photos, transcripts and payers' personal fields past their retention")
 
 
 def register_support_jobs(collector: Collector) -> None:
@@ -236,6 +246,10 @@ def register_commands(app: Flask) -> None:
     from staff.reminders_cli import remind_group
 
     app.cli.add_command(remind_group)
+    from staff.privacy_cli import erase_command, keys_group, retention_group
+
+    for command in (keys_group, retention_group, erase_command):
+        app.cli.add_command(command)
 
 
 @click.command("serve")

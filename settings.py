@@ -282,6 +282,29 @@ class HandoverSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Keys for personal data at rest (store/crypto.py). Never stored in the database: here, in key_file
+    (a TOML file with the same three settings) or in the file named by COLLECTOR_KEY_FILE."""
+    # Key id = base64 of 32 random bytes (AES-256). Old ids stay here, readable, until `flask keys rotate` is done.
+    keys: dict[str, str] = field(default_factory=dict)
+    # The id new data is encrypted with.
+    active_key: str = ""
+    # The HMAC-SHA256 key of lookup columns (base64); it does not rotate with active_key.
+    lookup_key: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long personal data lives after the graduate's photo was handed over (or, for those never
+    handed over, after the collection window closed). 0 keeps that kind forever."""
+    photos_days: int = 90
+    transcripts_days: int = 90
+    payments_days: int = 365
+    every_minutes: int = 60
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -338,6 +361,8 @@ class Settings:
     support: SupportSettings = field(default_factory=SupportSettings)
     reminders: RemindersSettings = field(default_factory=RemindersSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     photo: PhotoThresholds = field(default_factory=PhotoThresholds)
 
     @property
@@ -395,7 +420,9 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "support": _build_support(raw.pop("support", {})),
         "reminders": _build_reminders(raw.pop("reminders", {})),
         "photo": _build_photo(raw.pop("photo", {})),
+        "retention": _build_retention(raw.pop("retention", {})),
     }
+    sections["privacy"] = _build_privacy(raw.pop("privacy", {}), base_dir)
     top = _build(Settings, raw, "top level", exclude=set(sections))
     data_dir = Path(top.data_dir)
     database_url = top.database_url
@@ -404,6 +431,47 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         database_url = _sqlite_relative_to(database_url, base_dir)
         sections["wechatpay"] = _key_paths_relative_to(sections["wechatpay"], base_dir)
     return dataclasses.replace(top, data_dir=data_dir, database_url=database_url, **sections)
+
+
+def _build_privacy(values: dict[str, Any], base_dir: Path | None) -> PrivacySettings:
+    """The config's keys, then a key file's (COLLECTOR_KEY_FILE, else key_file) on top; each key 32 bytes."""
+    privacy = _build(PrivacySettings, values, "privacy")
+    key_file = os.environ.get("COLLECTOR_KEY_FILE") or privacy.key_file
+    if key_file:
+        path = _relative_to(base_dir, Path(key_file)) if base_dir is not None else Path(key_file)
+        try:
+            extra = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"privacy.key_file {path}: {exc}") from exc
+        merged = _build(PrivacySettings, extra, f"key file {path}", exclude={"key_file"})
+        privacy = dataclasses.replace(privacy, key_file=str(path), keys={**privacy.keys, **merged.keys},
+                                      active_key=merged.active_key or privacy.active_key,
+                                      lookup_key=merged.lookup_key or privacy.lookup_key)
+    for key_id, value in {**privacy.keys, "lookup_key": privacy.lookup_key}.items():
+        if value and len(_base64_or_empty(value)) != 32:
+            raise ConfigError(f"privacy key {key_id!r} must be base64 of 32 random bytes")
+    if privacy.active_key and privacy.active_key not in privacy.keys:
+        raise ConfigError(f"privacy.active_key {privacy.active_key!r} is not among privacy.keys")
+    if privacy.keys and not privacy.active_key:
+        raise ConfigError("privacy.active_key must name one of privacy.keys")
+    return privacy
+
+
+def _base64_or_empty(value: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _build_retention(values: dict[str, Any]) -> RetentionSettings:
+    retention = _build(RetentionSettings, values, "retention")
+    if min(retention.photos_days, retention.transcripts_days, retention.payments_days) < 0 or retention.every_minutes < 1:
+        raise ConfigError("retention: days must be 0 (keep) or more, every_minutes at least 1")
+    return retention
 
 
 def _relative_to(base_dir: Path, path: Path) -> Path:

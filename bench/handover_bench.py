@@ -27,6 +27,9 @@ CONFIG = """database_url = "sqlite:///{tmp}/bench.db"
 data_dir = "{tmp}/data"
 log_level = "WARNING"
 secret_key = "handover-bench-secret-key-0123456789abcdef"
+[privacy]
+keys = {{ 1 = "YmVuY2gtcGhvdG8ta2V5LTMyLWJ5dGVzLWxvbmctMTI=" }}
+active_key = "1"
 [handover]
 normalised_copy = {normalised}
 """
@@ -52,14 +55,13 @@ def seed(config: Path, count: int) -> int:
     from sqlalchemy import insert
 
     from app import create_app
-    from store.files import PhotoFiles
     from store.migrate import upgrade
     from store.models import Candidate, Photo, RosterEntry, utcnow
 
     app = create_app(config)
     collector = app.extensions["collector"]
     upgrade(collector.settings.database_url)
-    files, base, now = PhotoFiles(collector.settings.photo_dir), base_jpeg(), utcnow()
+    files, base, now = collector.services.photo_files, base_jpeg(), utcnow()  # encrypted, as uploads are
     stored = [files.put(unique_jpeg(base, n)) for n in range(1, count + 1)]
     with collector.db.session() as session:
         session.execute(insert(RosterEntry), [

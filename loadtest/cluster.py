@@ -2,6 +2,7 @@
 each with its own config file, and the huey consumer `flask jobs work`, all on one database."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -132,6 +133,7 @@ class Cluster:
             "jobs": {"immediate": False, "queue_name": self.queue_name, "sweep_every_minutes": 1,
                      "lost_work_after_minutes": 1},
             "server": {"host": HOST, "port": port},
+            "privacy": {"key_file": str(_run_key_file(self.workdir))},
         }
         lines = [f"{key} = {json.dumps(value)}" for key, value in top.items()]
         for section, values in sections.items():
@@ -192,6 +194,16 @@ class Cluster:
 
     def processes(self) -> list[Process]:
         return [*self.servers, self.consumer]
+
+
+def _run_key_file(workdir: Path) -> Path:
+    """Photos are encrypted at rest: one key per run, shared by its server processes."""
+    path = workdir / "keys.toml"
+    if not path.exists():
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        path.write_text(f'keys = {{ 1 = "{key}" }}\nactive_key = "1"\n')
+        path.chmod(0o600)
+    return path
 
 
 def _run_secret(workdir: Path) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from settings import Settings
 from staff.audit import record
 from store.db import Database
+from store.crypto import DecryptError
 from store.files import PhotoFiles
 from store.models import HandoverBatch, Photo, ReviewDecision, RosterEntry, utcnow
 
@@ -235,7 +236,7 @@ def write_zip(db: Database, settings: Settings, batch_id: int, builder: str = ""
     stamp = datetime.now(settings.window.tz).strftime("%Y%m%d-%H%M%S")
     final = folder / f"handover-{batch_id:05d}-{stamp}.zip"
     partial_file = folder / f".{final.name}.{builder}.part"
-    files = PhotoFiles(settings.photo_dir)
+    files = PhotoFiles.for_settings(settings)
     try:
         with os.fdopen(os.open(partial_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw, \
                 zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as archive, \
@@ -298,11 +299,12 @@ def unique_name(stem: str, taken: set[str]) -> str:
 
 
 def read_photo(files: PhotoFiles, row: ManifestRow) -> bytes:
-    path = files.path(row.path)
     try:
-        data = path.read_bytes()
+        data = files.read(row.path)
     except OSError as error:
         raise HandoverError(f"照片 {row.photo_id} 的文件无法读取：{error}") from error
+    except DecryptError as error:  # the cipher's tag caught a change before the SHA-256 could
+        raise HandoverError(f"照片 {row.photo_id} 的文件与入库时不一致（无法解密，SHA-256 无从核对），未报送。") from error
     if hashlib.sha256(data).hexdigest() != row.sha256:
         raise HandoverError(f"照片 {row.photo_id} 的文件与入库时不一致（SHA-256 不符），未报送。")
     return data

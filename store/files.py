@@ -13,16 +13,20 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from sqlalchemy.engine import make_url
+
+from store.crypto import KeyRing, file_key_id
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+TEMP_PREFIX = ".incoming-"
 
 
 @dataclass(frozen=True)
@@ -33,27 +37,88 @@ class StoredFile:
 
 
 class PhotoFiles:
-    def __init__(self, root: Path):
+    """Photos by the SHA-256 of their plaintext, encrypted at rest under the key ring's active key
+    (store/crypto.py); every reader of photo bytes goes through read() or stream(). Files written before
+    encryption (no header) are read as they are until `flask keys rotate` encrypts them."""
+
+    def __init__(self, root: Path, keys: KeyRing | None = None):
         self.root = Path(root)
+        self.keys = keys or KeyRing({})
+
+    @classmethod
+    def for_settings(cls, settings) -> "PhotoFiles":
+        return cls(settings.photo_dir, KeyRing.from_settings(settings.privacy))
 
     def put(self, data: bytes) -> StoredFile:
-        """Stores the bytes untouched; the same bytes twice are one file."""
+        """Stores the bytes encrypted; the same bytes twice are one file."""
         digest = hashlib.sha256(data).hexdigest()
         relative = f"{digest[:2]}/{digest[2:4]}/{digest}"
         target = self.root / relative
         if not target.exists():
-            private_dir(target.parent)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")  # 0600
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, target)
+            self._write_atomically(target, self.keys.encrypt_chunks([data]))
         return StoredFile(sha256=digest, relative_path=relative, size_bytes=len(data))
 
     def path(self, relative_path: str) -> Path:
         return self.root / relative_path
 
+    def stream(self, relative_path: str) -> Iterator[bytes]:
+        """The photo's original bytes, a chunk at a time (FileNotFoundError when it is gone)."""
+        with open(self.path(relative_path), "rb") as source:
+            yield from self.keys.decrypt_file(source)
+
     def read(self, relative_path: str) -> bytes:
-        return self.path(relative_path).read_bytes()
+        return b"".join(self.stream(relative_path))
+
+    def remove(self, relative_path: str) -> bool:
+        try:
+            self.path(relative_path).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def key_id(self, relative_path: str) -> str | None:
+        return file_key_id(self.path(relative_path))
+
+    def rotate(self, relative_path: str) -> bool:
+        """Re-encrypts one file under the active key (a plaintext one too); False when it already is.
+        Written to a temporary file and renamed over the old one, so a kill mid-file loses nothing."""
+        target = self.path(relative_path)
+        if file_key_id(target) == self.keys.active_key:
+            return False
+        with open(target, "rb") as source:
+            self._write_atomically(target, self.keys.encrypt_chunks(self.keys.decrypt_file(source)))
+        return True
+
+    def files(self) -> Iterator[str]:
+        """Every stored photo's relative path, in a stable order (temporary files left by a kill skipped)."""
+        for folder, subfolders, names in os.walk(self.root):
+            subfolders.sort()
+            for name in sorted(names):
+                if not name.startswith(TEMP_PREFIX):
+                    yield str((Path(folder) / name).relative_to(self.root))
+
+    def remove_stale_temporaries(self, older_than_seconds: float = 3600) -> int:
+        """Temporary files of writers killed mid-file (a writer still at work is younger than this)."""
+        removed, cutoff = 0, time.time() - older_than_seconds
+        for path in self.root.rglob(TEMP_PREFIX + "*"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _write_atomically(self, target: Path, chunks: Iterable[bytes]) -> None:
+        private_dir(target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)  # 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def private_dir(path: Path) -> Path:

@@ -31,6 +31,10 @@ def _toml_value(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+TEST_PHOTO_KEY = "dGVzdC1waG90by1rZXktMzItYnl0ZXMtbG9uZy0xMjM="  # 32 bytes, tests only
+TEST_LOOKUP_KEY = "dGVzdC1sb29rdXAta2V5LTMyLWJ5dGVzLWxvbmctMTI="
+
+
 def write_config(tmp_path: Path, *, database_url, api_base_url, token, appid, secret, aes_key, sections) -> Path:
     base = {
         # Most tests post plain requests; the safe-mode default refusing them is tested in test_replay.py.
@@ -39,6 +43,8 @@ def write_config(tmp_path: Path, *, database_url, api_base_url, token, appid, se
         "payment": {"public_base_url": "http://collector.test"},
         # Background tasks run at once, in the caller; tests of the consumer itself turn this off.
         "jobs": {"immediate": True},
+        # Photos are encrypted at rest (store/crypto.py): a fixed test key, never a real one.
+        "privacy": {"keys": {"1": TEST_PHOTO_KEY}, "active_key": "1", "lookup_key": TEST_LOOKUP_KEY},
     }
     top = {}
     for name, values in sections.items():

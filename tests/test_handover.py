@@ -49,7 +49,7 @@ def small_jpeg(seed: int, size=(300, 400)) -> bytes:
 def under_review_with_photo(app, graduate, openid: str, data: bytes) -> None:
     """A paid candidate under review whose photo's bytes are really stored under the data directory."""
     entry_id = put_under_review(app, graduate, openid)
-    stored = PhotoFiles(app.extensions["collector"].settings.photo_dir).put(data)
+    stored = app.extensions["collector"].services.photo_files.put(data)  # encrypted, like an upload
     with db(app).session() as session:
         session.execute(update(Photo).where(Photo.roster_entry_id == entry_id)
                         .values(sha256=stored.sha256, path=stored.relative_path, size_bytes=stored.size_bytes))
