@@ -74,8 +74,9 @@ def colour_name(lab: np.ndarray) -> str:
             return "浅灰色"
         return "灰色" if lightness > 45 else "深灰色" if lightness > 20 else "黑色"
     hue = float(np.degrees(np.arctan2(b, a)) % 360)
-    names = ((20, "红色"), (50, "橙色"), (70, "米黄色" if chroma < 30 else "橙色"), (100, "黄色"),
-             (170, "绿色"), (220, "青色"), (300, "蓝色"), (345, "紫色"), (360, "红色"))
+    # CIELAB hue angles: pure red sits near 40°, orange near 60°, yellow near 95°, blue near 290°.
+    names = ((50, "红色"), (70, "橙色"), (105, "米黄色" if chroma < 30 else "黄色"), (170, "绿色"),
+             (220, "青色"), (300, "蓝色"), (345, "紫色"), (360, "红色"))
     name = next(n for limit, n in names if hue < limit)
     if name in ("红色", "紫色") and lightness > 70:
         name = "粉色"

@@ -17,16 +17,18 @@ from .report import Hint, hint
 BEAUTY_APPS = ("meitu", "美图", "beautycam", "beautyplus", "facetune", "醒图", "b612", "faceu", "轻颜",
                "youcam", "snow", "ulike", "美颜", "无他相机", "faceapp", "retrica", "perfect365")
 EDITORS = ("photoshop", "lightroom", "gimp", "snapseed", "picsart", "vsco", "黄油相机", "canva")
-_SKIN_DELTA_E = 15.0  # pixels this close to the cheek colour count as skin
+_SKIN_HUE_DEGREES = 25.0  # a skin pixel's hue (CIELAB) is this close to the cheeks'...
+_SKIN_MIN_CHROMA_SHARE = 0.5  # ...its chroma at least half theirs (grey cloth and dark hair have little)
+_SKIN_LIGHTNESS = (0.5, 1.5)  # ...and its lightness within these shares of theirs (shading is allowed)
 _GLASSES_BRIDGE_EDGES = 3.0  # bridge/forehead horizontal-edge ratio that suggests a frame
-_MIN_FOREHEAD_SKIN = 0.6  # skin share above the brows below which hair may cover them
-_MAX_SHOULDER_SKIN = 0.5  # skin share on the shoulders above which the clothes may be sleeveless
+_MIN_FOREHEAD_SKIN = 0.5  # skin share above the brows below which hair may cover them (compliant: 0.91 and up)
+_MAX_SHOULDER_SKIN = 0.5  # skin share on the shoulders above which the clothes may be sleeveless (compliant: 0.06 at most)
 
 
 def collect(photo: Photo) -> list[Hint]:
     hints = _software_hints(photo)
-    if photo.mesh is None or photo.metrics.get("face.count", 1) != 1:
-        return hints
+    if photo.mesh is None or photo.metrics.get("face.count", 1) != 1 or photo.monochrome:
+        return hints  # no skin to tell from hair or cloth in a black-and-white photo
     skin = _cheek_lab(photo)
     brows = photo.record("hint.forehead_skin", _forehead_skin_fraction(photo, skin))
     if brows < _MIN_FOREHEAD_SKIN:
@@ -64,7 +66,20 @@ def _skin_fraction(photo: Photo, box: tuple[float, float, float, float], skin: n
     if x1 <= x0 or y1 <= y0:
         return 0.0
     block = photo.lab[y0:y1, x0:x1].reshape(-1, 3)
-    return float((m.delta_e2000(block, skin) < _SKIN_DELTA_E).mean())
+    return float(is_skin(block, skin).mean())
+
+
+def is_skin(lab: np.ndarray, cheek: np.ndarray) -> np.ndarray:
+    """Pixels of the cheeks' hue and a good share of their chroma. A colour distance alone called a grey
+    T-shirt skin (its lightness matched, and chroma counts little), so sleeves read as bare shoulders."""
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    cheek_chroma = float(np.hypot(cheek[1], cheek[2]))
+    hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1]))
+    cheek_hue = float(np.degrees(np.arctan2(cheek[2], cheek[1])))
+    hue_gap = np.abs((hue - cheek_hue + 180) % 360 - 180)
+    light = lab[:, 0] / max(float(cheek[0]), 1.0)
+    return ((chroma >= max(5.0, _SKIN_MIN_CHROMA_SHARE * cheek_chroma)) & (hue_gap <= _SKIN_HUE_DEGREES)
+            & (light >= _SKIN_LIGHTNESS[0]) & (light <= _SKIN_LIGHTNESS[1]))
 
 
 def _forehead_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
@@ -82,7 +97,7 @@ def _shoulder_skin_fraction(photo: Photo, skin: np.ndarray) -> float:
     region = clothing_region(photo)
     if region is None:
         return 0.0
-    return float((m.delta_e2000(photo.lab[region], skin) < _SKIN_DELTA_E).mean())
+    return float(is_skin(photo.lab[region], skin).mean())
 
 
 def _bridge_edge_ratio(photo: Photo) -> float:
