@@ -326,7 +326,9 @@ def window(session: Session, openid: str, settings: Settings, history: list[Mess
         return Window(None, None, limit, 0, False)
     if notices_ is None:
         notices_ = list(session.scalars(select(Notification).where(Notification.openid == openid)))
-    since = [notice for notice in notices_ if notice.channel == "wechat" and notice.created_at >= last_heard]
+    # Reminders spend the same customer-service quota as the agent's replies.
+    since = [notice for notice in notices_
+             if notice.channel in ("wechat", "reminder") and notice.created_at >= last_heard]
     used = sum(1 for notice in since if notice.delivered_via == "custom")
     refused = any("45047" in (notice.last_error or "") for notice in since)
     closes = last_heard + timedelta(hours=settings.notifications.customer_service_window_hours)

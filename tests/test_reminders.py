@@ -156,6 +156,19 @@ def test_a_mixed_cohort_is_reached_once_each_on_the_channel_wechat_allows(remind
                               .where(AuditEvent.action.in_(["reminders.create", "reminders.send"]))) == 2
 
 
+def test_a_reminder_sent_as_customer_service_counts_against_the_support_desk_s_quota(remind_app, fake_wechat):
+    from staff import support
+
+    app = remind_app(jobs={"immediate": True})
+    graduate(app, 1, openid="o_shared_quota", last_heard=timedelta(minutes=5))
+    number = campaign_id(cli(app, "remind", "create", "--segment", "not_approved", "--text", TEXT))
+    cli(app, "remind", "send", str(number))
+    assert len(fake_wechat.messages_to("o_shared_quota")) == 1
+    with db(app).session() as session:
+        window = support.window(session, "o_shared_quota", app.extensions["collector"].settings)
+    assert (window.used, window.left) == (1, window.limit - 1)
+
+
 def test_45047_from_wechat_moves_that_recipient_to_the_next_channel(remind_app, fake_wechat, fake_sms):
     app = remind_app(jobs={"immediate": True})
     graduate(app, 1, openid="o_quota", last_heard=timedelta(minutes=5))
