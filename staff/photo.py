@@ -34,6 +34,20 @@ def configured_thresholds() -> PhotoThresholds | None:
     return _thresholds_of(app)
 
 
+def read_photo(path: Path) -> bytes:
+    """A stored photo (encrypted, under the data directory) through the app's PhotoFiles; any other file as it is."""
+    from store.crypto import MAGIC
+
+    with open(path, "rb") as source:
+        if source.read(len(MAGIC)) != MAGIC:
+            return path.read_bytes()
+    try:
+        app = current_app._get_current_object()
+    except RuntimeError:  # no application context: the app `flask --app` names
+        app = click.get_current_context().find_object(ScriptInfo).load_app()
+    return app.extensions["collector"].services.photo_files.read_file(path)
+
+
 def _thresholds_of(app) -> PhotoThresholds | None:
     value = app.config.get("PHOTO_THRESHOLDS")
     return value if isinstance(value, PhotoThresholds) else None
@@ -50,7 +64,7 @@ def check_command(files: tuple[Path, ...], as_json: bool) -> None:
     failed = 0
     for path in files:
         started = time.perf_counter()
-        report = check(path.read_bytes(), thresholds)
+        report = check(read_photo(path), thresholds)
         ms = round((time.perf_counter() - started) * 1000, 1)
         failed += report.verdict == "fail"
         click.echo(_json_line(path, report, ms) if as_json else _summary(path, report, ms))
@@ -80,7 +94,7 @@ def explain_command(file: Path, output: Path | None) -> None:
     """Write an annotated PNG showing why FILE passed or failed (never beside FILE unless asked)."""
     from rules.photo.explain import explain as explain_photo
 
-    report, png = explain_photo(file.read_bytes(), configured_thresholds())
+    report, png = explain_photo(read_photo(file), configured_thresholds())
     output = output or temporary_output(file)
     output.write_bytes(png)
     click.echo(_summary(file, report, 0.0).split("\n", 1)[-1] if report.failures or report.hints else "")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import Text, cast, func, null, or_, select, text, update
+from sqlalchemy import Text, cast, delete, func, null, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from rules.identity import mask_id_number
@@ -23,8 +23,8 @@ from staff.audit import record
 from staff.lookup import find_graduate
 from store.db import Database
 from store.files import PhotoFiles
-from store.models import (Candidate, HandoverBatch, InboundKey, Message, Notification, Order, Photo, RosterEntry,
-                          utcnow)
+from store.models import (Candidate, HandoverBatch, InboundKey, Message, Notification, Order, PhoneCode, Photo,
+                          ReminderCampaign, ReminderRecipient, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: date
                 _secure_delete(session)
                 counts.update(ERASERS[kind](session, files, chunk))
     _checkpoint(db)
-    result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "messages", "notifications", "orders")}
+    result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "messages", "notifications",
+                                                     "reminder_recipients", "phone_codes", "orders")}
     log.info("retention: %s", ", ".join(f"{name} {count}" for name, count in result.items()))
     return result
 
@@ -226,7 +227,14 @@ def _erase_transcripts(session: Session, files: PhotoFiles, clocks_: list[Clock]
     if keys:
         session.execute(update(InboundKey).where(InboundKey.key.in_(keys), InboundKey.reply_xml.is_not(None))
                         .values(reply_xml=None).execution_options(synchronize_session=False))
-    return Counter(messages=messages, notifications=notifications)
+    reminders = session.execute(update(ReminderRecipient).where(
+        or_(ReminderRecipient.openid.in_(openids), ReminderRecipient.roster_entry_id.in_(
+            [clock.roster_entry_id for clock in clocks_ if clock.roster_entry_id is not None])),
+        or_(ReminderRecipient.phone.is_not(None), ReminderRecipient.name.is_not(None)))
+        .values(phone=None, name=None).execution_options(synchronize_session=False)).rowcount
+    codes = session.execute(delete(PhoneCode).where(PhoneCode.openid.in_(openids))
+                            .execution_options(synchronize_session=False)).rowcount
+    return Counter(messages=messages, notifications=notifications, reminder_recipients=reminders, phone_codes=codes)
 
 
 def _inbound_keys(session: Session, openids: list[str]) -> list[str]:
@@ -293,6 +301,7 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
         for candidate in candidates:
             candidate.forget_identity()
             candidate.state = "welcome"
+        counts.update(_forget_in_campaign_lists(session, entry.id_number))
         entry.name = "已删除"
         entry.id_number = f"E{entry.id:017d}"
         entry.exam_number = f"E{entry.id}"
@@ -304,6 +313,16 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
         result = Erasure(masked, dict(counts))
     _checkpoint(db)
     return result
+
+
+def _forget_in_campaign_lists(session: Session, id_number: str) -> Counter:
+    """Reminder campaigns of the "id_list" segment keep the uploaded ID numbers."""
+    changed = 0
+    for campaign in session.scalars(select(ReminderCampaign).where(ReminderCampaign.id_numbers.is_not(None))):
+        if id_number in (campaign.id_numbers or []):
+            campaign.id_numbers = [number for number in campaign.id_numbers if number != id_number]
+            changed += 1
+    return Counter(campaign_lists=changed)
 
 
 def _erase_entry_photos(session: Session, files: PhotoFiles, entry_id: int) -> Counter:

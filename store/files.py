@@ -69,6 +69,11 @@ class PhotoFiles:
     def read(self, relative_path: str) -> bytes:
         return b"".join(self.stream(relative_path))
 
+    def read_file(self, path: Path) -> bytes:
+        """Any file (a staff member's path to a stored photo, or a photo of their own) through the key ring."""
+        with open(path, "rb") as source:
+            return b"".join(self.keys.decrypt_file(source))
+
     def remove(self, relative_path: str) -> bool:
         try:
             self.path(relative_path).unlink()

@@ -308,6 +308,16 @@ def test_erasure_leaves_the_graduate_nowhere_in_the_database_file_but_a_masked_a
     name, id_number = ROWS[0][0], ROWS[0][1]
     approved_with_photo(app, cli, ROWS[0], "o_erased", jpeg(20))
     from tests.staff_fixtures import PHONE
+    from store.models import PhoneCode, ReminderCampaign, ReminderRecipient
+    with db(app).session() as session:  # a reminder campaign that reached them, an SMS code sent to them
+        entry_id = session.scalar(select(RosterEntry.id).where(RosterEntry.id_number == id_number))
+        campaign = ReminderCampaign(segment="id_list", id_numbers=[id_number, ROWS[1][1]], text="请缴费",
+                                    created_by="管理员")
+        session.add(campaign)
+        session.flush()
+        session.add(ReminderRecipient(campaign_id=campaign.id, graduate_key=f"r{entry_id}", roster_entry_id=entry_id,
+                                      openid="o_erased", phone=PHONE, name=name, planned_channel="sms"))
+        session.add(PhoneCode(openid="o_erased", phone=PHONE, code_hash="0" * 64, expires_at=utcnow()))
 
     database = Path(app.extensions["collector"].settings.database_url.removeprefix("sqlite:///"))
 
@@ -355,3 +365,18 @@ def test_the_app_has_no_path_that_updates_or_deletes_audit_events():
                  for path in (PROJECT / folder).rglob("*.py")
                  if any(p in path.read_text(encoding="utf-8") for p in pattern)]
     assert offenders == []
+
+
+def test_flask_photo_explain_reads_a_stored_encrypted_photo_through_the_app(app, tmp_path):
+    data = jpeg(5, (480, 640))
+    stored = app.extensions["collector"].services.photo_files.put(data)
+    path = app.extensions["collector"].services.photo_files.path(stored.relative_path)
+    plain = tmp_path / "plain.jpg"
+    plain.write_bytes(data)
+    outputs = []
+    for source in (path, plain):
+        out = tmp_path / f"{source.name}.png"
+        result = app.test_cli_runner().invoke(args=["photo", "explain", str(source), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        outputs.append((result.output.replace(str(out), "OUT"), out.read_bytes()))
+    assert outputs[0] == outputs[1]  # the same verdict and picture as the original file's
