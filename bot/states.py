@@ -17,8 +17,8 @@ stateDiagram-v2
     confirm --> identity: 2 修改
     confirm --> notice: 1 确认 (binds the ID number to this account)
     notice --> photo: 我知道了
-    photo --> photo: photo fails the checks
-    photo --> payment: photo passes, not paid yet
+    photo --> photo: photo fails the checks (a framing-only refusal offers a re-framed copy)
+    photo --> payment: photo passes, or 1 (the re-framed copy), or 申请人工审核 after two refusals, not paid yet
     photo --> under_review: photo passes, already paid
     payment --> payment: a new photo replaces the old one
     payment --> under_review: paid
@@ -72,6 +72,7 @@ STEP_BY_KIND: dict[tuple[str, str], Handler] = {
     (State.PAYMENT, "image"): photo.handle,
     # Text at the photo step: "1" takes the re-framed photo offered, "申请人工审核" asks for a human look.
     (State.PHOTO, "text"): photo_offers.handle_text,
+    (State.PAYMENT, "text"): photo_offers.handle_payment_text,
 }
 
 COMMANDS: dict[str, Handler] = {

@@ -80,7 +80,8 @@ def refused(ctx: Context, stored: StoredFile, report, reframed: ReframedOffer | 
         text = messages.PHOTO_REFRAMED_OFFER.format(problems=problems)
     else:
         text = messages.PHOTO_FAILED.format(problems=problems)
-        if _appealable(report.to_dict()) and earlier is not None and _appealable_photo(earlier):
+        if (candidate.state == State.PHOTO and _appealable(report.to_dict()) and earlier is not None
+                and _appealable_photo(earlier)):
             text += "\n" + messages.PHOTO_APPEAL_OFFER
     return Outcome(Reply(text), candidate.state, checks=checks, media_path=stored.relative_path)
 
@@ -95,12 +96,29 @@ def handle_text(ctx: Context, msg: Incoming) -> Outcome:
     return Outcome(Reply(messages.PHOTO_EXPECTED), ctx.candidate.state)
 
 
+def handle_payment_text(ctx: Context, msg: Incoming) -> Outcome:
+    """Text at the payment step: "1" still takes a re-framed photo offered for a newer upload; anything
+    else is the payment step's."""
+    if compact(msg.text) == ACCEPT_REFRAMED and _pending_offer(ctx) is not None:
+        return accept_reframed(ctx)
+    return payment.handle(ctx, msg)
+
+
+def _pending_offer(ctx: Context) -> tuple[Photo, dict] | None:
+    """The candidate's newest photo, when it was refused with a re-framed version offered."""
+    latest = _latest_photo(ctx, ctx.candidate)
+    if latest is None or latest.status != "checked":
+        return None
+    offer = (latest.report or {}).get("reframed")
+    return (latest, offer) if offer else None
+
+
 def accept_reframed(ctx: Context) -> Outcome:
     candidate = ctx.candidate
-    latest = _latest_photo(ctx, candidate)
-    offer = (latest.report or {}).get("reframed") if latest is not None and latest.status == "checked" else None
-    if offer is None:
+    pending = _pending_offer(ctx)
+    if pending is None:
         return Outcome(Reply(messages.PHOTO_NO_REFRAMED), candidate.state)
+    latest, offer = pending
     queries.replace_submitted_photos(ctx.session, candidate.roster_entry_id)
     report = dict(offer["report"])
     report["reframed_from"] = latest.id

@@ -130,3 +130,13 @@ def test_1_without_an_offer_asks_for_a_photo(chat, roster):
     assert "没有可用的调整后照片" in chat.say("1")
     assert chat.state() == "photo"
 
+
+
+def test_at_the_payment_step_1_takes_the_re_framed_copy_of_a_newer_upload(app, chat, roster, photo, fake_wechat):
+    chat.walk_to_photo(roster[0])
+    assert "/pay/sandbox/" in chat.send_photo(photo(LARGE_COMPLIANT))
+    reply = chat.send_photo(off_centre(photo))
+    assert "回复 1 使用调整后的照片" in reply and "申请人工审核" not in reply, reply
+    assert "已使用调整后的照片" in chat.say("1")
+    assert [p.status for p in photos_of(app, chat.openid)] == ["replaced", "checked", "submitted"]
+    assert "/pay/sandbox/" in chat.say("1")  # no offer left: the payment step answers as before
