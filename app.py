@@ -262,6 +262,10 @@ def serve_command(prod: bool) -> None:
     settings = current_app.config["SETTINGS"]
     if weak_secret_key(settings):
         raise click.ClickException(WEAK_SECRET_KEY)
+    if not settings.privacy.active_key:  # photos are stored encrypted: without a key none could be kept
+        from store.crypto import MISSING_KEY
+
+        raise click.ClickException(MISSING_KEY)
     server = settings.server
     if server.engine not in ("waitress", "gunicorn"):
         raise click.ClickException(f'server.engine must be "waitress" or "gunicorn", not {server.engine!r}')

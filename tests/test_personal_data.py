@@ -145,6 +145,19 @@ def test_without_a_key_storing_a_photo_is_a_clear_config_error(tmp_path):
         PhotoFiles(tmp_path).put(jpeg(4))
 
 
+def test_flask_serve_refuses_to_start_without_an_encryption_key(make_app, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    make_app(privacy={"keys": {}, "active_key": ""}, server={"port": port})
+    served = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "serve"], cwd=PROJECT, timeout=60,
+                            env={**os.environ, "COLLECTOR_CONFIG": str(tmp_path / "config.toml")},
+                            capture_output=True, text=True)
+    assert served.returncode != 0 and "[privacy] keys" in served.stderr and "Serving on" not in served.stdout
+
+
 @pytest.mark.parametrize("privacy, message", [
     ({"keys": {"1": "c2hvcnQ="}, "active_key": "1"}, "32 random bytes"),
     ({"keys": {"1": TEST_PHOTO_KEY}, "active_key": "2"}, "not among"),

@@ -1,6 +1,7 @@
 """`flask serve --prod`: gunicorn with the worker count and class from `[server]`, answering WeChat."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -39,6 +40,9 @@ token = "{TOKEN}"
 appid = "{APPID}"
 encoding_aes_key = "{AES_KEY}"
 api_base_url = "http://127.0.0.1:9"
+[privacy]
+keys = {{ 1 = "{base64.b64encode(secrets.token_bytes(32)).decode()}" }}
+active_key = "1"
 [server]
 port = {port}
 workers = 3
