@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rules.photo import face, image, warm_up  # noqa: E402
 from rules.photo.checker import inspect  # noqa: E402
-from rules.photo.noise import RELATIVE  # noqa: E402
+from rules.photo.noise import RELATIVE, noise_of  # noqa: E402
 from rules.photo.thresholds import PhotoThresholds  # noqa: E402
 
 T = PhotoThresholds()
@@ -69,6 +69,20 @@ def _move(name: str, value: float, base: float) -> float:
     if name in RELATIVE:
         return abs(math.log(max(value, 1e-6)) - math.log(max(base, 1e-6)))
     return abs(value - base)
+
+
+def _floored(name: str, noise: float, limit: float) -> float:
+    """The noise rules/photo/noise.py would use for this one (it floors it at a share of the limit)."""
+    import rules.photo.noise as table
+
+    measured, table.NOISE[name] = table.NOISE.get(name), noise
+    try:
+        return noise_of(name, math.log(limit) if name in RELATIVE else limit)
+    finally:
+        if measured is None:
+            del table.NOISE[name]
+        else:
+            table.NOISE[name] = measured
 
 
 def _gap(name: str, value: float, limit: float) -> float:
@@ -124,8 +138,9 @@ def main() -> None:
         print(json.dumps(noise, indent=1))
         return
     print(f"{len(labels)} compliant photos, {len(labels) * 3} perturbed copies")
-    print("| measurement | compliant range | noise (p95 move; ln for sharpness) | limit | closest compliant, in noise units |")
-    print("|---|---|---|---|---|")
+    print("| measurement | compliant range | noise (p95 move; ln for sharpness) | noise used (floored) | limit |"
+          " closest compliant, in noise used |")
+    print("|---|---|---|---|---|---|")
     for name, (_, limit) in MEASURES.items():
         seen = [v for v in values[name] if not math.isnan(v)]
         if not seen:
@@ -133,9 +148,10 @@ def main() -> None:
         lo, hi = min(seen), max(seen)
         limits = limit if isinstance(limit, tuple) else (limit,)
         n = noise.get(name, math.nan)
-        gap = min(min(_gap(name, v, lim) for v in seen) for lim in limits) / n if n else math.inf
+        used = min(_floored(name, n, lim) for lim in limits)
+        gap = min(min(_gap(name, v, lim) for v in seen) for lim in limits) / used
         shown_limit = "–".join(f"{v:g}" for v in limits)
-        print(f"| {name} | {lo:.3g} … {hi:.3g} | {n:.3g} | {shown_limit} | {gap:.1f} |")
+        print(f"| {name} | {lo:.3g} … {hi:.3g} | {n:.3g} | {used:.3g} | {shown_limit} | {gap:.1f} |")
     print("\nNOISE = " + json.dumps(noise, indent=1))
 
 
