@@ -3,6 +3,7 @@ each with its own config file, and the huey consumer `flask jobs work`, all on o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import secrets
@@ -135,9 +136,12 @@ class Cluster:
             "server": {"host": HOST, "port": port},
             "privacy": {"key_file": str(_run_key_file(self.workdir))},
         }
-        lines = [f"{key} = {json.dumps(value)}" for key, value in top.items()]
+        if _knows_section("privacy"):  # photos and personal data are stored encrypted under these keys
+            sections["privacy"] = {"keys": {"k1": _run_secret(self.workdir, "photo_key", _key)}, "active_key": "k1",
+                                   "lookup_key": _run_secret(self.workdir, "lookup_key", _key)}
+        lines = [f"{key} = {_toml(value)}" for key, value in top.items()]
         for section, values in sections.items():
-            lines += ["", f"[{section}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+            lines += ["", f"[{section}]"] + [f"{key} = {_toml(value)}" for key, value in values.items()]
         path = folder / "config.toml"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
@@ -206,8 +210,26 @@ def _run_key_file(workdir: Path) -> Path:
     return path
 
 
-def _run_secret(workdir: Path) -> str:
-    path = workdir / "secret_key"
+def _run_secret(workdir: Path, name: str = "secret_key", make=lambda: secrets.token_urlsafe(32)) -> str:
+    """One value per run, shared by every process's config."""
+    path = workdir / name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(make())
     return path.read_text()
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _knows_section(name: str) -> bool:
+    """Whether this tree's settings have a [name] section (the harness runs against older trees too)."""
+    import settings
+
+    return any(item.name == name for item in dataclasses.fields(settings.Settings))
+
+
+def _toml(value) -> str:
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + "}"
+    return json.dumps(value)  # strings, numbers and booleans are written alike
