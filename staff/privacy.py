@@ -178,9 +178,11 @@ def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: date
         with db.read() as session:
             due = due_clocks(session, settings, kind, now)
         for chunk in _chunks(due, BATCH):
+            doomed = _AfterCommit(files)
             with db.session() as session:
                 _secure_delete(session)
-                counts.update(ERASERS[kind](session, files, chunk))
+                counts.update(ERASERS[kind](session, doomed, chunk))
+            doomed.remove_files()
     _checkpoint(db)
     result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "messages", "notifications",
                                                      "reminder_recipients", "phone_codes", "orders")}
@@ -188,7 +190,24 @@ def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: date
     return result
 
 
-def _erase_photos(session: Session, files: PhotoFiles, clocks_: list[Clock]) -> Counter:
+class _AfterCommit:
+    """Photo files whose rows are being cleared: removed once the transaction committed, so a rollback
+    never leaves a row pointing at a deleted file (a crash in between leaves an encrypted orphan file)."""
+
+    def __init__(self, files: PhotoFiles):
+        self.files = files
+        self.paths: set[str] = set()
+
+    def remove(self, path: str) -> bool:
+        self.paths.add(path)
+        return True
+
+    def remove_files(self) -> None:
+        for path in sorted(self.paths):
+            self.files.remove(path)
+
+
+def _erase_photos(session: Session, files: _AfterCommit, clocks_: list[Clock]) -> Counter:
     candidate_ids = [clock.candidate_id for clock in clocks_]
     openids = [clock.openid for clock in clocks_]
     photos = session.execute(select(Photo.id, Photo.path).where(Photo.candidate_id.in_(candidate_ids),
@@ -213,7 +232,7 @@ def _still_used(session: Session, path: str) -> bool:
                 session.scalar(select(Message.id).where(Message.media_path == path).limit(1)))
 
 
-def _erase_transcripts(session: Session, files: PhotoFiles, clocks_: list[Clock]) -> Counter:
+def _erase_transcripts(session: Session, files: _AfterCommit, clocks_: list[Clock]) -> Counter:
     openids = [clock.openid for clock in clocks_]
     messages = session.execute(update(Message).where(Message.openid.in_(openids), or_(
         Message.content != "", Message.checks.is_not(None))).values(content="", checks=null())
@@ -246,7 +265,7 @@ def _inbound_keys(session: Session, openids: list[str]) -> list[str]:
     return [f"msg:{msg_id}" for msg_id in msg_ids] + list(events)
 
 
-def _erase_payments(session: Session, files: PhotoFiles, clocks_: list[Clock]) -> Counter:
+def _erase_payments(session: Session, files: _AfterCommit, clocks_: list[Clock]) -> Counter:
     openids = [clock.openid for clock in clocks_]
     orders = session.execute(update(Order).where(Order.openid.in_(openids)).values(openid=ERASED_OPENID)
                              .execution_options(synchronize_session=False)).rowcount
@@ -277,6 +296,7 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
     by, reason = by.strip(), reason.strip()
     if not by or not reason:
         raise ErasureError("请用 --by 写明操作人，用 --reason 写明删除依据（如申请编号）")
+    doomed = _AfterCommit(files)
     with db.session() as session:
         _secure_delete(session)
         try:
@@ -284,17 +304,24 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
         except GraduateNotFound as exc:
             raise ErasureError(str(exc)) from exc
         masked = mask_id_number(entry.id_number)
+        # Every account that was this graduate: bound now, bound before (its photos, its orders), or that
+        # typed the ID number into the chat.
+        earlier = (select(Photo.candidate_id).where(Photo.roster_entry_id == entry.id))
+        openids_seen = set(session.scalars(select(Order.openid).where(Order.roster_entry_id == entry.id))) | set(
+            session.scalars(select(Message.openid).where(Message.content.contains(entry.id_number, autoescape=True))))
         candidates = session.scalars(select(Candidate).where(or_(
             Candidate.roster_entry_id == entry.id, Candidate.id_number == entry.id_number,
-            Candidate.openid == entry.bound_openid))).all()
-        openids = sorted({c.openid for c in candidates} | ({entry.bound_openid} if entry.bound_openid else set()))
+            Candidate.openid == entry.bound_openid, Candidate.id.in_(earlier), Candidate.openid.in_(openids_seen)))).all()
+        openids = sorted({c.openid for c in candidates} | openids_seen | ({entry.bound_openid} if entry.bound_openid else set()))
+        openids = [openid for openid in openids if openid != ERASED_OPENID]
         clocks_ = [Clock(c.id, c.openid, c.roster_entry_id, utcnow(), False) for c in candidates]
         extra = [Clock(-1, openid, None, utcnow(), False) for openid in openids if openid not in {c.openid for c in candidates}]
         counts = Counter()
         # Photos of the roster entry taken by an earlier, unbound account too.
-        counts.update(_erase_entry_photos(session, files, entry.id))
+        counts.update(_erase_entry_photos(session, doomed, entry.id))
         for eraser in (_erase_photos, _erase_transcripts, _erase_payments):
-            counts.update(eraser(session, files, clocks_ + extra))
+            counts.update(eraser(session, doomed, clocks_ + extra))
+        counts["photo_files"] = len(doomed.paths)  # one file may be both a photo's and a message's
         session.execute(update(Notification).where(Notification.openid.in_(openids)).values(
             phone=None, payload={}, status="dead", last_error="erased").where(Notification.status.in_(("pending", "sending")))
             .execution_options(synchronize_session=False))
@@ -311,6 +338,7 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
         record(session, by, "privacy.erase", masked,
                ", ".join(f"{name} {count}" for name, count in sorted(counts.items())), reason=reason)
         result = Erasure(masked, dict(counts))
+    doomed.remove_files()
     _checkpoint(db)
     return result
 
@@ -325,7 +353,7 @@ def _forget_in_campaign_lists(session: Session, id_number: str) -> Counter:
     return Counter(campaign_lists=changed)
 
 
-def _erase_entry_photos(session: Session, files: PhotoFiles, entry_id: int) -> Counter:
+def _erase_entry_photos(session: Session, files: _AfterCommit, entry_id: int) -> Counter:
     photos = session.execute(select(Photo.id, Photo.path).where(Photo.roster_entry_id == entry_id, Photo.path != "")).all()
     if not photos:
         return Counter()
