@@ -8,7 +8,7 @@ import messages
 from handlers import level as level_step
 from handlers import roster_limit, texts
 from handlers.base import Context, Incoming, Outcome, Reply, State
-from rules.identity import id_number_problem, mask_id_number, name_problem, split_identity
+from rules.identity import id_number_problem, mask_id_number, split_identity, typed_name_problem
 from rules.phone import parse_mobile
 from rules.text import compact
 from store import queries
@@ -22,7 +22,7 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
     candidate = ctx.candidate
     if candidate.name and candidate.id_number:  # kept after a busy roster or a match on the other level
         switched = _chosen_level(ctx, msg.text)
-        if switched is not None:
+        if switched is not None and switched != candidate.level:
             candidate.level = switched
             return match(ctx)
         if compact(msg.text) in _RETRY:
@@ -32,7 +32,7 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
     given = split_identity(msg.text)
     problems: list[str] = []
     if given.name is not None:
-        problem = name_problem(given.name)
+        problem = typed_name_problem(given.name)
         if problem:
             problems.append(messages.IDENTITY_PROBLEMS[problem])
         else:

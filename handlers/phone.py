@@ -17,7 +17,8 @@ def handle(ctx: Context, msg: Incoming) -> Outcome:
             return show_card(ctx)
         if answered is not None:
             return answered
-    phone = parse_mobile(msg.text)
+    # "我的手机号是13800138000" too: the digits alone, when they are a mobile number.
+    phone = parse_mobile(msg.text) or parse_mobile(split_identity(msg.text).id_number or "")
     if phone is None:
         return not_a_phone(ctx, msg.text)
     if verify:

@@ -84,9 +84,16 @@ def name_problem(name: str) -> str | None:
     letters = len(name.replace("·", ""))
     if letters < 2 or len(name) > 30:
         return "name.length"
-    if any(word in name for word in _NOT_IN_NAMES):
-        return "name.phrase"
     return None
+
+
+def typed_name_problem(name: str) -> str | None:
+    """name_problem, and for a name typed in the chat also "name.phrase": words no name contains (the
+    rest of a sentence), so that such a message never counts as a failed roster match."""
+    problem = name_problem(name)
+    if problem is None and any(word in name for word in _NOT_IN_NAMES):
+        return "name.phrase"
+    return problem
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,18 @@ def test_name_and_id_number_at_the_level_step_ask_for_the_level_first(chat):
     reply = chat.say(f"{ZHANG['name']} {ZHANG['id_number']}")
     assert "请先选择学历层次" in reply and "2 本科" in reply and "19900307" not in reply, reply
     assert chat.state() == "level"
+
+
+@pytest.mark.parametrize("typed", ["我的手机号是13800138000", f"{ZHANG['name']} 13800138000", "手机：138 0013 8000。"])
+def test_a_phone_number_inside_a_sentence_is_taken(at_phone, typed):
+    card = at_phone.say(typed)
+    assert "请认真核对" in card and "手机号：13800138000" in card, card
+
+
+def test_after_the_other_level_is_offered_the_same_level_again_is_not_a_switch(at_identity, chat):
+    chat.say("重新开始")
+    chat.say("北京市高等教育自学考试")
+    chat.say("专科")
+    assert "学历层次是“本科”" in chat.say(f"{ZHANG['name']} {ZHANG['id_number']}")
+    assert "学历层次是“本科”" not in chat.say("专科")  # 专科 again: not a switch, read as identity input
+    assert chat.state() == "identity"
