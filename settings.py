@@ -316,7 +316,7 @@ class ServerSettings:
     # `flask serve`: "waitress" (one process, `threads` threads: the demo) or "gunicorn" (`workers`
     # processes: production; `flask serve --prod` picks it whatever this says).
     engine: str = "waitress"
-    # gunicorn: worker processes (0: twice the CPU count), worker class ("sync" measured fastest for
+    # gunicorn: worker processes (0: the CPU count), worker class ("sync" measured fastest for
     # this workload; "gthread" with `threads` threads each), seconds a worker may spend on one request
     # before it is replaced (far above WeChat's 5 s: a photo step waits up to the reply budget).
     workers: int = 0
