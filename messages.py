@@ -306,7 +306,8 @@ PHOTO_RULES = {
     "face.count.many": "照片里有 {value} 个人。只能有本人一人，请单独拍摄。",
     # background
     "background.color": "背景是{colour}，不是允许的浅蓝色、白色或浅灰色。请在这三种颜色之一的纯色背景前重拍。",
-    "background.color.dark": "背景是{colour}，颜色太深。请在浅蓝色、白色或浅灰色的纯色背景前重拍。",
+    "background.color.dark": ("背景是{colour}，颜色太深。背景只能是浅蓝色、白色或浅灰色（红色等其他颜色调浅了也不行），"
+                              "请在这三种颜色之一的纯色背景前重拍。"),
     "background.uniform": "背景不均匀（有渐变、阴影或杂物）。请在干净的纯色背景前重拍，人离背景远一点并让光线均匀。",
     "background.uniform.gradient": "背景颜色有渐变，上下深浅不一。请在颜色均匀的纯色背景前重拍。",
     "background.uniform.spots": "背景上有阴影、物体或其他人。请在干净的纯色背景前重拍，人离背景远一点。",

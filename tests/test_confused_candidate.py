@@ -147,6 +147,7 @@ def test_a_red_background_is_named_with_the_three_allowed_colours(chat, photo):
     # The checker names the colour it measured (rules/photo/background.colour_name), then the allowed three.
     assert re.search("背景是(红|橙|粉|深红)色", reply), reply
     assert "浅蓝色" in reply and "白色" in reply and "浅灰色" in reply, reply
+    assert "太深" not in reply or "其他颜色调浅了也不行" in reply, reply  # a lighter red will not do either
 
 
 def test_a_file_just_under_the_size_limit_visibly_fails_it_and_says_how_to_send_the_original(chat, photo):
