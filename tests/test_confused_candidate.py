@@ -204,3 +204,12 @@ def test_after_the_other_level_is_offered_the_same_level_again_is_not_a_switch(a
     assert "学历层次是“本科”" in chat.say(f"{ZHANG['name']} {ZHANG['id_number']}")
     assert "学历层次是“本科”" not in chat.say("专科")  # 专科 again: not a switch, read as identity input
     assert chat.state() == "identity"
+
+
+def test_partial_id_numbers_of_14_digits_or_more_are_masked_in_log_lines():
+    from app import MaskPersonalData
+    record = logging.LogRecord("handlers.phone", logging.WARNING, __file__, 1, "typed %s and %s",
+                               ("王小明 1101011995031201", "11010119900307"), None)
+    MaskPersonalData().filter(record)
+    line = record.getMessage()
+    assert "1995031201" not in line and "19900307" not in line and "110101" in line, line
