@@ -8,7 +8,7 @@ Every message is short and ends with what to do next.
 WELCOME = (
     "您好！这里是{office}毕业证书照片采集。\n"
     "采集时间：{window}。\n"
-    "步骤：查询院校 → 选择学历层次 → 核对身份 → 阅读须知 → 上传证件照 → 支付{fee}元 → 等待审核（{review_hours}小时内）。\n"
+    "步骤：查询院校 → 选择学历层次 → 核对身份 → 填写手机号 → 阅读须知 → 上传证件照 → 支付{fee}元 → 等待审核（{review_hours}小时内）。\n"
     "随时发送“帮助”查看说明，“进度”查看进度，“人工”联系客服。"
 )
 ASK_INSTITUTION = "第一步：请输入院校名称“{institution}”（请完整输入这几个字）。"
