@@ -81,9 +81,14 @@ def _json_line(path: Path, report, ms: float) -> str:
 def _summary(path: Path, report, ms: float) -> str:
     head = f"{path}: {'通过' if report.verdict == 'pass' else '未通过'}（{ms:.0f} ms）"
     lines = [head]
-    lines += [f"  ✗ [{f.rule}] {f.message}（测得 {f.value}，阈值 {f.threshold}）" for f in report.failures]
+    lines += [f"  ✗ [{f.rule}] {f.message}（测得 {f.value}，阈值 {f.threshold}{_margin(f)}）" for f in report.failures]
     lines += [f"  ? [{h.code}] {h.message}" for h in report.hints]
     return "\n".join(lines)
+
+
+def _margin(finding) -> str:
+    """How sure: the distance past the limit in measurement noise (exact rules have none)."""
+    return "" if finding.margin is None else f"，超出限值 {finding.margin:.1f} 倍测量误差"
 
 
 @photo_group.command("explain", with_appcontext=False)

@@ -7,6 +7,7 @@ and the result passes every check itself."""
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +26,9 @@ TOP_SHARE = 0.12
 # A crop may be enlarged this much at most to reach 480×640 (more would be visibly soft).
 MAX_UPSCALE = 1.5
 JPEG_QUALITY = 95
+# A large JPEG is decoded reduced (libjpeg's 1/2..1/8) to at most this many pixels: plenty for 480×640,
+# and a 60 MP upload costs no more memory here than the checker allowed it.
+DECODE_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ def offer(data: bytes, report: Report, check: Callable[[bytes], Report]) -> Refr
     turns = int(report.metrics.get("image.upright_turns") or 0)
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > DECODE_PIXELS:
+                f = math.sqrt(DECODE_PIXELS / (im.width * im.height)) / 2  # draft keeps at least this size
+                im.draft("RGB", (int(im.width * f) + 1, int(im.height * f) + 1))
             upright = ImageOps.exif_transpose(im).convert("RGB")
     except Exception:  # noqa: BLE001 - the checker already decoded it; anything odd means no offer
         return None
