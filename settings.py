@@ -410,7 +410,7 @@ def settings_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> 
         "review": _build_review(raw.pop("review", {})),
         "payment": _build(PaymentSettings, raw.pop("payment", {}), "payment"),
         "wechatpay": _build(WeChatPaySettings, raw.pop("wechatpay", {}), "wechatpay"),
-        "sms": _build(SmsSettings, raw.pop("sms", {}), "sms"),
+        "sms": _build_sms(raw.pop("sms", {})),
         "notifications": _build_notifications(raw.pop("notifications", {})),
         "jobs": _build(JobsSettings, raw.pop("jobs", {}), "jobs"),
         "server": _build(ServerSettings, raw.pop("server", {}), "server"),
@@ -558,6 +558,15 @@ def _build_collection(values: dict[str, Any]) -> CollectionSettings:
             raise ConfigError("collection.levels must be a non-empty list of names")
         values["levels"] = tuple(Level(str(i), name) for i, name in enumerate(levels, start=1))
     return _build(CollectionSettings, values, "collection")
+
+
+def _build_sms(values: dict[str, Any]) -> SmsSettings:
+    sms = _build(SmsSettings, values, "sms")
+    if sms.verify_phone and sms.provider == "tencent" and not sms.template_phone_code:
+        raise ConfigError("sms.verify_phone needs sms.template_phone_code (a template with one parameter, the code)")
+    if sms.code_valid_minutes < 1 or sms.codes_per_hour < 1 or sms.code_tries < 1:
+        raise ConfigError("sms.code_valid_minutes, codes_per_hour and code_tries must be at least 1")
+    return sms
 
 
 def _build_support(values: dict[str, Any]) -> SupportSettings:

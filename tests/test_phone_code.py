@@ -108,3 +108,10 @@ def test_without_verify_phone_the_number_is_taken_as_typed(make_app, fake_wechat
     chat = at_phone(app, fake_wechat)
     assert "请认真核对" in chat.say("13912345678")
     assert fake_sms.sent == []
+
+
+def test_verify_phone_with_tencent_needs_the_code_template(make_app, fake_sms):
+    from settings import ConfigError
+    with pytest.raises(ConfigError, match="template_phone_code"):
+        make_app(sms={"provider": "tencent", "secret_id": SECRET_ID, "secret_key": SECRET_KEY, "sdk_app_id": APP_ID,
+                      "sign_name": SIGN, "endpoint": fake_sms.endpoint, "scheme": "http", "verify_phone": True})
