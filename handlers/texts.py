@@ -55,6 +55,8 @@ def ask_identity(level: str) -> str:
 
 
 def step_help(settings: Settings, state: str) -> str:
+    if state == "phone" and settings.sms.verify_phone:  # the SMS code is part of this step then
+        state = "phone.code"
     template = messages.HELP.get(state, messages.HELP["welcome"])
     body = template.format(
         institution=settings.collection.institution, levels=levels_text(settings), fee=fee_yuan(settings),

@@ -60,6 +60,7 @@ def test_the_code_sent_to_the_number_confirms_it_and_the_card_shows_it(code_app,
     [sent] = fake_sms.wait_for(1)
     assert sent.phone == "+8613912345678" and sent.template_id == "T_CODE" and len(sent.params[0]) == 6
     assert chat.state() == "phone" and stored_phone(app, chat.openid) is None  # not the candidate's yet
+    assert "6位验证码" in chat.say("帮助") and "重发" in chat.last.content
     wrong = "000000" if sent.params[0] != "000000" else "111111"
     assert "验证码不对" in chat.say(wrong) and "还可以试4次" in chat.last.content
     card = chat.say(sent.params[0])
