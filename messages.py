@@ -171,6 +171,8 @@ TEMPLATE_SUPPORT_REPLY = {
     "next": "请打开公众号查看并回复，或致电{phone}（{hours}）。",
 }
 NO_APPROVED_PHOTO = "您还没有审核通过的照片。发送“进度”查看当前进度。"
+# The photo was deleted when its retention period ended ([retention] photos_days).
+PHOTO_DELETED = "您的照片已按保存期限删除。如需照片，请致电{phone}（{hours}）。"
 
 # --- the sandbox payment page ----------------------------------------------------------------------
 PAY_PAGE = {

@@ -75,6 +75,8 @@ def view_photo(ctx: Context, msg: Incoming) -> Outcome:
         photo = queries.latest_roster_photo(ctx.session, candidate.roster_entry_id, ("approved",))
     if photo is None:
         return Outcome(Reply(messages.NO_APPROVED_PHOTO), candidate.state)
+    if not photo.path:  # its file went at the end of its retention period (staff/privacy.py)
+        return Outcome(Reply(messages.PHOTO_DELETED.format(**texts.office_fields(ctx.settings))), candidate.state)
     data = ctx.services.photo_files.read(photo.path)
     ctx.release()
     media_id = ctx.services.wechat.upload_image(data, f"photo-{photo.id}.jpg")

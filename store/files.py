@@ -63,6 +63,8 @@ class PhotoFiles:
 
     def stream(self, relative_path: str) -> Iterator[bytes]:
         """The photo's original bytes, a chunk at a time (FileNotFoundError when it is gone)."""
+        if not relative_path:  # a photo whose retention ended keeps its row, not its file
+            raise FileNotFoundError("the photo's file was deleted at the end of its retention period")
         with open(self.path(relative_path), "rb") as source:
             yield from self.keys.decrypt_file(source)
 

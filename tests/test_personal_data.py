@@ -301,6 +301,9 @@ def test_retention_deletes_exactly_what_is_due_and_a_second_run_changes_nothing(
         assert session.scalar(select(Message.content).where(Message.openid == "o_old", Message.msg_type == "text"))
         assert session.scalar(select(Order.openid).where(Order.openid == "o_old")) == "o_old"
     assert len(photo_files_on_disk(app)) == 1
+    from tests.conftest import simulator_for
+    reply = simulator_for(app).text("o_old", "查看照片").content
+    assert "已按保存期限删除" in reply and app.extensions["collector"].settings.office.phone in reply
 
     second = collector.jobs.run("retention")
     assert set(second.values()) == {0}
