@@ -6,7 +6,11 @@ from datetime import datetime
 import messages
 from rules.identity import mask_personal_data
 from rules.text import normalize
+from rules.window import WindowStatus, window_status
 from settings import Settings
+
+# States that keep the whole conversation outside the collection window: the fee is paid, only staff act now.
+OPEN_OUTSIDE_WINDOW = frozenset({"under_review", "approved"})
 
 
 def yuan(fen: int) -> str:
@@ -54,7 +58,24 @@ def ask_identity(level: str) -> str:
     return messages.ASK_IDENTITY.format(level=level)
 
 
+def window_now(settings: Settings, now: datetime | None = None) -> WindowStatus:
+    window = settings.window
+    return window_status(now or datetime.now(window.tz), window.aware_start(), window.aware_end())
+
+
+def window_state(settings: Settings, now: datetime | None = None) -> str:
+    """When collection opens, or that it has closed (with the office's phone)."""
+    window = settings.window
+    if window_now(settings, now) is WindowStatus.NOT_YET_OPEN:
+        return messages.WINDOW_NOT_YET_OPEN.format(start=local_time(settings, window.aware_start()))
+    return messages.WINDOW_CLOSED.format(end=local_time(settings, window.aware_end()), **office_fields(settings))
+
+
 def step_help(settings: Settings, state: str) -> str:
+    """What to do at this step; outside the window (for one who has not paid) only what is possible then,
+    wherever the text is used (帮助, a support agent's hand-back, …)."""
+    if state not in OPEN_OUTSIDE_WINDOW and window_now(settings) is not WindowStatus.OPEN:
+        return join(window_state(settings), messages.OUTSIDE_WINDOW_COMMANDS)
     if state == "phone" and settings.sms.verify_phone:  # the SMS code is part of this step then
         state = "phone.code"
     template = messages.HELP.get(state, messages.HELP["welcome"])

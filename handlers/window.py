@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import messages
 from handlers import texts
-from handlers.base import Context, Outcome, Reply, State
-from rules.window import WindowStatus, window_status
+from handlers.base import Context, Outcome, Reply
+from rules.window import WindowStatus
 
 # These states still answer normally outside the window: the fee is paid, only staff act now.
-OPEN_STATES = frozenset({State.UNDER_REVIEW, State.APPROVED})
+OPEN_STATES = texts.OPEN_OUTSIDE_WINDOW
 
 
 def status(ctx: Context) -> WindowStatus:
-    window = ctx.settings.window
-    return window_status(ctx.now, window.aware_start(), window.aware_end())
+    return texts.window_now(ctx.settings, ctx.now)
 
 
 def is_open(ctx: Context) -> bool:
@@ -26,12 +25,7 @@ def applies(ctx: Context) -> bool:
 
 
 def state_text(ctx: Context) -> str:
-    settings = ctx.settings
-    window = settings.window
-    if status(ctx) is WindowStatus.NOT_YET_OPEN:
-        return messages.WINDOW_NOT_YET_OPEN.format(start=texts.local_time(settings, window.aware_start()))
-    return messages.WINDOW_CLOSED.format(end=texts.local_time(settings, window.aware_end()),
-                                         **texts.office_fields(settings))
+    return texts.window_state(ctx.settings, ctx.now)
 
 
 def closed_reply(ctx: Context) -> Outcome:

@@ -213,3 +213,25 @@ def test_partial_id_numbers_of_14_digits_or_more_are_masked_in_log_lines():
     MaskPersonalData().filter(record)
     line = record.getMessage()
     assert "1995031201" not in line and "19900307" not in line and "110101" in line, line
+
+
+def test_a_hand_back_after_the_window_closed_says_so_not_the_step(make_app, fake_wechat):
+    """Two processes on one database: the conversation starts in the window, the desk hands it back after."""
+    from staff import support
+    from tests.conftest import simulator_for
+    from tests.journey import Chat, seed_roster
+    open_app = make_app()
+    seed_roster(open_app)
+    chat = Chat(open_app, simulator_for(open_app), fake_wechat, openid="o_late_hand_back")
+    chat.subscribe()
+    chat.say("北京市高等教育自学考试")
+    desk = open_app.extensions["collector"]
+    with desk.db.session() as session:
+        support.take_over(session, chat.openid, "客服甲", desk.outbox)
+    closed_app = make_app(window=CLOSED)
+    closed = closed_app.extensions["collector"]
+    with closed.db.session() as session:
+        support.hand_back(session, chat.openid, "客服甲", closed.outbox, closed_app.config["SETTINGS"])
+    fake_wechat.wait_for_messages(2)
+    back = [m["text"]["content"] for m in fake_wechat.messages_to(chat.openid) if "回到了自助办理" in m["text"]["content"]]
+    assert back and "已于2024年06月15日 23:59结束" in back[0] and "学历层次" not in back[0], back
