@@ -44,8 +44,12 @@ test: setup
 test-postgres: setup
 	TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/python -m pytest -q --ignore=tests/photo
 
+# The webhook bench again on PostgreSQL + Redis when BENCH_POSTGRES_URL names a scratch database.
+BENCH_POSTGRES_URL ?=
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
 bench: setup
 	$(BIN)/python bench/webhook_bench.py
+	$(if $(BENCH_POSTGRES_URL),$(BIN)/python bench/webhook_bench.py --database-url $(BENCH_POSTGRES_URL) --redis-url $(BENCH_REDIS_URL))
 	$(BIN)/python bench/photo_bench.py
 	$(BIN)/python bench/outbox_bench.py
 	$(BIN)/python bench/overview_bench.py --candidates 50000
