@@ -204,29 +204,31 @@ from staff import privacy
 
 app = create_app({config!r})
 files = app.extensions["collector"].services.photo_files
-original = files.rotate
-def slow(relative):
-    done = original(relative)
-    print("rotated", relative, flush=True)
-    time.sleep(0.2)
-    return done
-files.rotate = slow
+encrypt = files.keys.encrypt_chunks
+def slow(chunks):  # each chunk written announces itself, then takes a while: the kill lands inside a file
+    for number, chunk in enumerate(encrypt(chunks)):
+        print("chunk", number, flush=True)
+        time.sleep(0.05)
+        yield chunk
+files.keys.encrypt_chunks = slow
 privacy.rotate_photo_files(files)
 print("finished", flush=True)
 """
 
 
-def test_rotation_killed_mid_run_and_run_again_leaves_every_file_on_the_new_key(make_app, tmp_path):
+def test_rotation_killed_mid_file_and_run_again_leaves_every_file_on_the_new_key(make_app, tmp_path):
     app = make_app()
     files = app.extensions["collector"].services.photo_files
-    originals = {files.put(jpeg(n, (200 + n, 300))).relative_path: None for n in range(12)}
+    # Several chunks each (64 KB), so the kill can land between two chunks of one file.
+    originals = {files.put(os.urandom(200_000 + n)).relative_path: None for n in range(8)}
+    originals.update({files.put(jpeg(n, (200 + n, 300))).relative_path: None for n in range(4)})
     for relative in originals:
         originals[relative] = files.read(relative)
     plaintext = files.root / "zz" / "zz" / "legacy"  # a file from before encryption
     plaintext.parent.mkdir(parents=True)
     plaintext.write_bytes(jpeg(99))
     originals["zz/zz/legacy"] = plaintext.read_bytes()
-    killed_writer = files.root / "zz" / "zz" / ".incoming-killed"  # what a writer killed mid-file leaves
+    killed_writer = files.root / "zz" / "zz" / ".incoming-killed"  # an hour-old leftover of a killed writer
     killed_writer.write_bytes(b"PCE1half a file")
     os.utime(killed_writer, (time.time() - 7200, time.time() - 7200))
 
@@ -234,13 +236,19 @@ def test_rotation_killed_mid_run_and_run_again_leaves_every_file_on_the_new_key(
     config = tmp_path / "config.toml"
     script = ROTATE_SCRIPT.format(project=str(PROJECT), config=str(config))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT)
-    seen = 0
-    while seen < 4:  # part-way through: a few files done, more to go
+    files_started = 0
+    while True:  # inside a large file, a few files done and more to go
         line = process.stdout.readline()
-        assert line, "the rotation ended before it could be killed"
-        seen += line.startswith("rotated")
+        assert line and line != "finished\n", "the rotation ended before it could be killed"
+        files_started += line == "chunk 0\n"
+        if files_started >= 3 and line == "chunk 2\n":
+            break
     process.send_signal(signal.SIGKILL)
     process.wait(10)
+    for relative, data in originals.items():  # nothing lost: each file is on the old key or the new one
+        assert PhotoFiles(files.root, KeyRing({"1": base64.b64decode(TEST_PHOTO_KEY),
+                                               "2": base64.b64decode(NEW_KEY)})).read(relative) == data
+    assert list(files.root.rglob(".incoming-*")), "the kill did not land inside a file"
     keys_now = [file_key_id(files.path(relative)) for relative in originals]
     assert "2" in keys_now and ("1" in keys_now or None in keys_now), keys_now
 
