@@ -120,6 +120,7 @@ PHOTO_PASSED_PAY = (
     "付款后照片进入人工审核，{review_hours}小时内完成。"
 )
 PHOTO_PASSED_ALREADY_PAID = "照片检查通过！您已支付过采集费，无需再次付款。照片已重新提交审核，{review_hours}小时内完成。"
+PHOTO_REPLACED = "新照片已替换您之前发送的照片，付款后审核的是这张新照片。"
 PHOTO_FAILED_EARLIER_PAYABLE = "您之前发送的、已通过检查的照片仍然有效，可以直接用它付款（{fee}元）：\n{pay_url}"
 PHOTO_WHILE_UNDER_REVIEW = ("这张新照片没有使用：您已提交的照片正在审核中，审核期间不能更换。"
                             "如果审核未通过，届时直接发送新照片即可，无需再次付费。")

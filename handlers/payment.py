@@ -21,6 +21,8 @@ def after_photo_passed(ctx: Context) -> Outcome:
         return Outcome(Reply(text), State.UNDER_REVIEW)
     text = messages.PHOTO_PASSED_PAY.format(
         fee=texts.fee_yuan(settings), pay_url=pay_url(ctx), review_hours=settings.collection.review_hours)
+    if ctx.candidate.state == State.PAYMENT:  # say what became of the photo that passed before
+        text = texts.join(messages.PHOTO_REPLACED, text)
     return Outcome(Reply(text), State.PAYMENT)
 
 

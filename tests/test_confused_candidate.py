@@ -235,3 +235,11 @@ def test_a_hand_back_after_the_window_closed_says_so_not_the_step(make_app, fake
     fake_wechat.wait_for_messages(2)
     back = [m["text"]["content"] for m in fake_wechat.messages_to(chat.openid) if "回到了自助办理" in m["text"]["content"]]
     assert back and "已于2024年06月15日 23:59结束" in back[0] and "学历层次" not in back[0], back
+
+
+def test_a_second_passing_photo_while_paying_says_it_replaced_the_first(chat, photo):
+    chat.walk_to_photo(ZHANG)
+    first = chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    assert "替换" not in first
+    second = chat.send_photo(photo("webmorph_019_03_blue_ok.jpg"))
+    assert "新照片已替换您之前发送的照片" in second and "/pay/sandbox/" in second, second
