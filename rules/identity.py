@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+from rules.phone import parse_mobile
 from rules.text import normalize
 
 # GB/T 2260 province-level codes (first two digits).
@@ -29,6 +30,7 @@ _HAN = ("\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
         "\U00020000-\U0002a6df\U0002a700-\U0002ee5f\U0002f800-\U0002fa1f\U00030000-\U000323af")
 _NAME = re.compile(f"[{_HAN}]+(?:·[{_HAN}]+)*")
 _ID_CHARS = re.compile(r"[0-9X]")
+_ID_RUN = re.compile(r"[0-9X]+")
 _SEPARATORS = re.compile(r"[\s,，;；:：/|、\-—_]+")
 # How people introduce the two values: "我叫陈静，身份证110105…", "姓名：陈静 身份证号：…".
 _LABELS = re.compile(r"(?:我的)?(?:身份证号码|身份证号|身份证|证件号码|证件号|号码|姓名|名字)(?:是|为)?|我叫|我是|本人")
@@ -107,10 +109,22 @@ def split_identity(text: str) -> IdentityInput:
     """Digits (and X) form the ID number, the rest the name, in any order and with any separator;
     labels such as 我叫, 姓名 and 身份证号 are dropped."""
     folded = normalize(text).upper()
-    id_number = "".join(_ID_CHARS.findall(folded))
+    id_number = _id_among_runs(folded) or "".join(_ID_CHARS.findall(folded))
     rest = _LABELS.sub(" ", _ID_CHARS.sub(" ", folded))
     name = clean_name(_SEPARATORS.sub("", rest))
     return IdentityInput(name=name or None, id_number=id_number or None)
+
+
+def _id_among_runs(folded: str) -> str | None:
+    """With a mobile number typed beside it ("张三 1101…4573 13800138000"), the run of 18 is the ID number;
+    the phone number is asked for in its own step."""
+    runs = _ID_RUN.findall(folded)
+    whole = [run for run in runs if len(run) == 18]
+    if len(runs) < 2 or len(whole) != 1:
+        return None
+    if all(run is whole[0] or parse_mobile(run) for run in runs):
+        return whole[0]
+    return None
 
 
 def mask_name(name: str | None) -> str:

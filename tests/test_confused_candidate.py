@@ -243,3 +243,9 @@ def test_a_second_passing_photo_while_paying_says_it_replaced_the_first(chat, ph
     assert "替换" not in first
     second = chat.send_photo(photo("webmorph_019_03_blue_ok.jpg"))
     assert "新照片已替换您之前发送的照片" in second and "/pay/sandbox/" in second, second
+
+
+def test_name_id_and_phone_in_one_message_match_and_the_phone_is_asked_for_in_its_step(at_identity):
+    reply = at_identity.say(f"{ZHANG['name']} {ZHANG['id_number']} 13800138000")
+    assert "已在毕业生名单中找到您" in reply, reply
+    assert "请认真核对" in at_identity.say("13800138000")
