@@ -28,7 +28,8 @@ MATCHED = IDENTIFIED[1:]
 
 RULE_TITLES = {
     "file.format": "不是JPEG格式", "file.size": "文件大小不符", "image.resolution": "分辨率不足",
-    "image.aspect": "宽高比不符", "image.color": "不是彩色照片", "face.count": "未检测到唯一人脸",
+    "image.aspect": "宽高比不符", "image.color": "不是彩色照片", "image.orientation": "照片方向不正",
+    "face.count": "未检测到唯一人脸",
     "background.color": "背景颜色不符", "background.uniform": "背景不均匀", "background.contrast": "背景与人物对比不足",
     "head.size": "头部大小不符", "head.position": "头部位置不正", "face.pose": "没有正对镜头",
     "face.eyes": "眼睛未睁开", "face.mouth": "嘴巴未闭合", "face.glasses": "眼镜反光或遮挡",

@@ -81,3 +81,11 @@ def test_top_failures_and_volume_per_day(app, roster):
 
 def _row(graduate: dict) -> list[str]:
     return [graduate[key] for key in ("name", "id_number", "exam_number", "level", "major")]
+
+
+def test_every_rule_the_checker_can_name_has_a_title_on_the_overview():
+    import messages
+    from staff.overview import RULE_TITLES
+
+    rules = {".".join(key.split(".")[:2]) for key in messages.PHOTO_RULES}
+    assert rules - set(RULE_TITLES) == set()
