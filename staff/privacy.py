@@ -29,7 +29,8 @@ from store.models import (Candidate, HandoverBatch, InboundKey, Message, Notific
 log = logging.getLogger(__name__)
 
 KINDS = ("photos", "transcripts", "payments")
-KIND_NAMES = {"photos": "照片", "transcripts": "对话记录", "payments": "支付记录中的个人信息"}
+KIND_NAMES = {"photos": "照片", "transcripts": "对话记录", "payments": "支付记录中的个人信息",
+              "handover_zips": "报送压缩包"}
 ERASED_OPENID = "erased"
 BATCH = 500
 ROTATE_BATCH = 100
@@ -166,7 +167,35 @@ def retention_report(session: Session, settings: Settings) -> list[ReportLine]:
             if count:
                 totals[(kind, (clock.started + timedelta(days=days)).astimezone(tz).date())] += count
                 counts[getattr(clock, key)] = 0  # one openid may belong to one clock only; count it once
-    return [ReportLine(kind, due, count) for (kind, due), count in sorted(totals.items(), key=lambda i: (KINDS.index(i[0][0]), i[0][1]))]
+    if settings.retention.photos_days:
+        for finished in session.scalars(_zips_kept()):
+            totals[("handover_zips", (finished + timedelta(days=settings.retention.photos_days)).astimezone(tz).date())] += 1
+    order = (*KINDS, "handover_zips")
+    return [ReportLine(kind, due, count) for (kind, due), count in sorted(totals.items(), key=lambda i: (order.index(i[0][0]), i[0][1]))]
+
+
+def _zips_kept():
+    """Hand-over zips still on disk: they hold every photo of their batch, unencrypted, and the manifest."""
+    return select(func.coalesce(HandoverBatch.finished_at, HandoverBatch.created_at)).where(
+        HandoverBatch.status == "ready", HandoverBatch.path.is_not(None))
+
+
+def _erase_handover_zips(db: Database, settings: Settings, now: datetime) -> int:
+    """Each batch's zip goes with its photos ([retention] photos_days after the hand-over); the batch's row,
+    its count and its audit trail stay."""
+    if settings.retention.photos_days == 0:
+        return 0
+    cutoff = now - timedelta(days=settings.retention.photos_days)
+    with db.session() as session:
+        batches = session.scalars(select(HandoverBatch).where(
+            HandoverBatch.status == "ready", HandoverBatch.path.is_not(None),
+            func.coalesce(HandoverBatch.finished_at, HandoverBatch.created_at) <= cutoff)).all()
+        paths = [settings.data_dir / batch.path for batch in batches]
+        for batch in batches:
+            batch.path = None
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return len(paths)
 
 
 def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: datetime | None = None) -> dict[str, int]:
@@ -183,8 +212,9 @@ def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: date
                 _secure_delete(session)
                 counts.update(ERASERS[kind](session, doomed, chunk))
             doomed.remove_files()
+    counts["handover_zips"] = _erase_handover_zips(db, settings, now)
     _checkpoint(db)
-    result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "messages", "notifications",
+    result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "handover_zips", "messages", "notifications",
                                                      "reminder_recipients", "phone_codes", "orders")}
     log.info("retention: %s", ", ".join(f"{name} {count}" for name, count in result.items()))
     return result

@@ -295,11 +295,16 @@ def test_retention_deletes_exactly_what_is_due_and_a_second_run_changes_nothing(
     assert ["照片", day(-15), "1"] in lines and ["照片", day(20), "1"] in lines, report.output  # due, and not yet
     # Two messages put_under_review wrote, and the approval's customer-service message.
     assert ["对话记录", day(15), "3"] in lines and ["对话记录", day(50), "3"] in lines, report.output
-    assert ["支付记录中的个人信息", day(320), "1"] in lines and len(lines) == 6, report.output
+    assert ["支付记录中的个人信息", day(320), "1"] in lines, report.output
+    assert ["报送压缩包", day(-15), "1"] in lines and ["报送压缩包", day(20), "1"] in lines and len(lines) == 8
 
     collector = app.extensions["collector"]
     first = collector.jobs.run("retention")
-    assert first["photos"] == 1 and first["photo_files"] == 1
+    assert first["photos"] == 1 and first["photo_files"] == 1 and first["handover_zips"] == 1
+    zips = sorted((collector.settings.data_dir / "handover").glob("*.zip"))
+    assert len(zips) == 1  # the young batch's zip is kept
+    with db(app).session() as session:
+        assert session.get(HandoverBatch, session.scalar(select(Photo.handover_batch_id).where(Photo.id == old_id))).path is None
     assert first["messages"] == 0 and first["orders"] == 0
     files = collector.services.photo_files
     with db(app).session() as session:
