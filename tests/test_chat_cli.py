@@ -145,3 +145,20 @@ def test_a_second_chat_shares_the_running_fake_and_can_send_photos(setup, tmp_pa
     assert "公众号 / account: photo" in output, output
     assert "客服消息 / customer service: got 100 bytes" in output, output  # pushed through the shared fake
     assert "got 100 bytes" not in first.read_until(re.escape(PROMPT))  # the first chat shows only its own
+
+
+def test_a_port_held_by_something_else_gets_a_fake_on_a_free_port(setup):
+    import socket
+    chat, api_base_url = setup
+    port = int(api_base_url.split(":")[2].split("/")[0])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()  # accepts connections, never answers HTTP
+        process = chat("o_chat_third", stdin_tty=False)
+        output, _ = process.communicate("你好\n", timeout=60)
+    assert process.returncode == 0, output
+    assert f"127.0.0.1:{port} is taken" in output, output
+    found = re.search(r"the fake runs on http://127\.0\.0\.1:(\d+)/cgi-bin/", output)
+    assert found and int(found.group(1)) != port, output
+    assert "公众号 / account: echo: 你好" in output
