@@ -252,14 +252,18 @@ def _erase_photos(session: Session, files: _AfterCommit, clocks_: list[Clock]) -
         session.execute(update(Message).where(Message.id.in_([message_id for message_id, _ in media]))
                         .values(media_path=None).execution_options(synchronize_session=False))
     session.flush()
-    removed = sum(files.remove(path) for path in paths if not _still_used(session, path))
+    removed = sum(files.remove(path) for path in paths - _still_used(session, paths))
     return Counter(photos=len(photos), photo_files=removed)
 
 
-def _still_used(session: Session, path: str) -> bool:
-    """Content-addressed: the same bytes may belong to a photo not yet due (someone else's upload)."""
-    return bool(session.scalar(select(Photo.id).where(Photo.path == path).limit(1)) or
-                session.scalar(select(Message.id).where(Message.media_path == path).limit(1)))
+def _still_used(session: Session, paths: set[str]) -> set[str]:
+    """Content-addressed: the same bytes may belong to a photo not yet due (someone else's upload). One
+    query per table for the whole batch (neither column is indexed)."""
+    used: set[str] = set()
+    for chunk in _chunks(sorted(paths)):
+        used.update(session.scalars(select(Photo.path).where(Photo.path.in_(chunk))))
+        used.update(session.scalars(select(Message.media_path).where(Message.media_path.in_(chunk))))
+    return used
 
 
 def _erase_transcripts(session: Session, files: _AfterCommit, clocks_: list[Clock]) -> Counter:
@@ -390,7 +394,8 @@ def _erase_entry_photos(session: Session, files: _AfterCommit, entry_id: int) ->
     session.execute(update(Photo).where(Photo.id.in_([photo_id for photo_id, _ in photos])).values(path="")
                     .execution_options(synchronize_session=False))
     session.flush()
-    removed = sum(files.remove(path) for path in {path for _, path in photos} if not _still_used(session, path))
+    paths = {path for _, path in photos}
+    removed = sum(files.remove(path) for path in paths - _still_used(session, paths))
     return Counter(photos=len(photos), photo_files=removed)
 
 

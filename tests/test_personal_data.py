@@ -427,3 +427,20 @@ def test_flask_photo_explain_reads_a_stored_encrypted_photo_through_the_app(app,
         assert result.exit_code == 0, result.output
         outputs.append((result.output.replace(str(out), "OUT"), out.read_bytes()))
     assert outputs[0] == outputs[1]  # the same verdict and picture as the original file's
+
+
+def test_retention_keeps_a_file_another_graduate_still_uses(make_app, tmp_path):
+    app = make_app(retention={"photos_days": 30})
+    cli = lambda *args: app.test_cli_runner().invoke(args=list(args))  # noqa: E731
+    assert cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS))).exit_code == 0
+    same = jpeg(30)  # content-addressed: both rows point at one file
+    old_id = approved_with_photo(app, cli, ROWS[0], "o_old", same)
+    assert cli("handover", "build").exit_code == 0
+    young_id = approved_with_photo(app, cli, ROWS[1], "o_young", same)
+    assert cli("handover", "build").exit_code == 0
+    hand_over_days_ago(app, old_id, 45)
+    done = app.extensions["collector"].jobs.run("retention")
+    assert done["photos"] == 1 and done["photo_files"] == 0
+    with db(app).session() as session:
+        young = session.get(Photo, young_id)
+        assert app.extensions["collector"].services.photo_files.read(young.path) == same
