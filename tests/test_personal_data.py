@@ -176,6 +176,16 @@ def test_keys_may_come_from_a_key_file(tmp_path):
     assert privacy_settings.active_key == "2" and set(privacy_settings.keys) == {"1", "2"}
 
 
+def test_the_environment_may_name_the_key_file(tmp_path, monkeypatch):
+    key_file = tmp_path / "elsewhere.toml"
+    key_file.write_text(f'keys = {{ 7 = "{NEW_KEY}" }}\nactive_key = "7"\n', encoding="utf-8")
+    monkeypatch.setenv("COLLECTOR_KEY_FILE", str(key_file))
+    assert settings_from_mapping({}).privacy.active_key == "7"
+    monkeypatch.setenv("COLLECTOR_KEY_FILE", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="missing.toml"):
+        settings_from_mapping({})
+
+
 def test_make_run_writes_photo_keys_into_its_config(tmp_path):
     import shutil
 
