@@ -454,3 +454,10 @@ def test_retention_keeps_a_file_another_graduate_still_uses(make_app, tmp_path):
     with db(app).session() as session:
         young = session.get(Photo, young_id)
         assert app.extensions["collector"].services.photo_files.read(young.path) == same
+
+
+def test_the_example_config_documents_privacy_and_retention_with_their_defaults():
+    from settings import PrivacySettings, RetentionSettings, load_settings
+
+    example = load_settings(PROJECT / "config.example.toml")
+    assert (example.privacy, example.retention) == (PrivacySettings(), RetentionSettings())
