@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 POSTGRES_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: setup run test test-postgres bench loadtest clean
+.PHONY: setup run photo-keys test test-postgres bench loadtest clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ config.toml:
 	mv config.toml.tmp config.toml
 	@echo "config.toml written with a random secret_key and photo encryption keys"
 
-run: setup config.toml
+# A config.toml made before photos were encrypted gets a [privacy] section with fresh keys (once).
+photo-keys: config.toml
+	@grep -q '^\[privacy\]' config.toml || { printf '\n[privacy]\nkeys = { 1 = "%s" }\nactive_key = "1"\nlookup_key = "%s"\n' \
+	    "$$(head -c32 /dev/urandom | base64)" "$$(head -c32 /dev/urandom | base64)" >> config.toml && \
+	    echo "config.toml: added [privacy] photo encryption keys"; }
+
+run: setup config.toml photo-keys
 	$(FLASK) db upgrade
 	$(FLASK) demo seed
 	@# The staff console's demo admin: a new random password on every start, printed once.

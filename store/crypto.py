@@ -31,9 +31,9 @@ TAG = 16
 PREFIX = 8
 TOKEN_PREFIX = "enc1:"
 
-MISSING_KEY = ("no encryption key: set [privacy] keys and active_key (or key_file, or COLLECTOR_KEY_FILE) in the "
-               "config; `make run` writes one into its config.toml. Generate a key with: "
-               "python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'")
+MISSING_KEY = ("no encryption key for photos: set [privacy] keys = { 1 = \"KEY\" } and active_key = \"1\" (or key_file, "
+               "or COLLECTOR_KEY_FILE) in the config file (`make run` does this only for a config.toml it creates). "
+               "Generate KEY with: python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'")
 
 
 class DecryptError(ValueError):

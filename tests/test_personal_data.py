@@ -199,6 +199,15 @@ def test_make_run_writes_photo_keys_into_its_config(tmp_path):
     written = load_settings(tmp_path / "config.toml").privacy
     assert written.active_key == "1" and len(base64.b64decode(written.keys["1"])) == 32
     assert len(base64.b64decode(written.lookup_key)) == 32
+    older = tmp_path / "older"  # a config.toml from before photos were encrypted gets keys, once
+    older.mkdir()
+    (older / "config.toml").write_text('secret_key = "kept"\n[office]\nphone = "010-1"\n', encoding="utf-8")
+    for _ in range(2):
+        subprocess.run(["make", "--no-print-directory", "-f", str(PROJECT / "Makefile"), "photo-keys"], cwd=older,
+                       check=True, capture_output=True)
+    upgraded = load_settings(older / "config.toml")
+    assert upgraded.privacy.active_key == "1" and upgraded.secret_key == "kept" and upgraded.office.phone == "010-1"
+    assert (older / "config.toml").read_text(encoding="utf-8").count("[privacy]") == 1
     ring = KeyRing.from_settings(written)
     assert ring.lookup_hash("110101199003070018") == ring.lookup_hash("110101199003070018")
     assert ring.lookup_hash("110101199003070018") != KeyRing({}, "", b"x" * 32).lookup_hash("110101199003070018")
