@@ -93,10 +93,10 @@ class KeyRing:
         if not token.startswith(TOKEN_PREFIX):
             return token  # not yet encrypted
         key_id, _, body = token[len(TOKEN_PREFIX):].partition(":")
-        raw = base64.urlsafe_b64decode(body)
         try:
+            raw = base64.urlsafe_b64decode(body)
             return self._cipher(key_id).decrypt(raw[:12], raw[12:], key_id.encode("ascii")).decode("utf-8")
-        except InvalidTag as exc:
+        except (InvalidTag, ValueError) as exc:  # binascii.Error is a ValueError
             raise DecryptError("a sealed value was altered or sealed under another key") from exc
 
     # --- files --------------------------------------------------------------------------------------

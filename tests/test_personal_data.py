@@ -470,3 +470,17 @@ def test_the_example_config_documents_privacy_and_retention_with_their_defaults(
 
     example = load_settings(PROJECT / "config.example.toml")
     assert (example.privacy, example.retention) == (PrivacySettings(), RetentionSettings())
+
+
+def test_sealed_values_stay_readable_under_an_old_key_and_refuse_tampering():
+    from store.crypto import DecryptError
+
+    old = KeyRing({"1": b"a" * 32}, "1")
+    token = old.seal("110101199003070018")
+    assert "110101199003070018" not in token and old.seal("110101199003070018") != token  # a fresh nonce each time
+    rotated = KeyRing({"1": b"a" * 32, "2": b"b" * 32}, "2")
+    assert rotated.open(token) == "110101199003070018" and rotated.seal("x").startswith("enc1:2:")
+    with pytest.raises(DecryptError):
+        rotated.open(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    with pytest.raises(DecryptError):
+        KeyRing({"2": b"b" * 32}, "2").open(token)
