@@ -134,7 +134,6 @@ class Cluster:
             "jobs": {"immediate": False, "queue_name": self.queue_name, "sweep_every_minutes": 1,
                      "lost_work_after_minutes": 1},
             "server": {"host": HOST, "port": port},
-            "privacy": {"key_file": str(_run_key_file(self.workdir))},
         }
         if _knows_section("privacy"):  # photos and personal data are stored encrypted under these keys
             sections["privacy"] = {"keys": {"k1": _run_secret(self.workdir, "photo_key", _key)}, "active_key": "k1",
@@ -198,16 +197,6 @@ class Cluster:
 
     def processes(self) -> list[Process]:
         return [*self.servers, self.consumer]
-
-
-def _run_key_file(workdir: Path) -> Path:
-    """Photos are encrypted at rest: one key per run, shared by its server processes."""
-    path = workdir / "keys.toml"
-    if not path.exists():
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        path.write_text(f'keys = {{ 1 = "{key}" }}\nactive_key = "1"\n')
-        path.chmod(0o600)
-    return path
 
 
 def _run_secret(workdir: Path, name: str = "secret_key", make=lambda: secrets.token_urlsafe(32)) -> str:
