@@ -3,7 +3,8 @@ the review backlog with its SLA. Every figure is one set-based query (GROUP BY i
 row is looped over in Python, so the page stays fast with tens of thousands of candidates.
 
 The funnel is a snapshot of where each WeChat account stands now:
-followed (any account that wrote or subscribed) → identified (gave name and ID number) → roster matched
+followed (any account that wrote or subscribed) → identified (gave a valid name and ID number: looked up on
+the roster at least once, or past that step) → roster matched
 → photo passed (a photo passed the checks) → paid → approved.
 """
 from __future__ import annotations
@@ -12,19 +13,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select, text
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from handlers.base import State
-from store.models import Candidate, Order, Photo, utcnow
+from store.models import Candidate, MatchAttempt, Order, Photo, utcnow
 
 UNKNOWN_LEVEL = "未选择"
 DAYS = 14
 TOP_FAILURES = 10
 
-IDENTIFIED = (State.PHONE, State.CONFIRM, State.NOTICE, State.PHOTO, State.PAYMENT, State.UNDER_REVIEW,
-              State.APPROVED)
-MATCHED = IDENTIFIED[1:]
+# The roster is matched as soon as name and ID number are complete; the phone is asked for after that.
+MATCHED = (State.PHONE, State.CONFIRM, State.NOTICE, State.PHOTO, State.PAYMENT, State.UNDER_REVIEW,
+           State.APPROVED)
 
 RULE_TITLES = {
     "file.format": "不是JPEG格式", "file.size": "文件大小不符", "image.resolution": "分辨率不足",
@@ -118,11 +119,15 @@ def funnel_by_level(session: Session) -> list[FunnelRow]:
               .group_by(Photo.candidate_id).subquery())
     paid = select(Order.roster_entry_id.label("roster_entry_id")).where(Order.status == "paid") \
         .group_by(Order.roster_entry_id).subquery()
-    query = (select(level, func.count(), _count_if(Candidate.state.in_(IDENTIFIED)),
+    # A graduate not on the roster stays at the identity step: their look-up shows they gave name and ID.
+    looked_up = select(MatchAttempt.openid.label("openid")).group_by(MatchAttempt.openid).subquery()
+    identified = or_(Candidate.state.in_(MATCHED), looked_up.c.openid.is_not(None))
+    query = (select(level, func.count(), _count_if(identified),
                     _count_if(Candidate.state.in_(MATCHED)), func.coalesce(func.sum(photos.c.passed), 0),
                     _count_if(paid.c.roster_entry_id.is_not(None)), func.coalesce(func.sum(photos.c.approved), 0))
              .outerjoin(photos, photos.c.candidate_id == Candidate.id)
              .outerjoin(paid, paid.c.roster_entry_id == Candidate.roster_entry_id)
+             .outerjoin(looked_up, looked_up.c.openid == Candidate.openid)
              .group_by(level).order_by(level))
     return [FunnelRow(row[0], *map(int, row[1:])) for row in session.execute(query)]
 
