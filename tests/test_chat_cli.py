@@ -2,6 +2,7 @@
 which is drawn again; a second chat shares the first one's fake WeChat API (issue 13)."""
 from __future__ import annotations
 
+import codecs
 import os
 import pty
 import re
@@ -61,6 +62,8 @@ class Terminal:
                                         close_fds=True)
         os.close(slave)
         self.output = ""
+        # A read can end inside a multi-byte character: decode across reads, not per read.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def read_until(self, pattern: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
@@ -71,7 +74,7 @@ class Terminal:
             ready, _, _ = select.select([self.master], [], [], left)
             if ready:
                 try:
-                    self.output += os.read(self.master, 65536).decode("utf-8", "replace")
+                    self.output += self._decoder.decode(os.read(self.master, 65536))
                 except OSError:
                     break
         return self.output
