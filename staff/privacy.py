@@ -72,6 +72,11 @@ def rotate_photo_files(files: PhotoFiles, progress: Callable[[Rotation], None] =
     return result
 
 
+def files_by_key(files: PhotoFiles) -> Counter:
+    """How many photo files each key id encrypts (None: plaintext from before encryption)."""
+    return Counter(files.key_id(relative) for relative in files.files())
+
+
 # --- retention --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

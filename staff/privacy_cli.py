@@ -41,6 +41,16 @@ def rotate_command(batch: int, by: str) -> None:
     click.echo(f"完成：所有照片文件都已使用密钥 {files.keys.active_key}")
 
 
+@keys_group.command("status")
+def status_command() -> None:
+    """Photo files per key id: an old key can go once it encrypts none (and no backup needs it)."""
+    files = collector().services.photo_files
+    counts = privacy.files_by_key(files)
+    rows = [[key_id if key_id is not None else "（未加密）", str(count),
+             "当前" if key_id == files.keys.active_key else ""] for key_id, count in sorted(counts.items(), key=str)]
+    click.echo(table(["密钥", "照片文件数", ""], rows) if rows else "没有照片文件")
+
+
 @keys_group.command("new")
 def new_key_command() -> None:
     """Print a new random key (base64 of 32 bytes) to add to [privacy] keys."""

@@ -280,6 +280,8 @@ def test_rotation_killed_mid_file_and_run_again_leaves_every_file_on_the_new_key
     assert not killed_writer.exists()
     again = rotated_app.test_cli_runner().invoke(args=["keys", "rotate", "--by", "管理员"])
     assert "已转换 0" in again.output
+    status = rotated_app.test_cli_runner().invoke(args=["keys", "status"])
+    assert status.output.split("\n")[1].split() == ["2", str(len(originals)), "当前"], status.output
     # Once rotated, the old key is no longer needed.
     only_new = PhotoFiles(files.root, KeyRing({"2": base64.b64decode(NEW_KEY)}, "2"))
     assert all(only_new.read(relative) == data for relative, data in originals.items())
