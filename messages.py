@@ -259,6 +259,8 @@ RESTARTED = "已重新开始。"
 RESTART_AFTER_PAYMENT = "您已付款，不能重新开始。如信息有误，请联系市自考办：{phone}（{hours}）。"
 HUMAN_REQUESTED = ("已转给人工客服。客服接手时会在这里告诉您，接手前您仍可继续自助办理；"
                    "客服工作时间{hours}。急事请致电：{phone}。")
+# Outside the collection window there is nothing to do on one's own while waiting.
+HUMAN_REQUESTED_WINDOW_SHUT = "已转给人工客服。客服接手时会在这里告诉您；客服工作时间{hours}。急事请致电：{phone}。"
 # --- the support desk (staff/support.py) ---------------------------------------------------------
 AGENT_TOOK_OVER = "人工客服已接手您的对话，请直接在这里说明您的问题，客服会在这里回复您。"
 HANDED_BACK_NOTE = "人工客服已结束，您回到了自助办理。"

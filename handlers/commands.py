@@ -64,7 +64,8 @@ def human(ctx: Context, msg: Incoming) -> Outcome:
     if ctx.settings.support.mode == "wechat_kf":  # WeChat's own customer-service system takes it from here
         return Outcome(Reply(transfer_to_kf=True), ctx.candidate.state, checks={"human_requested": "wechat_kf"})
     ctx.candidate.human_requested_at = utcnow()
-    return Outcome(Reply(messages.HUMAN_REQUESTED.format(**texts.office_fields(ctx.settings))), ctx.candidate.state,
+    text = messages.HUMAN_REQUESTED_WINDOW_SHUT if window.applies(ctx) else messages.HUMAN_REQUESTED
+    return Outcome(Reply(text.format(**texts.office_fields(ctx.settings))), ctx.candidate.state,
                    checks={"human_requested": True})
 
 

@@ -109,6 +109,7 @@ def test_outside_the_window_every_answer_says_its_state_first(make_app, fake_wec
         assert "请输入院校名称" not in reply and "重新开始" not in reply, (text, reply)
     assert "现在可用的指令：进度" in say("帮助")
     assert "当前进度：尚未开始" in say("进度")
+    assert "自助办理" not in say("人工")  # nothing can be done on one's own while the window is shut
 
 
 def paid(chat, photo) -> None:
