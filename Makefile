@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 POSTGRES_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: setup run photo-keys test test-postgres bench loadtest clean
+.PHONY: setup run photo-keys test test-postgres bench loadtest screenshots clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ run: setup config.toml photo-keys
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The browser tests again, refreshing the README's screenshots in docs/screenshots.
+screenshots: setup
+	COLLECTOR_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/browser
 
 # The database-facing tests again on PostgreSQL (skipped with a reason when it is not reachable).
 test-postgres: setup
