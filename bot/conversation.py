@@ -38,7 +38,9 @@ class Conversation:
         """The reply to send back now; empty when it went out as a customer-service message instead
         (route.settle decides, in the step's transaction). `arrived`: time.monotonic() of the request."""
         started = time.monotonic() if arrived is None else arrived
-        inbound_id, state_before = self._record_inbound(incoming, route.taken_over)
+        # The retry guard's ticket recorded it with the claim (record_inbound); other routes did not.
+        recorded = getattr(route, "inbound", None)
+        inbound_id, state_before = recorded or self._record_inbound(incoming, route.taken_over)
         try:
             with self.db.session() as session:
                 ctx = self._context(session, incoming.openid, started)
@@ -103,18 +105,25 @@ class Conversation:
         return datetime.now(self.settings.window.tz)
 
     def _record_inbound(self, incoming: Incoming, taken_over: bool = False) -> tuple[int, str]:
-        """Committed before any step runs, so nothing the candidate sent is lost if the step fails.
-        A message taken over from a dead process keeps the row its first attempt wrote."""
+        """Committed before any step runs, so nothing the candidate sent is lost if the step fails."""
         with self.db.session() as session:
-            candidate = queries.candidate_for(session, incoming.openid)
-            row = self._unfinished_inbound(session, incoming) if taken_over else None
-            if row is None:
-                row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
-                              content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id, created_at=utcnow())
-                session.add(row)
-            row.state_before = candidate.state
-            session.flush()
-            return row.id, candidate.state
+            return self._write_inbound(session, incoming, taken_over)
+
+    def record_inbound(self, incoming: Incoming, session, route: ReplyRoute) -> tuple[int, str]:
+        """The inbound row in the retry claim's transaction (committed with the claim, before the step)."""
+        return self._write_inbound(session, incoming, route.taken_over)
+
+    def _write_inbound(self, session, incoming: Incoming, taken_over: bool) -> tuple[int, str]:
+        """A message taken over from a dead process keeps the row its first attempt wrote."""
+        candidate = queries.candidate_for(session, incoming.openid)
+        row = self._unfinished_inbound(session, incoming) if taken_over else None
+        if row is None:
+            row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
+                          content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id, created_at=utcnow())
+            session.add(row)
+        row.state_before = candidate.state
+        session.flush()
+        return row.id, candidate.state
 
     @staticmethod
     def _unfinished_inbound(session, incoming: Incoming) -> Message | None:

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,6 +62,8 @@ class Ticket:
     guard: "RetryGuard"
     render: Callable[[Reply], str] = field(default=lambda reply: EMPTY)
     taken_over: bool = False  # from an attempt whose process died
+    # What on_claim returned, in the claim's transaction (the conversation's inbound row and state).
+    inbound: Any = None
 
     def settle(self, session: Session, reply: Reply) -> bool:
         """Marks the message done with its reply. True: the reply is the passive answer (this attempt's
@@ -76,6 +78,9 @@ class Ticket:
         session.flush()
         Database.after_commit(session, self.guard.wake_waiters)
         return passive
+
+
+OnClaim = Callable[[Session, Ticket], Any]
 
 
 class RetryGuard:
@@ -97,17 +102,19 @@ class RetryGuard:
         """Until when an attempt that arrived at `arrived` (time.monotonic()) can still be answered."""
         return utcnow() + timedelta(seconds=self.answer_within - (time.monotonic() - arrived))
 
-    def claim(self, key: str, answer_by: datetime) -> Ticket | None | Answered:
+    def claim(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None) -> Ticket | None | Answered:
         """A Ticket when this attempt runs the message (first, or the owner died); None when another
-        attempt is running it (wait()); Answered when it is done."""
+        attempt is running it (wait()); Answered when it is done. `on_claim(session, ticket)` runs in
+        the claim's own transaction when this attempt wins it (the transcript's inbound row: one commit
+        fewer per message); what it returns is `ticket.inbound`."""
         self._maybe_purge()
         owner = self._new_owner()
         with self.db.session() as session:
             if self._insert(session, key, owner, answer_by):
-                return self._hold(Ticket(key, owner, answer_by, self))
-            return self._visit(session, key, owner, answer_by, giving_up=False)
+                return self._won(session, Ticket(key, owner, answer_by, self), on_claim)
+            return self._visit(session, key, owner, answer_by, giving_up=False, on_claim=on_claim)
 
-    def wait(self, key: str, answer_by: datetime) -> Ticket | Answered:
+    def wait(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None) -> Ticket | Answered:
         """Waits for the attempt running the message until answer_by; takes the message over if that
         attempt's process dies meanwhile. Answered(EMPTY) when it had to give up."""
         while True:
@@ -119,7 +126,7 @@ class RetryGuard:
             if row is not None and row.done:
                 return Answered(row.reply_xml or EMPTY)
             if left <= 0 or row is None or _expired(row, utcnow()):
-                found = self._revisit(key, answer_by, giving_up=left <= 0)
+                found = self._revisit(key, answer_by, giving_up=left <= 0, on_claim=on_claim)
                 if found is not None:
                     return found
 
@@ -150,13 +157,13 @@ class RetryGuard:
         return inserted.scalar_one_or_none() is not None
 
     def _visit(self, session: Session, key: str, owner: str, answer_by: datetime,
-               giving_up: bool) -> Ticket | None | Answered:
+               giving_up: bool, on_claim: OnClaim | None = None) -> Ticket | None | Answered:
         """With the row locked: done → its reply; owner gone → taken over; else this attempt's wait is
         recorded (or, giving up, withdrawn)."""
         row = _locked(session, key)
         if row is None:  # released after a failure: run it
             if self._insert(session, key, owner, answer_by):
-                return self._hold(Ticket(key, owner, answer_by, self))
+                return self._won(session, Ticket(key, owner, answer_by, self), on_claim)
             row = _locked(session, key)
             if row is None:  # inserted and released again meanwhile: look again
                 return None
@@ -167,7 +174,7 @@ class RetryGuard:
             log.warning("message %s: its claim by %s ran out; this attempt runs it", key, row.owner)
             row.owner, row.lease_until = owner, now + self.lease
             row.waiting_until = max(filter(None, (row.waiting_until, answer_by)))
-            return self._hold(Ticket(key, owner, answer_by, self, taken_over=True))
+            return self._won(session, Ticket(key, owner, answer_by, self, taken_over=True), on_claim)
         if giving_up:
             if row.waiting_until == answer_by:
                 row.waiting_until = None
@@ -176,9 +183,16 @@ class RetryGuard:
             row.waiting_until = answer_by
         return None
 
-    def _revisit(self, key: str, answer_by: datetime, giving_up: bool) -> Ticket | Answered | None:
+    def _revisit(self, key: str, answer_by: datetime, giving_up: bool,
+                 on_claim: OnClaim | None = None) -> Ticket | Answered | None:
         with self.db.session() as session:
-            return self._visit(session, key, self._new_owner(), answer_by, giving_up)
+            return self._visit(session, key, self._new_owner(), answer_by, giving_up, on_claim)
+
+    def _won(self, session: Session, ticket: Ticket, on_claim: OnClaim | None) -> Ticket:
+        """This attempt holds the message. on_claim first: if it fails, the claim rolls back with it."""
+        if on_claim is not None:
+            ticket.inbound = on_claim(session, ticket)
+        return self._hold(ticket)
 
     def _peek(self, key: str) -> InboundKey | None:
         with self.db.read() as session:  # no writer lock on SQLite: waiters poll often

@@ -51,13 +51,14 @@ def receive():
 
 def _answer(opened: Opened, arrived: float) -> str:
     """The reply XML for this attempt: the step's, run here or by the attempt that holds the message."""
-    _, retries, _ = _parts()
+    _, retries, conversation = _parts()
     answer_by = retries.answer_by(arrived)
-    found = retries.claim(opened.retry_key, answer_by)
+    record_inbound = partial(conversation.record_inbound, opened.incoming)  # in the claim's transaction
+    found = retries.claim(opened.retry_key, answer_by, on_claim=record_inbound)
     while True:
         if found is None:
             log.info("retry of %s waits for the attempt running it", opened.retry_key)
-            found = retries.wait(opened.retry_key, answer_by)
+            found = retries.wait(opened.retry_key, answer_by, on_claim=record_inbound)
         if isinstance(found, Answered):
             return found.reply_xml
         try:
