@@ -32,7 +32,9 @@ APPID, SECRET = "wx_bench_appid_0001", "bench-secret"
 SMS = {"secret_id": "AKIDbench", "secret_key": "bench-sms-key", "sdk_app_id": "1400000001", "sign_name": "北京自考"}
 
 
-def config_text(tmp: Path, wechat: FakeWeChatAPI, sms: FakeTencentSms) -> str:
+def config_text(tmp: Path, wechat: FakeWeChatAPI, sms: FakeTencentSms,
+                sms_template: str = 'template_approved = "T_APPROVED"', queue_name: str = "bench") -> str:
+    """The bench's config on the local fakes; other benches append sections of their own."""
     return f"""database_url = "sqlite:///{tmp / 'bench.db'}"
 data_dir = "{tmp / 'data'}"
 log_level = "WARNING"
@@ -48,10 +50,10 @@ sdk_app_id = "{SMS['sdk_app_id']}"
 sign_name = "{SMS['sign_name']}"
 endpoint = "{sms.endpoint}"
 scheme = "http"
-template_approved = "T_APPROVED"
+{sms_template}
 [jobs]
 immediate = false
-queue_name = "bench"
+queue_name = "{queue_name}"
 """
 
 

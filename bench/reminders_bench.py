@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
 from sqlalchemy import func, insert, select  # noqa: E402
 
+import outbox_bench  # noqa: E402
 from app import create_app  # noqa: E402
 from bot.fake_wechat import FakeWeChatAPI  # noqa: E402
 from notify.fake_sms import FakeTencentSms  # noqa: E402
@@ -34,34 +35,15 @@ from staff import reminders  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import Candidate, Message, Notification, ReminderRecipient, RosterEntry, utcnow  # noqa: E402
 
-APPID, SECRET = "wx_bench_appid_0002", "bench-secret"
-SMS = {"secret_id": "AKIDbench", "secret_key": "bench-sms-key", "sdk_app_id": "1400000001", "sign_name": "北京自考"}
+APPID, SECRET, SMS = outbox_bench.APPID, outbox_bench.SECRET, outbox_bench.SMS
 TEMPLATE_ID = "TPL_BENCH"
 TEMPLATE_FIELDS = ("first", "keyword1", "keyword2", "keyword3", "remark")
 TEXT = "{姓名}同学，毕业照片采集将于{截止时间}截止，请尽快完成。"
 
 
 def config_text(tmp: Path, wechat: FakeWeChatAPI, sms: FakeTencentSms, wechat_rate: float, sms_rate: float) -> str:
-    return f"""database_url = "sqlite:///{tmp / 'bench.db'}"
-data_dir = "{tmp / 'data'}"
-log_level = "WARNING"
-[wechat]
-appid = "{APPID}"
-secret = "{SECRET}"
-api_base_url = "{wechat.base_url}"
-[sms]
-provider = "tencent"
-secret_id = "{SMS['secret_id']}"
-secret_key = "{SMS['secret_key']}"
-sdk_app_id = "{SMS['sdk_app_id']}"
-sign_name = "{SMS['sign_name']}"
-endpoint = "{sms.endpoint}"
-scheme = "http"
-template_reminder = "T_REMIND"
-[jobs]
-immediate = false
-queue_name = "bench-reminders"
-[reminders]
+    return outbox_bench.config_text(tmp, wechat, sms, sms_template='template_reminder = "T_REMIND"',
+                                    queue_name="bench-reminders") + f"""[reminders]
 quiet_start = "00:00"
 quiet_end = "00:00"
 template_id = "{TEMPLATE_ID}"
