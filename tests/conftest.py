@@ -17,6 +17,7 @@ from bot.simulator import WeChatSimulator, flask_transport
 from store.migrate import upgrade
 from store.models import Base
 from tests.journey import Chat, seed_roster, write_config
+from tests.staff_fixtures import ROWS, write_csv
 
 APPID = "wx1234567890abcdef"
 SECRET = "test-secret"
@@ -102,3 +103,21 @@ def photo():
             pytest.skip(f"labelled sample photos not found at {SHARED_PHOTOS}")
         return path.read_bytes()
     return read
+
+
+@pytest.fixture
+def cli(app):
+    """cli("roster", "import", PATH) → click's result of `flask roster import PATH` on this app."""
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(args=list(args), input=input)
+    return invoke
+
+
+@pytest.fixture
+def imported(cli, tmp_path):
+    """The staff fixtures' roster, imported through `flask roster import`."""
+    result = cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS)))
+    assert result.exit_code == 0, result.output
+    return ROWS

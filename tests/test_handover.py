@@ -24,22 +24,6 @@ from tests.staff_fixtures import ROWS, audit_events, db, put_under_review, write
 HEADER = ["姓名", "身份证号", "准考证号", "学历层次", "专业", "审核时间", "审核人", "文件名", "SHA-256"]
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=list(args))
-    return invoke
-
-
-@pytest.fixture
-def imported(cli, tmp_path):
-    result = cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS)))
-    assert result.exit_code == 0, result.output
-    return ROWS
-
-
 def small_jpeg(seed: int, size=(300, 400)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (seed * 40 % 256, 120, 200)).save(out, "JPEG", quality=85)

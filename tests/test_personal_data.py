@@ -43,19 +43,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-    return lambda *args: runner.invoke(args=list(args))
-
-
-@pytest.fixture
-def imported(cli, tmp_path):
-    result = cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS)))
-    assert result.exit_code == 0, result.output
-    return ROWS
-
-
 def approved_with_photo(app, cli, graduate, openid: str, data: bytes) -> int:
     """A paid candidate whose uploaded photo (stored the way uploads are) staff approved; the photo's id."""
     entry_id = put_under_review(app, graduate, openid)

@@ -37,19 +37,6 @@ def app(make_app, settings_sections):
     return make_app(**settings_sections)
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-    return lambda *args: runner.invoke(args=list(args))
-
-
-@pytest.fixture
-def imported(cli, tmp_path):
-    result = cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS)))
-    assert result.exit_code == 0, result.output
-    return ROWS
-
-
 def collector(app):
     return app.extensions["collector"]
 

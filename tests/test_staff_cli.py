@@ -18,22 +18,6 @@ from tests.staff_fixtures import (HEADER, PHONE, ROWS, audit_events, candidate, 
 OPENID = "o_staff_test_1"
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str):
-        return runner.invoke(args=list(args))
-    return invoke
-
-
-@pytest.fixture
-def imported(cli, tmp_path):
-    result = cli("roster", "import", str(write_csv(tmp_path / "roster.csv", ROWS)))
-    assert result.exit_code == 0, result.output
-    return ROWS
-
-
 # --- flask db ------------------------------------------------------------------------------------
 
 def test_db_upgrade_creates_the_sqlite_folder_and_downgrade_drops_the_tables(tmp_path, database_url, fake_wechat):

@@ -10,15 +10,6 @@ from store.models import StaffUser
 from tests.staff_fixtures import audit_events, db
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(args=list(args), input=input)
-    return invoke
-
-
 def user(app, name: str) -> StaffUser | None:
     with db(app).session() as session:
         return session.scalar(select(StaffUser).where(StaffUser.name == name))
