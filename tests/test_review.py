@@ -18,8 +18,7 @@ from staff import review, review_quality
 from staff.lookup import GraduateNotFound, find_graduate
 from staff.review import StaffActionError
 from store.models import Candidate, Notification, Order, Photo, RejectReason, RosterEntry, utcnow
-from tests.staff_fixtures import (ROWS, audit_events, candidate, db, photos, put_under_review, transcript_rows,
-                                  write_csv)
+from tests.staff_fixtures import ROWS, audit_events, candidate, db, photos, put_under_review, transcript_rows
 
 OPENIDS = ["o_review_1", "o_review_2", "o_review_3"]
 REFUSAL = {"verdict": "fail", "hints": [], "metrics": {"background_l": 181.0},
