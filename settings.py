@@ -92,8 +92,8 @@ class CollectionSettings:
     review_hours: int = 48
     max_failed_matches_per_hour: int = 5
     # Roster look-ups by all accounts together (0: no limit); stops enumeration by many accounts.
-    max_roster_lookups_per_minute: int = 120
-    max_roster_lookups_per_hour: int = 3000
+    max_roster_lookups_per_minute: int = 600
+    max_roster_lookups_per_hour: int = 12000
 
 
 @dataclass(frozen=True)
