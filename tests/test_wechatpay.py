@@ -151,7 +151,9 @@ def forge(fake_pay, out_trade_no: str, how: str) -> tuple[dict, bytes]:
     if how == "stale timestamp":
         return fake_pay.notification("TRANSACTION.SUCCESS", "transaction", resource, "支付成功", timestamp=now - 301)
     if how == "future timestamp":
-        return fake_pay.notification("TRANSACTION.SUCCESS", "transaction", resource, "支付成功", timestamp=now + 301)
+        # `now` is truncated and the request takes time to arrive: a margin keeps the stamp outside the
+        # 300 s skew by the time the server reads it (301 let a slow run through as fresh).
+        return fake_pay.notification("TRANSACTION.SUCCESS", "transaction", resource, "支付成功", timestamp=now + 330)
     raise AssertionError(how)
 
 
