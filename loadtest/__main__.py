@@ -87,6 +87,7 @@ def _unreachable(database_url: str, redis_url: str) -> str | None:
     import redis
     from sqlalchemy import create_engine
 
+    _create_database_if_missing(database_url)
     engine = create_engine(database_url)
     try:
         engine.connect().close()
@@ -99,6 +100,25 @@ def _unreachable(database_url: str, redis_url: str) -> str | None:
     except Exception as exc:
         return f"Redis at {redis_url} is not reachable ({type(exc).__name__})"
     return None
+
+
+def _create_database_if_missing(database_url: str) -> None:
+    """A fresh machine has the server but not the scratch database: create it (loopback only, checked above)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                        {"name": url.database}).scalar()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    except Exception:
+        pass  # unreachable or not allowed: the connection check that follows says why
+    finally:
+        server.dispose()
 
 
 def options_from(args) -> Options:
