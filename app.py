@@ -126,7 +126,7 @@ def build_collector(settings: Settings) -> Collector:
         check_photo=at_most(settings.server.photo_checks_at_once, partial(check_photo, thresholds=settings.photo)),
         submit=photo_workers.submit,
     )
-    outbox = build_outbox(settings, db, wechat)
+    outbox = build_outbox(settings, db, wechat, redis)
     collector = Collector(
         settings=settings, db=db, protocol=WeChatProtocol(settings.wechat, nonces=build_nonce_store(settings, db, redis)),
         retries=RetryGuard(db, settings.wechat.claim_lease_seconds, settings.wechat.answer_within_seconds),
@@ -137,7 +137,7 @@ def build_collector(settings: Settings) -> Collector:
     return collector
 
 
-def build_outbox(settings: Settings, db: Database, wechat: WeChatApi) -> Outbox:
+def build_outbox(settings: Settings, db: Database, wechat: WeChatApi, redis: health.RedisLink | None) -> Outbox:
     from notify.sms import SmsChannel, build_sms_provider
 
     sms = build_sms_provider(settings)
@@ -145,16 +145,17 @@ def build_outbox(settings: Settings, db: Database, wechat: WeChatApi) -> Outbox:
         "wechat": WeChatChannel(db, wechat, settings.notifications),
         "sms": SmsChannel(sms),
     }
-    channels["reminder"] = build_reminder_channel(settings, db, channels["wechat"], sms)
+    channels["reminder"] = build_reminder_channel(settings, db, channels["wechat"], sms, redis)
     return Outbox(db, settings, channels)
 
 
-def build_reminder_channel(settings: Settings, db: Database, wechat: WeChatChannel, sms):
+def build_reminder_channel(settings: Settings, db: Database, wechat: WeChatChannel, sms,
+                           redis: health.RedisLink | None):
     from notify.reminder_channel import ReminderChannel
     from notify.throttle import Throttle
 
-    redis = health.redis_client(settings) if settings.redis_url else None
-    return ReminderChannel(db, settings, wechat, sms, Throttle(db, redis, settings.reminders.throttle_prefix))
+    throttle = Throttle(db, redis.client if redis else None, settings.reminders.throttle_prefix)
+    return ReminderChannel(db, settings, wechat, sms, throttle)
 
 
 def register_jobs(collector: Collector) -> None:
