@@ -2,18 +2,14 @@
 every build and download is audited)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, flash, redirect, render_template, send_file, url_for
 from flask_login import current_user
 
 from console import PREFIX
-from console.auth import client_address, requires
+from console.auth import client_address, requires, collector
 from staff import handover
 
 blueprint = Blueprint("console_handover", __name__, url_prefix=PREFIX)
-
-
-def collector():
-    return current_app.extensions["collector"]
 
 
 @blueprint.get("/handover")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 from markupsafe import Markup
 
 from console import PREFIX
-from console.auth import requires
+from console.auth import requires, collector
 from staff import overview as figures
 from staff.overview import STEP_TITLES
 
@@ -18,10 +18,6 @@ blueprint = Blueprint("console_overview", __name__, url_prefix=PREFIX)
 
 FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", sans-serif'
 PALETTE = ("#1f6feb", "#2e7d32", "#ef6c00", "#8e24aa", "#c62828", "#00838f")
-
-
-def collector():
-    return current_app.extensions["collector"]
 
 
 @blueprint.get("/overview")

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from console import PREFIX
-from console.auth import client_address, requires
+from console.auth import client_address, requires, collector
 from staff import reminders
 from staff.reminders import Audience, ReminderError
 
 blueprint = Blueprint("console_reminders", __name__, url_prefix=PREFIX)
-
-
-def collector():
-    return current_app.extensions["collector"]
 
 
 def _page_context() -> dict:

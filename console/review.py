@@ -6,12 +6,12 @@ from __future__ import annotations
 import mimetypes
 from datetime import datetime, timedelta
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for)
+from flask import (Blueprint, Response, abort, flash, redirect, render_template, request, url_for)
 from flask_login import current_user
 from sqlalchemy import func, select
 
 from console import PREFIX
-from console.auth import audit_event, requires
+from console.auth import audit_event, requires, collector as _collector
 from staff import review, review_quality
 from staff.review import FIRST, SECOND, StaffActionError
 from store.models import Photo, SecondReview, utcnow
@@ -27,10 +27,6 @@ RULE_NAMES = {
 }
 STATUS_NAMES = review.PHOTO_STATUS
 VERDICT_NAMES = {"approved": "通过", "rejected": "不通过"}
-
-
-def _collector():
-    return current_app.extensions["collector"]
 
 
 def _settings():

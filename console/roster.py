@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 
 from console import PREFIX
-from console.auth import client_address, requires
+from console.auth import client_address, requires, collector
 from flask_login import current_user
 from staff import roster
 
@@ -16,10 +16,6 @@ blueprint = Blueprint("console_roster", __name__, url_prefix=PREFIX)
 
 # A roster of tens of thousands of graduates is a few MB: more than the webhook's body limit.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-
-
-def collector():
-    return current_app.extensions["collector"]
 
 
 @blueprint.url_value_preprocessor

@@ -7,12 +7,12 @@ import io
 import time
 from datetime import datetime
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.exc import NoResultFound
 
 from console import PREFIX
-from console.auth import client_address, requires
+from console.auth import client_address, requires, collector as _collector
 from rules.identity import mask_id_number
 from rules.phone import mask_phone
 from staff import support
@@ -23,10 +23,6 @@ blueprint = Blueprint("console_support", __name__, url_prefix=PREFIX)
 
 REVEAL_SECONDS = 600  # an unmasked view lasts this long on this agent's pages, then masks again
 THUMBNAIL = (160, 200)
-
-
-def _collector():
-    return current_app.extensions["collector"]
 
 
 def _settings():
