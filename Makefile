@@ -38,7 +38,7 @@ run: setup config.toml photo-keys
 	@# The staff console's demo admin: a new random password on every start, printed once.
 	$(FLASK) users demo-admin
 	@echo
-	@echo "Chat with the bot in another terminal:  $(FLASK) chat"
+	@echo "Chat with the bot in another terminal:  $(BIN)/flask --app standins.demo chat"
 	@echo
 	@# The huey consumer (notifications, periodic jobs) runs beside the web server and stops with it.
 	$(FLASK) jobs work & worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; $(FLASK) serve

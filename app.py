@@ -233,7 +233,6 @@ def payment_blueprint(settings: Settings) -> Blueprint:
 
 
 def register_commands(app: Flask) -> None:
-    from bot.chat import chat_command
     from jobs.cli import jobs_group, outbox_group
     from staff.cli import register
     from staff.photo import photo_group
@@ -242,7 +241,6 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(jobs_group)
     app.cli.add_command(outbox_group)
     app.cli.add_command(photo_group)
-    app.cli.add_command(chat_command)
     app.cli.add_command(serve_command)
     from staff.reminders_cli import remind_group
 

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
 from app import create_app  # noqa: E402
-from bot.fake_wechat import FakeWeChatAPI  # noqa: E402
 from notify import notices  # noqa: E402
-from notify.fake_sms import FakeTencentSms  # noqa: E402
+from standins.sms import FakeTencentSms  # noqa: E402
+from standins.wechat_api import FakeWeChatAPI  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import Candidate, Message, utcnow  # noqa: E402
 

@@ -29,9 +29,9 @@ from sqlalchemy import func, insert, select  # noqa: E402
 
 import outbox_bench  # noqa: E402
 from app import create_app  # noqa: E402
-from bot.fake_wechat import FakeWeChatAPI  # noqa: E402
-from notify.fake_sms import FakeTencentSms  # noqa: E402
 from staff import reminders  # noqa: E402
+from standins.sms import FakeTencentSms  # noqa: E402
+from standins.wechat_api import FakeWeChatAPI  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import Candidate, Message, Notification, ReminderRecipient, RosterEntry, utcnow  # noqa: E402
 

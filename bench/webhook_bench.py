@@ -36,8 +36,8 @@ from wechatpy.exceptions import InvalidSignatureException
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `bot` importable
 
-from bot.fake_wechat import FakeWeChatAPI  # noqa: E402
-from bot.simulator import ReplyError, WeChatSimulator, http_transport  # noqa: E402
+from standins.simulator import ReplyError, WeChatSimulator, http_transport  # noqa: E402
+from standins.wechat_api import FakeWeChatAPI  # noqa: E402
 
 HOST = "127.0.0.1"
 TOKEN = "bench-token"

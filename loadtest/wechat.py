@@ -12,8 +12,8 @@ from typing import Callable
 import requests
 from wechatpy.exceptions import InvalidSignatureException
 
-from bot.fake_wechat import FakeWeChatAPI
-from bot.simulator import ReplyError, WeChatSimulator, message_xml
+from standins.simulator import ReplyError, WeChatSimulator, message_xml
+from standins.wechat_api import FakeWeChatAPI
 
 WECHAT_TIMEOUT_SECONDS = 5.0  # WeChat gives up on a webhook after 5 s ...
 WECHAT_RETRIES = 3  # ... and tries the same message three more times

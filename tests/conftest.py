@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app import create_app
-from bot.fake_wechat import FakeWeChatAPI
-from bot.simulator import WeChatSimulator, flask_transport
+from standins.simulator import WeChatSimulator, flask_transport
+from standins.wechat_api import FakeWeChatAPI
 from store.migrate import upgrade
 from store.models import Base
 from tests.journey import Chat, seed_roster, write_config

@@ -105,7 +105,7 @@ def setup(tmp_path):
     terminals = []
 
     def chat(openid: str, stdin_tty: bool = True):
-        args = [FLASK, "--app", "app", "chat", "--url", url, "--openid", openid]
+        args = [FLASK, "--app", "standins.demo", "chat", "--url", url, "--openid", openid]
         if stdin_tty:
             terminals.append(Terminal(args, env))
             return terminals[-1]

@@ -10,7 +10,7 @@ from wechatpy.exceptions import WeChatClientException
 
 from bot.access_token import MemoryTokenStore
 from bot.client import ConfigurableWeChatClient
-from bot.fake_wechat import FakeWeChatAPI
+from standins.wechat_api import FakeWeChatAPI
 
 from tests.conftest import APPID, SECRET
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import select
 
-from bot.simulator import WeChatSimulator, http_transport
+from standins.simulator import WeChatSimulator, http_transport
 from store.models import Message
 from tests.conftest import AES_KEY, APPID, TOKEN
 from tests.journey import Chat, seed_roster

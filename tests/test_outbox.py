@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 import messages
 from settings import ConfigError
-from notify.fake_sms import FakeTencentSms
+from standins.sms import FakeTencentSms
 from store.models import AuditEvent, Message, Notification, Order, Photo, utcnow
 from tests.staff_fixtures import PHONE, ROWS, put_under_review, write_csv
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from notify.fake_sms import FakeTencentSms
+from standins.sms import FakeTencentSms
 from store.models import PhoneCode
 from store.queries import find_candidate
 from tests.conftest import simulator_for

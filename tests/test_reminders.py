@@ -12,9 +12,9 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from notify.fake_sms import FakeTencentSms
 from notify.throttle import Throttle
 from rules.quiet import quiet_until
+from standins.sms import FakeTencentSms
 from store.models import (AuditEvent, Candidate, Message, Notification, Photo, ReminderCampaign, ReminderRecipient,
                           RosterEntry, utcnow)
 from tests.staff_fixtures import ROWS, write_csv

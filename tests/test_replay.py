@@ -16,9 +16,9 @@ import redis
 from sqlalchemy import select
 
 from bot.replay import DatabaseNonceStore, RedisNonceStore
-from bot.simulator import WeChatSimulator, flask_transport, message_xml
 from health import Outage
 from settings import ConfigError, settings_from_mapping
+from standins.simulator import WeChatSimulator, flask_transport, message_xml
 from store.models import Candidate, Message, ReplayNonce, RosterEntry, utcnow
 from tests.conftest import AES_KEY, APPID, TOKEN
 from tests.journey import GRADUATES, Chat, seed_roster

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import requests
 from sqlalchemy import func, select
 
-from bot.simulator import WeChatSimulator, http_transport
+from standins.simulator import WeChatSimulator, http_transport
 from store.models import InboundKey, Message, Photo
 from tests.conftest import AES_KEY, APPID, TOKEN, simulator_for
 from tests.journey import Chat, seed_roster

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.simulator import WeChatSimulator, http_transport
+from standins.simulator import WeChatSimulator, http_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "serve-token"

@@ -14,10 +14,10 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import ImageReply
 from wechatpy.utils import check_signature
 
-from bot.chat import ChatSession, chat_command, run_chat
-from bot.simulator import ReplyError, WeChatSimulator, flask_transport, http_transport
-from settings import Settings, WeChatSettings
 from bot.client import ConfigurableWeChatClient
+from settings import Settings, WeChatSettings
+from standins.chat import ChatSession, chat_command, run_chat
+from standins.simulator import ReplyError, WeChatSimulator, flask_transport, http_transport
 
 TOKEN = "sim-token"
 APPID = "wx_sim_appid_00001"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from notify.errors import DeliveryError
-from notify.fake_sms import FakeTencentSms
 from notify.sms import ConsoleSms, TencentSms, build_sms_provider, is_permanent
 from settings import Settings, SmsSettings, settings_from_mapping
+from standins.sms import FakeTencentSms
 
 SECRET_ID = "AKIDfakeSecretId0000000000000000"
 SECRET_KEY = "fakeSecretKey0000000000000000000"

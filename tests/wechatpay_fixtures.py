@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 
-from payments.fake_wechatpay import FakeWeChatPay
+from standins.wechatpay import FakeWeChatPay
 from tests.conftest import APPID, simulator_for
 from tests.journey import Chat, seed_roster
 

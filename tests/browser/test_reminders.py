@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from notify.fake_sms import FakeTencentSms
+from standins.sms import FakeTencentSms
 from store.models import AuditEvent
 from tests.browser.conftest import LiveConsole, console_settings, shoot, sign_in
 from tests.test_reminders import SMS, TEMPLATE_FIELDS, TEMPLATE_ID, graduate

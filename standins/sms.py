@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Mapping
 
-from bot.loopback import LoopbackHandler, LoopbackServer
+from standins.loopback import LoopbackHandler, LoopbackServer
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""`flask chat`: talk to the running webhook from a terminal, as a candidate would from WeChat.
+"""`flask chat` (`flask --app standins.demo chat`): talk to the running webhook from a terminal, as a
+candidate would from WeChat.
 
 Each typed line goes to the server as a signed WeChat text message and the passive reply is printed.
 A local fake WeChat API (on the host/port of `wechat.api_base_url`, when that is a loopback address)
@@ -25,8 +26,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from wechatpy.exceptions import InvalidSignatureException
 
-from bot.fake_wechat import FAKE_MEDIA_PATH, FAKE_SENT_PATH, FakeWeChatAPI
-from bot.simulator import ReplyError, SimReply, WeChatSimulator, http_transport
+from standins.simulator import ReplyError, SimReply, WeChatSimulator, http_transport
+from standins.wechat_api import FAKE_MEDIA_PATH, FAKE_SENT_PATH, FakeWeChatAPI
 
 BANNER = """\
 照片采集 · 微信对话模拟  /  photo-collector WeChat chat simulator

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from bot.loopback import LoopbackHandler, LoopbackServer
+from standins.loopback import LoopbackHandler, LoopbackServer
 
 logger = logging.getLogger(__name__)
 

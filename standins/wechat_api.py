@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from bot.loopback import LoopbackHandler, LoopbackServer
+from standins.loopback import LoopbackHandler, LoopbackServer
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class FakeWeChatAPI(LoopbackServer):
             ("POST", "/cgi-bin/message/template/send"): self._handle_template_send,
             ("GET", "/connect/oauth2/authorize"): self._handle_oauth_authorize,
             ("GET", "/sns/oauth2/access_token"): self._handle_oauth_access_token,
-            # Not WeChat's: how a second `flask chat` shares this fake (bot/chat.py RunningFake).
+            # Not WeChat's: how a second `flask chat` shares this fake (standins/chat.py RunningFake).
             ("POST", FAKE_MEDIA_PATH): self._handle_fake_media,
             ("GET", FAKE_SENT_PATH): self._handle_fake_sent,
         }
