@@ -65,6 +65,10 @@ bench: setup
 	$(BIN)/python bench/overview_bench.py --candidates 50000
 	$(BIN)/python bench/handover_bench.py --photos 20000
 	$(BIN)/python bench/reminders_bench.py --recipients 30000 --send-seconds 30
+	$(BIN)/python bench/roster_match_bench.py --graduates 20000
+	$(if $(BENCH_POSTGRES_URL),$(BIN)/python bench/roster_match_bench.py --graduates 20000 --database-url $(BENCH_POSTGRES_URL))
+	$(BIN)/python bench/sealing_bench.py --graduates 50000
+	$(if $(BENCH_POSTGRES_URL),$(BIN)/python bench/sealing_bench.py --graduates 50000 --database-url $(BENCH_POSTGRES_URL))
 
 # Issue 8's cohort run: 300 candidates, 48 at a time, like WeChat, against real server processes, on
 # SQLite and on PostgreSQL + Redis (a scratch database: it is EMPTIED), each also with a server killed.
