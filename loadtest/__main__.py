@@ -1,9 +1,18 @@
-"""The cohort load test of issue 8, against real server processes on 127.0.0.1.
+"""The cohort load test, against real server processes on 127.0.0.1.
 
-    .venv/bin/python -m loadtest [--profiles sqlite postgres] [--faults none kill] [--candidates 300]
-                                 [--concurrency 48] [--postgres-url URL] [--redis-url URL]
+    .venv/bin/python -m loadtest [--profiles cohort sqlite postgres] [--faults none kill] [--candidates N]
+                                 [--concurrency N] [--postgres-url URL] [--redis-url URL]
 
-For each profile (SQLite: the embedded default; PostgreSQL + Redis with three server processes) and
+By default (issue 15) one whole cohort through the production profile: PostgreSQL and Redis, `flask serve
+--prod` (gunicorn, 3 sync workers) and 2 huey consumers, 5 000 candidates, 64 at a time, a member of
+staff reviewing while they arrive (every 10th graduate's first photo rejected: the candidate hears of it
+through the outbox and sends a new one, which is approved), SMS through the fake Tencent Cloud SMS; and
+during the run a gunicorn worker killed with SIGKILL, a consumer killed with SIGKILL and started again,
+and every database connection of the app terminated (pg_terminate_backend). Then: every notification
+delivered once (the fakes count), every candidate approved with one paid order.
+
+The smaller runs of issue 8 (`--profiles sqlite postgres`, 300 candidates, 48 at a time): for each
+profile (SQLite: the embedded default; PostgreSQL + Redis with three `flask serve` processes) and
 each fault (none; one server process killed with SIGKILL mid-run and restarted a few seconds later):
 a fresh database, a roster imported with `flask roster import`, `flask serve` processes and the huey
 consumer `flask jobs work`, the fake WeChat API in this process; then every candidate walks the whole
@@ -38,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(profile)
             print(f"skipped: {profile}", flush=True)
             continue
-        for fault in args.faults:
-            label = f"{profile.name}×{profile.servers}" + (" + kill" if fault == "kill" else "")
+        for fault in args.faults or (["kill"] if profile.gunicorn else ["none", "kill"]):
+            label = _label(profile, fault == "kill")
             print(f"\n--- {label}: starting", flush=True)
-            result = run(profile, label, fault == "kill", options_from(args))
+            result = run(profile, label, fault == "kill", options_from(args, profile))
             print(result.render(), flush=True)
             results.append(result)
     print("\n=== summary ===")
@@ -53,10 +62,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profiles", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
-    parser.add_argument("--faults", nargs="+", choices=["none", "kill"], default=["none", "kill"])
-    parser.add_argument("--candidates", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=48)
+    parser.add_argument("--profiles", nargs="+", choices=["cohort", "sqlite", "postgres"], default=["cohort"],
+                        help="cohort: the production profile (issue 15); sqlite, postgres: the runs of issue 8")
+    parser.add_argument("--faults", nargs="+", choices=["none", "kill"], default=None,
+                        help="kill: the profile's faults (default: kill for cohort, none and kill for the others)")
+    parser.add_argument("--candidates", type=int, default=None, help="default 5000 for cohort, 300 for the others")
+    parser.add_argument("--concurrency", type=int, default=None, help="default 64 for cohort, 48 for the others")
+    parser.add_argument("--web-workers", type=int, default=3, help="gunicorn workers of the cohort profile")
+    parser.add_argument("--consumers", type=int, default=2, help="huey consumers of the cohort profile")
+    parser.add_argument("--reject-every", type=int, default=10,
+                        help="cohort: the reviewer rejects every n-th graduate's first photo (0: none)")
+    parser.add_argument("--cli-every", type=int, default=250,
+                        help="cohort: every n-th approval through `flask review approve` (0: none)")
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds of walking before the run stops")
     parser.add_argument("--sqlite-servers", type=int, default=1, help="server processes on SQLite (default 1)")
     parser.add_argument("--postgres-servers", type=int, default=3)
     parser.add_argument("--postgres-url", default="", help="a scratch PostgreSQL database on 127.0.0.1: EMPTIED")
@@ -73,6 +91,7 @@ def make_profile(name: str, args) -> Profile | str:
     """The profile, or why it cannot run here."""
     if name == "sqlite":
         return Profile("sqlite", args.sqlite_servers)
+    servers = args.web_workers if name == "cohort" else args.postgres_servers
     if not args.postgres_url or not args.redis_url:
         return "postgres: give --postgres-url and --redis-url (make loadtest passes LOADTEST_POSTGRES_URL/_REDIS_URL)"
     require_loopback(args.postgres_url, "the PostgreSQL database")
@@ -80,7 +99,16 @@ def make_profile(name: str, args) -> Profile | str:
     problem = _unreachable(args.postgres_url, args.redis_url)
     if problem:
         return f"postgres: {problem}"
-    return Profile("postgres", args.postgres_servers, args.postgres_url, args.redis_url)
+    if name == "cohort":
+        return Profile("cohort", servers, args.postgres_url, args.redis_url, gunicorn=True, consumers=args.consumers)
+    return Profile("postgres", servers, args.postgres_url, args.redis_url)
+
+
+def _label(profile: Profile, faults: bool) -> str:
+    if profile.gunicorn:
+        return (f"cohort: pg, gunicorn×{profile.servers}, consumers×{profile.consumers}"
+                + (" + faults" if faults else ""))
+    return f"{profile.name}×{profile.servers}" + (" + kill" if faults else "")
 
 
 def _unreachable(database_url: str, redis_url: str) -> str | None:
@@ -121,10 +149,14 @@ def _create_database_if_missing(database_url: str) -> None:
         server.dispose()
 
 
-def options_from(args) -> Options:
-    return Options(candidates=args.candidates, concurrency=args.concurrency, kill_at=args.kill_at,
-                   restart_after=args.restart_after, custom_wait=args.custom_wait, photos=args.photos,
-                   keep=args.keep)
+def options_from(args, profile: Profile) -> Options:
+    production = profile.gunicorn
+    candidates = args.candidates or (5000 if production else 300)
+    return Options(candidates=candidates, concurrency=args.concurrency or (64 if production else 48),
+                   kill_at=args.kill_at, restart_after=args.restart_after, custom_wait=args.custom_wait,
+                   photos=args.photos, keep=args.keep,
+                   time_limit=args.time_limit or max(900.0, 1.2 * candidates),
+                   review=production, reject_every=args.reject_every, cli_every=args.cli_every, fake_sms=production)
 
 
 if __name__ == "__main__":

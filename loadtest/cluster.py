@@ -26,6 +26,12 @@ APPID = "wx_loadtest_000001"
 SECRET = "loadtest-secret"
 AES_KEY = "bG9hZHRlc3Qgb2YgdGhlIHBob3RvIGNvbGxlY3RvciEh"[:43]
 STARTUP_SECONDS = 60
+SMS_ACCOUNT = {"secret_id": "AKIDloadtest", "secret_key": "loadtest-sms-secret", "sdk_app_id": "1400000008",
+               "sign_name": "北京自考"}
+# The outbox's SMS templates ([sms] template_<kind>) and their parameter counts at the fake provider.
+SMS_TEMPLATES = {"payment_done": "T_PAID", "approved": "T_APPROVED", "rejected": "T_REJECTED",
+                 "review_delay": "T_DELAY"}
+SMS_PARAMETERS = {"T_PAID": 2, "T_APPROVED": 1, "T_REJECTED": 2, "T_DELAY": 1}
 
 
 class ClusterError(Exception):
@@ -34,10 +40,18 @@ class ClusterError(Exception):
 
 @dataclass(frozen=True)
 class Profile:
-    name: str  # "sqlite" or "postgres"
-    servers: int
+    name: str  # "sqlite", "postgres" or "cohort" (the production profile)
+    servers: int  # `flask serve` processes, or gunicorn workers when `gunicorn`
     database_url: str = ""  # empty: an SQLite file in the run's folder
     redis_url: str = ""
+    gunicorn: bool = False  # one `flask serve --prod` (gunicorn, `servers` sync workers) instead of several
+    consumers: int = 1  # `flask jobs work` processes
+    sms_endpoint: str = ""  # the fake Tencent Cloud SMS (host:port); empty: the console provider
+
+    @property
+    def processes(self) -> int:
+        """Server processes the load balancer spreads candidates over."""
+        return 1 if self.gunicorn else self.servers
 
 
 def free_port() -> int:
@@ -103,7 +117,11 @@ class Cluster:
     api_base_url: str
     queue_name: str = field(default_factory=lambda: f"loadtest-{secrets.token_hex(4)}")
     servers: list[Process] = field(default_factory=list)
-    consumer: Process | None = None
+    consumers: list[Process] = field(default_factory=list)
+
+    @property
+    def consumer(self) -> Process | None:
+        return self.consumers[0] if self.consumers else None
 
     @property
     def database_url(self) -> str:
@@ -112,14 +130,17 @@ class Cluster:
     # --- set-up --------------------------------------------------------------------------------
 
     def configure(self) -> None:
-        ports = [free_port() for _ in range(self.profile.servers)]
+        ports = [free_port() for _ in range(self.profile.processes)]
         flask = [sys.executable, "-m", "flask", "--app", "app"]
+        serve = ["serve", "--prod"] if self.profile.gunicorn else ["serve"]
         for index, port in enumerate(ports):
-            config = self._write_config(f"server-{index}", port, public_port=ports[0])
-            self.servers.append(Process(f"server-{index}", flask + ["serve"], config,
-                                        self.workdir / f"server-{index}.log", port=port))
-        config = self._write_config("consumer", free_port(), public_port=ports[0])
-        self.consumer = Process("consumer", flask + ["jobs", "work"], config, self.workdir / "consumer.log")
+            name = "web" if self.profile.gunicorn else f"server-{index}"
+            config = self._write_config(name, port, public_port=ports[0])
+            self.servers.append(Process(name, flask + serve, config, self.workdir / f"{name}.log", port=port))
+        for index in range(self.profile.consumers):
+            name = "consumer" if self.profile.consumers == 1 else f"consumer-{index}"
+            config = self._write_config(name, free_port(), public_port=ports[0])
+            self.consumers.append(Process(name, flask + ["jobs", "work"], config, self.workdir / f"{name}.log"))
 
     def _write_config(self, name: str, port: int, public_port: int) -> Path:
         folder = self.workdir / name
@@ -135,6 +156,11 @@ class Cluster:
                      "lost_work_after_minutes": 1},
             "server": {"host": HOST, "port": port},
         }
+        if self.profile.gunicorn:
+            sections["server"].update(engine="gunicorn", workers=self.profile.servers, worker_class="sync")
+        if self.profile.sms_endpoint:
+            sections["sms"] = dict(SMS_ACCOUNT, provider="tencent", endpoint=self.profile.sms_endpoint, scheme="http",
+                                   **{f"template_{kind}": template for kind, template in SMS_TEMPLATES.items()})
         if _knows_setting("collection", "max_roster_lookups_per_minute"):
             # The whole cohort is legitimate and looks itself up within a minute or two: the global limit
             # on roster look-ups (default 120 a minute) would hold most of it back. It has its own tests.
@@ -174,7 +200,8 @@ class Cluster:
     # --- processes -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.consumer.start()
+        for consumer in self.consumers:
+            consumer.start()
         for server in self.servers:
             server.start()
         for server in self.servers:
@@ -195,12 +222,39 @@ class Cluster:
         raise ClusterError(f"{server.name} did not answer /healthz within {seconds:.0f}s:\n{server.tail()}")
 
     def stop(self) -> None:
-        for process in [*self.servers, self.consumer]:
-            if process is not None:
-                process.stop()
+        for process in self.processes():
+            process.stop()
 
     def processes(self) -> list[Process]:
-        return [*self.servers, self.consumer]
+        return [*self.servers, *self.consumers]
+
+    def terminate_connections(self) -> int:
+        """`pg_terminate_backend` on every connection to the run's database but this one's own (the
+        app's web workers, consumers and reviewer), as a failover or an administrator would."""
+        engine = create_engine(self.profile.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                return len(connection.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
+        finally:
+            engine.dispose()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of a process (gunicorn's workers under its master), from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, …
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry.name))
+    return sorted(children)
 
 
 def _run_secret(workdir: Path, name: str = "secret_key", make=lambda: secrets.token_urlsafe(32)) -> str:

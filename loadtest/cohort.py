@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -50,7 +50,25 @@ def graduates(count: int, tag: str, seed: int = 8) -> list[Graduate]:
             exam_number=f"0124{index:08d}", level=LEVELS[index % 2], major=MAJORS[index % len(MAJORS)],
             phone=f"139{rng.randrange(10**8):08d}",
         ))
-    return people
+    return _distinct_phones(people)
+
+
+def _distinct_phones(people: list[Graduate]) -> list[Graduate]:
+    """One number per graduate: SMS deliveries are counted per number."""
+    seen, distinct = set(), []
+    for index, person in enumerate(people):
+        if person.phone in seen:
+            person = replace(person, phone=f"138{index:08d}")
+        seen.add(person.phone)
+        distinct.append(person)
+    return distinct
+
+
+def rejected_first(openid: str, every: int) -> bool:
+    """Whether the reviewer rejects this graduate's first photo (every `every`-th graduate; 0: nobody).
+    The reviewer and the candidate's walk both know it: the walk then waits for the rejection and
+    sends a new photo, which the reviewer approves."""
+    return every > 0 and int(openid.rsplit("_", 1)[1]) % every == every - 1
 
 
 def write_roster(path: Path, people: list[Graduate]) -> Path:

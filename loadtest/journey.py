@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import messages
-from loadtest.cohort import Graduate
+from loadtest.cohort import Graduate, rejected_first
 from loadtest.wechat import CustomMessage, Delivery, Phone
 
 INSTITUTION = "北京市高等教育自学考试"
@@ -17,7 +17,11 @@ PAY_LINK = re.compile(r"https?://\S+?/pay/sandbox/[^\s，。]+")
 PAID_PAGE = messages.PAY_PAGE["paid"].split("。")[0]  # "已支付"
 PAYMENT_NOTICE = messages.PAYMENT_DONE.split("（")[0]  # "支付成功": the outbox's notification, not a reply
 CHECKING = messages.PHOTO_CHECKING.split("，")[1]  # "正在检查"
+APPROVED_NOTICE = messages.APPROVED.split("！")[0]  # "恭喜，您的毕业照片审核通过"
+REJECTED_NOTICE = messages.REJECTED.split("，")[0]  # "您的照片审核未通过"
+ALREADY_PAID = "无需再次付款"  # messages.PHOTO_PASSED_ALREADY_PAID: a new photo after a rejection
 VERDICT_WAIT_SECONDS = 150.0
+REVIEW_WAIT_SECONDS = 600.0  # how long a candidate whose photo is rejected waits for the message
 # What each step's answer must contain for the walk to be on track.
 EXPECTED = {
     "subscribe": "毕业证书照片采集",
@@ -29,16 +33,39 @@ EXPECTED = {
     "notice": "证件照",
     "photo": "/pay/sandbox/",
     "photo again": "/pay/sandbox/",
-    "progress": "审核中",
+    "progress": ("审核中", "审核通过", "上传照片"),  # the reviewer may have decided already
+    "photo anew": ALREADY_PAID,
 }
+
+
+def answer_expected(step: str, text: str) -> bool:
+    wanted = EXPECTED[step]
+    return any(part in text for part in ((wanted,) if isinstance(wanted, str) else wanted))
 
 
 def is_payment_notice(message: CustomMessage) -> bool:
     return message.text.startswith(PAYMENT_NOTICE)
 
 
+def is_approval(message: CustomMessage) -> bool:
+    return message.text.startswith(APPROVED_NOTICE)
+
+
+def is_rejection(message: CustomMessage) -> bool:
+    return message.text.startswith(REJECTED_NOTICE)
+
+
+def is_notice(message: CustomMessage) -> bool:
+    """An event the outbox tells (payment, review verdict), not the answer to a message."""
+    return is_payment_notice(message) or is_approval(message) or is_rejection(message)
+
+
 def is_reply(message: CustomMessage) -> bool:
-    return not is_payment_notice(message)
+    return not is_notice(message)
+
+
+def has_already_paid(message: CustomMessage) -> bool:
+    return ALREADY_PAID in message.text
 
 
 def has_pay_link(message: CustomMessage) -> bool:
@@ -53,8 +80,10 @@ class Walk:
     pay_link: str | None = None
     paid: bool = False
     pay_seconds: float | None = None
+    paid_at: float | None = None  # time.monotonic() when the paid page came back
     pay_errors: list[str] = field(default_factory=list)
     deferred_verdicts: int = 0
+    rejected: bool = False  # the reviewer rejected the first photo, and the candidate heard of it
     crashed: str | None = None  # the load generator's own failure, if any
 
     def add(self, delivery: Delivery) -> Delivery:
@@ -91,8 +120,9 @@ class Progress:
 MESSAGES_PER_WALK = 9
 
 
-def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Walk:
-    """subscribe → institution → level → name + ID → phone → confirm → notice → photo → pay → 进度."""
+def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress, reject_every: int = 0) -> Walk:
+    """subscribe → institution → level → name + ID → phone → confirm → notice → photo → pay → 进度; when
+    staff reject the photo (every `reject_every`-th graduate), the rejection, then a new photo."""
     trail = Walk(graduate, phone.home)
 
     def step(delivery: Delivery) -> Delivery:
@@ -117,6 +147,8 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
             pay(trail, phone)
         if trail.paid:
             step(phone.text("progress", "进度", wanted=is_reply))
+        if trail.paid and rejected_first(graduate.openid, reject_every):
+            send_again_after_rejection(trail, phone, add_photo, step)
     except Exception as exc:  # the walk's own bug, or the run's time limit: reported, never hidden
         trail.crashed = repr(exc)
     finally:
@@ -124,15 +156,23 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress) -> Wal
     return trail
 
 
-def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step) -> str | None:
+def send_again_after_rejection(trail: Walk, phone: Phone, add_photo, step) -> None:
+    """The candidate reads the reviewer's rejection and sends another photo (no second payment)."""
+    heard = phone.inbox.wait(trail.graduate.openid, 0, REVIEW_WAIT_SECONDS, is_rejection)
+    trail.rejected = any(is_rejection(message) for message in heard)
+    if trail.rejected:
+        send_photo(trail, phone, add_photo, "photo anew", step, until=has_already_paid)
+
+
+def send_photo(trail: Walk, phone: Phone, add_photo, step_name: str, step, until=has_pay_link) -> str | None:
     delivery = step(phone.image(step_name, add_photo(), wanted=is_reply))
     checking = any(CHECKING in text for text in delivery.texts)  # passive, or sent late as a message
-    if checking and not any(PAY_LINK.search(text) for text in delivery.texts):
+    if checking and not any(until(CustomMessage(0, text)) for text in delivery.texts):
         # The check outlived the reply budget: the verdict follows as a customer-service message. The
         # candidate was asked not to send the photo again, and waits: if the process died mid-check, the
         # "deferred" job redoes it after [jobs] lost_work_after_minutes (1 in the run's config).
         trail.deferred_verdicts += 1
-        delivery.custom = phone.replies_since(delivery.custom_before, is_reply, until=has_pay_link,
+        delivery.custom = phone.replies_since(delivery.custom_before, is_reply, until=until,
                                               timeout=VERDICT_WAIT_SECONDS)
     for text in delivery.texts:
         match = PAY_LINK.search(text)
@@ -146,6 +186,7 @@ def pay(trail: Walk, phone: Phone) -> None:
     started = time.monotonic()
     response, trail.pay_errors = phone.open_page("POST", trail.pay_link)
     trail.pay_seconds = time.monotonic() - started
+    trail.paid_at = time.monotonic()
     trail.paid = response is not None and PAID_PAGE in response.text
     if response is not None and not trail.paid:
         trail.pay_errors.append(f"page without {PAID_PAGE!r}")

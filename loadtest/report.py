@@ -6,8 +6,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import messages
-from loadtest.journey import EXPECTED, PAY_LINK, Walk, is_payment_notice
-from loadtest.verify import DatabaseFindings
+from loadtest.journey import EXPECTED, PAY_LINK, Walk, answer_expected, is_approval, is_notice, is_payment_notice
+from loadtest.verify import DatabaseFindings, Deliveries
 from loadtest.wechat import Inbox
 
 STEP_ORDER = list(EXPECTED)
@@ -34,6 +34,10 @@ class RunResult:
     fault: Fault | None = None
     server_tracebacks: int = 0
     notes: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # the production profile's faults, as they happened
+    reviews: Counter | None = None  # the reviewer's decisions and failures, when staff review during the run
+    notified: Deliveries | None = None  # each event told once, as the fakes counted
+    load: str = ""  # the machine's load average at the start and the end
 
     # --- the counts ---------------------------------------------------------------------------
 
@@ -57,11 +61,12 @@ class RunResult:
             "retries": sum(d.attempts - 1 for d in deliveries),
             "empty answers": sum(d.empty_answers for d in deliveries),
             "system busy": sum(any(messages.SYSTEM_ERROR in t for t in d.texts) for d in deliveries),
-            "unexpected": sum(d.answered and not any(EXPECTED[d.step] in t for t in d.texts) for d in deliveries),
+            "unexpected": sum(d.answered and not any(answer_expected(d.step, t) for t in d.texts) for d in deliveries),
             "deferred verdicts": sum(t.deferred_verdicts for t in self.walks),
             "late custom": self.late_custom(),
             "walks stopped": sum(t.crashed is not None for t in self.walks),
             "paid": sum(t.paid for t in self.walks),
+            "rejected and sent anew": sum(t.rejected for t in self.walks),
             "photo resent": sum(any(d.step == "photo again" for d in t.deliveries) for t in self.walks),
         }
 
@@ -91,9 +96,18 @@ class RunResult:
         late = 0
         for trail in self.walks:
             attributed = sum(len(d.custom) for d in trail.deliveries)
-            replies = [m for m in self.inbox.messages(trail.graduate.openid) if not is_payment_notice(m)]
+            replies = [m for m in self.inbox.messages(trail.graduate.openid) if not is_notice(m)]
             late += max(0, len(replies) - attributed)
         return late
+
+    def approval_seconds(self) -> list[float]:
+        """Milliseconds from each paid page to the first approval message (the last review, if rejected first)."""
+        found = []
+        for trail in self.walks:
+            approvals = [m.at for m in self.inbox.messages(trail.graduate.openid) if is_approval(m)]
+            if trail.paid_at is not None and approvals:
+                found.append((approvals[0] - trail.paid_at) * 1000)
+        return found
 
     def payment_notices(self) -> Counter:
         """How many "支付成功" messages each paying candidate received: {times: candidates}."""
@@ -106,6 +120,7 @@ class RunResult:
         return bool(counts["missing"] or counts["duplicates"] or counts["two pay links"]
                     or any(t.crashed for t in self.walks)
                     or (self.database is not None and self.database.problems)
+                    or (self.notified is not None and self.notified.problems)
                     or any(times != 1 for times in self.payment_notices()))
 
     # --- the table ----------------------------------------------------------------------------
@@ -116,10 +131,13 @@ class RunResult:
         lines = [f"== {self.label}: {self.candidates} candidates, {self.concurrency} at a time, "
                  f"{self.servers} server process(es), {self.seconds:.0f} s, "
                  f"{answered / self.seconds if self.seconds else math.nan:.1f} answered messages/s"]
+        if self.load:
+            lines.append(f"   load average (1 min) {self.load}")
         if self.fault:
             back = f"back after {self.fault.back_after:.1f} s" if self.fault.back_after is not None else "not back"
             lines.append(f"   fault: SIGKILL {self.fault.server} at {self.fault.at_seconds:.0f} s with "
                          f"{self.fault.in_flight} request(s) in flight; restarted, {back}")
+        lines += [f"   fault: {event}" for event in self.events]
         lines.append("   " + "  ".join(f"{name} {value}" for name, value in counts.items()))
         notices = self.payment_notices()
         lines.append("   payment notices received per paying candidate: "
@@ -136,6 +154,16 @@ class RunResult:
         if pay:
             lines.append(f"   {'pay (POST)':<12}{len(pay):>9}{percentile(pay, .5):>9.0f}{percentile(pay, .99):>9.0f}"
                          f"{pay[-1]:>9.0f}")
+        approved = sorted(self.approval_seconds())
+        if approved:
+            lines.append(f"   {'paid→approved':<14}{len(approved):>7}{percentile(approved, .5):>9.0f}"
+                         f"{percentile(approved, .99):>9.0f}{approved[-1]:>9.0f}  (ms from the paid page to the "
+                         f"approval message, review included)")
+        if self.reviews is not None:
+            lines.append("   reviewer: " + ", ".join(f"{key} {n}" for key, n in sorted(self.reviews.items())))
+        if self.notified is not None:
+            lines.append("   delivered: " + self.notified.render())
+            lines += [f"     - {sample}" for sample in self.notified.samples]
         if self.database is not None:
             lines += ["   database: " + _database_line(self.database)]
             lines += [f"     - {sample}" for sample in self.database.samples]
@@ -157,7 +185,7 @@ class RunResult:
                 if not d.answered:
                     found.append(f"{trail.graduate.openid} {d.step}: no reply after {d.attempts} tries "
                                  f"({d.timeouts} timeouts, {d.empty_answers} empty, errors {d.errors[:3]})")
-                elif not any(EXPECTED[d.step] in t for t in d.texts):
+                elif not any(answer_expected(d.step, t) for t in d.texts):
                     found.append(f"{trail.graduate.openid} {d.step}: unexpected reply {d.texts[0][:60]!r}")
         return found[:limit]
 
@@ -188,14 +216,15 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def summary_table(results: list[RunResult]) -> str:
-    header = (f"{'run':<22}{'msgs':>6}{'passive':>8}{'CS':>5}{'missing':>8}{'dup':>5}{'2 links':>8}{'errors':>7}"
+    width = max([22] + [len(result.label) + 2 for result in results])
+    header = (f"{'run':<{width}}{'msgs':>6}{'passive':>8}{'CS':>5}{'missing':>8}{'dup':>5}{'2 links':>8}{'errors':>7}"
               f"{'timeouts':>9}{'msg/s':>7}{'db':>5}  verdict")
     rows = [header]
     for result in results:
         c = result.counts()
         rate = (c["messages"] - c["missing"]) / result.seconds if result.seconds else math.nan
         db = result.database.problems if result.database is not None else "-"
-        rows.append(f"{result.label:<22}{c['messages']:>6}{c['passive']:>8}{c['custom']:>5}{c['missing']:>8}"
+        rows.append(f"{result.label:<{width}}{c['messages']:>6}{c['passive']:>8}{c['custom']:>5}{c['missing']:>8}"
                     f"{c['duplicates']:>5}{c['two pay links']:>8}{c['errors']:>7}{c['timeouts']:>9}{rate:>7.1f}"
                     f"{db:>5}  {'FAIL' if result.failed else 'ok'}")
     return "\n".join(rows)

@@ -2,22 +2,33 @@
 mid-run, let notifications settle, check the database."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import os
+import random
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
 from loadtest import cohort
-from loadtest.cluster import APPID, AES_KEY, ROOT, SECRET, TOKEN, Cluster, ClusterError, Profile
-from loadtest.journey import MESSAGES_PER_WALK, Progress, is_payment_notice, walk
+from loadtest.cluster import (APPID, AES_KEY, ROOT, SECRET, SMS_ACCOUNT, SMS_PARAMETERS, TOKEN, Cluster, ClusterError,
+                              Process, Profile, child_pids)
+from loadtest.journey import MESSAGES_PER_WALK, Progress, is_approval, is_payment_notice, walk
 from loadtest.report import Fault, RunResult
-from loadtest.verify import check_database
+from loadtest.verify import check_database, check_deliveries
 from loadtest.wechat import Backends, FakeWeChat, Inbox, Phone
+from standins.sms import FakeTencentSms
 
 SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
 PHOTOS_USED = 8
@@ -25,6 +36,8 @@ CUSTOM_WAIT_SECONDS = 20.0  # how long a message without a passive reply waits f
 # After the last walk: payment notifications still on their way. A process killed between the payment's
 # commit and queueing its delivery leaves it to the outbox sweep, which runs once a minute.
 SETTLE_SECONDS = 75.0
+# The production profile also waits for the reviewer's last verdicts and every notification's delivery.
+REVIEW_SETTLE_SECONDS = 240.0
 
 
 @dataclass(frozen=True)
@@ -37,15 +50,29 @@ class Options:
     photos: Path = SHARED_PHOTOS
     keep: bool = False  # keep the run's folder (configs, logs, database)
     time_limit: float = 900.0  # seconds of walking; past it every walk stops and the run fails
+    # The production profile: staff review during the run (every reject_every-th graduate's first photo
+    # is rejected, every cli_every-th approval goes through `flask review approve`), SMS through the
+    # fake Tencent Cloud SMS, and its faults at these shares of the messages.
+    review: bool = False
+    reject_every: int = 10
+    cli_every: int = 250
+    fake_sms: bool = False
+    fault_at: tuple[float, float, float] = (0.3, 0.5, 0.7)  # web worker, consumer, database connections
 
 
 def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
     workdir = Path(tempfile.mkdtemp(prefix="loadtest-"))
     try:
-        with FakeWeChat(APPID, SECRET) as fake, Inbox(fake) as inbox:
+        with ExitStack() as stack:
+            fake = stack.enter_context(FakeWeChat(APPID, SECRET))
+            inbox = stack.enter_context(Inbox(fake))
+            sms = None
+            if options.fake_sms:
+                sms = stack.enter_context(FakeTencentSms(*SMS_ACCOUNT.values(), SMS_PARAMETERS))
+                profile = dataclasses.replace(profile, sms_endpoint=sms.endpoint)
             cluster = Cluster(workdir, profile, fake.base_url)
             try:
-                return drive(cluster, fake, inbox, label, kill, options)
+                return drive(cluster, fake, inbox, label, kill, options, sms)
             finally:
                 cluster.stop()
     finally:
@@ -55,7 +82,8 @@ def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bool, options) -> RunResult:
+def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bool, options,
+          sms=None) -> RunResult:
     cluster.configure()
     cluster.prepare_database()
     people = cohort.graduates(options.candidates, tag=cluster.queue_name.split("-")[-1])
@@ -64,6 +92,9 @@ def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bo
         raise ClusterError(f"the roster import did not add {len(people)} graduates:\n{imported}")
     photos, note = choose_photos(cluster, options.photos)
     cluster.start()
+    reviewer = start_reviewer(cluster, options) if options.review else None
+    reject_every = options.reject_every if options.review else 0
+    load_before = os.getloadavg()[0]
     backends = Backends([server.url for server in cluster.servers])
     progress = Progress(len(people) * MESSAGES_PER_WALK, options.time_limit)
     photo_cycle = itertools.cycle(photos)
@@ -78,10 +109,14 @@ def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bo
         index, person = index_and_person
         phone = Phone(person.openid, index % len(cluster.servers), backends, inbox, TOKEN, APPID, AES_KEY,
                       options.custom_wait)
-        return walk(person, phone, add_photo if photos else None, progress)
+        return walk(person, phone, add_photo if photos else None, progress, reject_every)
 
     started = time.monotonic()
-    chaos = Chaos(cluster, backends, progress, options.kill_at, options.restart_after, started) if kill else None
+    chaos = None
+    if kill:
+        chaos = (ProductionChaos(cluster, backends, progress, options.fault_at, options.restart_after, started)
+                 if cluster.profile.gunicorn else
+                 Chaos(cluster, backends, progress, options.kill_at, options.restart_after, started))
     pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="candidate")
     try:
         walks = list(pool.map(one, enumerate(people)))
@@ -91,18 +126,31 @@ def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bo
         if chaos:
             chaos.finish()
     seconds = time.monotonic() - started
+    load_after = os.getloadavg()[0]
     settle(inbox, walks)
+    if reviewer is not None:
+        settle_reviews(cluster, inbox, walks)
+        reviewer.stop()  # (SIGTERM, or SIGKILL after 15 s)
     cluster.stop()
-    result = RunResult(label, len(people), options.concurrency, len(cluster.servers), seconds, walks, inbox,
+    result = RunResult(label, len(people), options.concurrency, cluster.profile.servers, seconds, walks, inbox,
                        fault=chaos.fault if chaos else None,
                        server_tracebacks=sum(p.log.read_text(errors="replace").count("Traceback")
-                                             for p in cluster.processes() if p.log.exists()))
+                                             for p in cluster.processes() if p.log.exists()),
+                       events=getattr(chaos, "events", []), load=f"{load_before:.1f} at the start, "
+                                                                   f"{load_after:.1f} at the end of the walks")
+    if reviewer is not None:
+        result.reviews = reviewer_counts(reviewer)
+        if reviewer.popen.returncode not in (0, -signal.SIGTERM):
+            result.notes.append(f"the reviewer exited with {reviewer.popen.returncode}: {reviewer.tail(600)}")
     if note:
         result.notes.append(note)
     if fake.broken_connections:
         result.notes.append(f"the fake WeChat API saw {fake.broken_connections} connection(s) broken off "
                             f"(a killed server's downloads and sends)")
-    result.database = check_database(cluster.database_url, walks)
+    result.database = check_database(cluster.database_url, walks, options.review, reject_every)
+    if options.review or sms is not None:
+        result.notified = check_deliveries(walks, inbox, sms.sent if sms is not None else None, options.review,
+                                             reject_every)
     return result
 
 
@@ -130,6 +178,118 @@ def settle(inbox: Inbox, walks) -> None:
     for trail in walks:
         if trail.paid:
             inbox.wait(trail.graduate.openid, 0, max(0.0, deadline - time.monotonic()), is_payment_notice)
+
+
+def start_reviewer(cluster: Cluster, options) -> Process:
+    """A member of staff reviewing through the staff functions and CLI, as its own process."""
+    command = [sys.executable, "-m", "loadtest.reviewer", "--reject-every", str(options.reject_every),
+               "--cli-every", str(options.cli_every)]
+    reviewer = Process("reviewer", command, cluster.consumer.config, cluster.workdir / "reviewer.log")
+    reviewer.start()
+    return reviewer
+
+
+def reviewer_counts(reviewer: Process) -> Counter:
+    counts = Counter()
+    for line in reviewer.log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            kind = event["kind"]
+            counts[f"{event['verdict']} ({event['via']})" if kind == "decided" else f"{kind} at {event.get('step', '')}"
+                   if kind == "error" else kind] += 1
+    return counts
+
+
+def settle_reviews(cluster: Cluster, inbox: Inbox, walks) -> None:
+    """Wait (bounded) for every paying candidate's approval message and for the outbox to be empty."""
+    deadline = time.monotonic() + REVIEW_SETTLE_SECONDS
+    for trail in walks:
+        if trail.paid:
+            inbox.wait(trail.graduate.openid, 0, max(0.0, deadline - time.monotonic()), is_approval)
+    engine = create_engine(cluster.database_url)
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                if not connection.execute(text("SELECT count(*) FROM notifications WHERE status <> 'sent'")).scalar():
+                    return
+            time.sleep(1)
+    finally:
+        engine.dispose()
+
+
+class ProductionChaos:
+    """The production profile's faults, one after the other at shares of the messages done: a gunicorn
+    worker killed with SIGKILL (its master starts another), a huey consumer killed with SIGKILL and
+    started again a few seconds later (as systemd would), and every database connection of the app
+    terminated with pg_terminate_backend."""
+
+    def __init__(self, cluster: Cluster, backends: Backends, progress: Progress, at: tuple[float, float, float],
+                 restart_after: float, started: float):
+        self.cluster, self.backends, self.progress = cluster, backends, progress
+        self.at, self.restart_after, self.started = at, restart_after, started
+        self.fault: Fault | None = None  # (the issue-8 single kill; these faults are in events)
+        self.events: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+        self._thread.start()
+
+    def _wait_for(self, share: float) -> bool:
+        while self.progress.fraction < share:
+            if self._done.wait(0.05):
+                return False
+        return True
+
+    def _run(self) -> None:
+        faults = (self._kill_web_worker, self._kill_consumer, self._terminate_connections)
+        for share, fault in zip(self.at, faults):
+            if not self._wait_for(share):
+                return
+            try:
+                fault()
+            except Exception as exc:  # reported, and the run goes on
+                self.events.append(f"{fault.__name__.strip('_')} failed: {exc!r}")
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    def _kill_web_worker(self) -> None:
+        web = self.cluster.servers[0]
+        workers = child_pids(web.popen.pid)
+        if not workers:
+            raise ClusterError("gunicorn has no workers to kill")
+        victim = random.choice(workers)
+        in_flight = self.backends.in_flight(0)
+        at = self._now()
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        back = None
+        while time.monotonic() - killed < 60:
+            alive = [pid for pid in child_pids(web.popen.pid) if pid != victim]
+            if len(alive) >= len(workers):
+                back = time.monotonic() - killed
+                break
+            time.sleep(0.05)
+        replaced = f"replaced by its master after {back:.1f} s" if back is not None else "not replaced within 60 s"
+        self.events.append(f"SIGKILL gunicorn worker {victim} (1 of {len(workers)}) at {at:.0f} s with "
+                           f"{in_flight} request(s) in flight at the server; {replaced}")
+
+    def _kill_consumer(self) -> None:
+        consumer = self.cluster.consumers[-1]
+        at = self._now()
+        consumer.kill()
+        time.sleep(self.restart_after)
+        consumer.start()
+        self.events.append(f"SIGKILL huey consumer {consumer.name} at {at:.0f} s; started again "
+                           f"{self.restart_after:.0f} s later")
+
+    def _terminate_connections(self) -> None:
+        at = self._now()
+        terminated = self.cluster.terminate_connections()
+        self.events.append(f"pg_terminate_backend on {terminated} connection(s) to the app's database at {at:.0f} s")
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=120)
 
 
 class Chaos:

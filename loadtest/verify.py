@@ -1,5 +1,6 @@
 """After the run, in the database: every inbound message once in the transcript, every candidate in
-the state its walk should have left it in, one paid order each, the payment told once."""
+the state its walk should have left it in, one paid order each, each event told once per channel and
+every notification sent; and at the fakes: each notification delivered once (WeChat and SMS)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -7,7 +8,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import create_engine, text
 
-from loadtest.journey import Walk
+from loadtest.cohort import rejected_first
+from loadtest.journey import Walk, is_approval, is_payment_notice, is_rejection
+
+NOTIFIED_KINDS = ("payment_done", "approved", "rejected")
 
 
 @dataclass
@@ -19,6 +23,7 @@ class DatabaseFindings:
     paid_orders_doubled: int = 0
     paid_orders_missing: int = 0
     payment_notices_doubled: int = 0
+    notices_wrong: int = 0  # candidates without exactly the notification rows their walk calls for
     notifications_unsent: int = 0
     claims_left: int | None = None  # retry keys still claimed and not done
     deferred_left: int = 0  # slow photo checks never applied
@@ -27,18 +32,29 @@ class DatabaseFindings:
     @property
     def problems(self) -> int:
         return (self.inbound_missing + self.inbound_doubled + self.wrong_state + self.paid_orders_doubled
-                + self.paid_orders_missing + self.payment_notices_doubled)
+                + self.paid_orders_missing + self.payment_notices_doubled + self.notices_wrong
+                + self.notifications_unsent)
 
     def sample(self, line: str) -> None:
         if len(self.samples) < 8:
             self.samples.append(line)
 
 
-def expected_state(trail: Walk) -> str:
-    return "under_review" if trail.paid else "payment" if trail.pay_link else "photo"
+def expected_state(trail: Walk, reviewed: bool = False) -> str:
+    if trail.paid:
+        return "approved" if reviewed else "under_review"
+    return "payment" if trail.pay_link else "photo"
 
 
-def check_database(database_url: str, walks: list[Walk]) -> DatabaseFindings:
+def expected_notices(trail: Walk, reviewed: bool, reject_every: int) -> dict[str, int]:
+    """How many times each event must be told to this candidate (per channel)."""
+    paid = int(trail.paid)
+    rejected = int(reviewed and trail.paid and rejected_first(trail.graduate.openid, reject_every))
+    return {"payment_done": paid, "approved": paid if reviewed else 0, "rejected": rejected}
+
+
+def check_database(database_url: str, walks: list[Walk], reviewed: bool = False,
+                   reject_every: int = 0) -> DatabaseFindings:
     findings = DatabaseFindings()
     openids = [trail.graduate.openid for trail in walks]
     engine = create_engine(database_url)
@@ -51,9 +67,10 @@ def check_database(database_url: str, walks: list[Walk]) -> DatabaseFindings:
                                 openids))
             paid = Counter(openid for (openid,) in _rows(
                 connection, "SELECT openid FROM orders WHERE status = 'paid' AND openid IN :openids", openids))
-            notices = Counter((openid, channel) for openid, channel, _ in _rows(
-                connection, "SELECT openid, channel, status FROM notifications "
-                            "WHERE kind = 'payment_done' AND openid IN :openids", openids))
+            notices = Counter((openid, kind, channel) for openid, kind, channel in _rows(
+                connection, "SELECT openid, kind, channel FROM notifications "
+                            "WHERE kind IN ('payment_done', 'approved', 'rejected') AND openid IN :openids",
+                openids))
             findings.notifications_unsent = connection.execute(text(
                 "SELECT count(*) FROM notifications WHERE status <> 'sent'")).scalar_one()
             findings.deferred_left = connection.execute(text(
@@ -66,7 +83,7 @@ def check_database(database_url: str, walks: list[Walk]) -> DatabaseFindings:
     finally:
         engine.dispose()
     for trail in walks:
-        _check_walk(findings, trail, inbound, states, paid, notices)
+        _check_walk(findings, trail, inbound, states, paid, notices, reviewed, reject_every)
     return findings
 
 
@@ -78,7 +95,7 @@ def _rows(connection, sql: str, openids: list[str]):
 
 
 def _check_walk(findings: DatabaseFindings, trail: Walk, inbound: Counter, states: dict, paid: Counter,
-                notices: Counter) -> None:
+                notices: Counter, reviewed: bool, reject_every: int) -> None:
     openid = trail.graduate.openid
     for delivery in trail.deliveries:
         key = (openid, str(delivery.msg_id) if delivery.msg_id is not None else "[event subscribe]")
@@ -91,15 +108,86 @@ def _check_walk(findings: DatabaseFindings, trail: Walk, inbound: Counter, state
             findings.sample(f"{openid} {delivery.step} (MsgId {delivery.msg_id}) is in the transcript {times}×")
     state = states.get(openid, "(none)")
     findings.states[state] += 1
-    if state != expected_state(trail):
+    expected = expected_state(trail, reviewed)
+    if state != expected:
         findings.wrong_state += 1
-        findings.sample(f"{openid} is in {state}, its walk left it in {expected_state(trail)}")
+        findings.sample(f"{openid} is in {state}, its walk left it in {expected}")
     if paid[openid] > 1:
         findings.paid_orders_doubled += 1
         findings.sample(f"{openid} has {paid[openid]} paid orders")
     if trail.paid and paid[openid] == 0:
         findings.paid_orders_missing += 1
         findings.sample(f"{openid} saw the paid page but has no paid order")
-    if any(notices[(openid, channel)] > 1 for channel in ("wechat", "sms")):
+    if any(notices[(openid, "payment_done", channel)] > 1 for channel in ("wechat", "sms")):
         findings.payment_notices_doubled += 1
         findings.sample(f"{openid} has more than one payment notification per channel")
+    wanted = expected_notices(trail, reviewed, reject_every)
+    rows = {(kind, channel): notices[(openid, kind, channel)] for kind in NOTIFIED_KINDS for channel in ("wechat", "sms")}
+    wrong = [f"{kind}/{channel} {n}× (want {wanted[kind]})" for (kind, channel), n in rows.items() if n != wanted[kind]]
+    if wrong:
+        findings.notices_wrong += 1
+        findings.sample(f"{openid} notification rows: {', '.join(wrong)}")
+
+
+@dataclass
+class Deliveries:
+    """Each event's deliveries as the fakes counted them: candidates who got it once, never, twice or more."""
+    once: Counter = field(default_factory=Counter)  # (channel, kind) -> candidates
+    missing: Counter = field(default_factory=Counter)
+    doubled: Counter = field(default_factory=Counter)
+    unexpected: Counter = field(default_factory=Counter)  # received without the event having happened
+    samples: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(self.missing.values()) + sum(self.doubled.values()) + sum(self.unexpected.values())
+
+    def render(self) -> str:
+        keys = sorted(set(self.once) | set(self.missing) | set(self.doubled) | set(self.unexpected))
+        return "; ".join(f"{channel} {kind} once {self.once[(channel, kind)]}, missing {self.missing[(channel, kind)]}, "
+                         f"twice+ {self.doubled[(channel, kind)]}" + (f", unexpected {self.unexpected[(channel, kind)]}"
+                                                                       if self.unexpected[(channel, kind)] else "")
+                         for channel, kind in keys)
+
+
+WECHAT_KINDS = {"payment_done": is_payment_notice, "approved": is_approval, "rejected": is_rejection}
+
+
+def check_deliveries(walks: list[Walk], inbox, sms_sent: list | None, reviewed: bool,
+                     reject_every: int) -> Deliveries:
+    """Every event told once: the fake WeChat API's customer-service messages, and the fake SMS
+    provider's messages (by number and template) when the run has one."""
+    from loadtest.cluster import SMS_TEMPLATES
+
+    found = Deliveries()
+    by_phone = Counter((sms.phone[-11:], sms.template_id) for sms in sms_sent or [])
+    for trail in walks:
+        wanted = expected_notices(trail, reviewed, reject_every)
+        received = inbox.messages(trail.graduate.openid)
+        for kind, matches in WECHAT_KINDS.items():
+            _count(found, trail, "wechat", kind, wanted[kind], sum(matches(m) for m in received))
+            if sms_sent is not None:
+                _count(found, trail, "sms", kind, wanted[kind], by_phone[(trail.graduate.phone, SMS_TEMPLATES[kind])])
+    return found
+
+
+def _count(found: Deliveries, trail: Walk, channel: str, kind: str, wanted: int, times: int) -> None:
+    key = (channel, kind)
+    if wanted == 0:
+        if times:
+            found.unexpected[key] += 1
+            _sample(found, f"{trail.graduate.openid} received {kind} by {channel} {times}× without the event")
+        return
+    if times == 1:
+        found.once[key] += 1
+    elif times == 0:
+        found.missing[key] += 1
+        _sample(found, f"{trail.graduate.openid} never received {kind} by {channel}")
+    else:
+        found.doubled[key] += 1
+        _sample(found, f"{trail.graduate.openid} received {kind} by {channel} {times}×")
+
+
+def _sample(found: Deliveries, line: str) -> None:
+    if len(found.samples) < 8:
+        found.samples.append(line)
