@@ -70,8 +70,9 @@ bench: setup
 	$(BIN)/python bench/sealing_bench.py --graduates 50000
 	$(if $(BENCH_POSTGRES_URL),$(BIN)/python bench/sealing_bench.py --graduates 50000 --database-url $(BENCH_POSTGRES_URL))
 
-# Issue 8's cohort run: 300 candidates, 48 at a time, like WeChat, against real server processes, on
-# SQLite and on PostgreSQL + Redis (a scratch database: it is EMPTIED), each also with a server killed.
+# Issue 15's cohort through the production profile: PostgreSQL (a scratch database: it is EMPTIED) + Redis,
+# gunicorn with 3 workers, 2 consumers, 5 000 candidates 64 at a time, staff reviewing, faults mid-run.
+# Issue 8's smaller runs: make loadtest LOADTEST_ARGS="--profiles sqlite postgres".
 LOADTEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/loadtest
 LOADTEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 loadtest: setup
