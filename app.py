@@ -33,6 +33,7 @@ from payments import sandbox
 from rules.credentials import remember_secrets, scrub_credentials
 from rules.identity import mask_personal_data
 from settings import ConfigError, Settings, load_settings
+from store.crypto import KeyRing
 from store.db import Database
 from store.files import PhotoFiles, secure_data_dir
 
@@ -115,7 +116,7 @@ def check_photo(data: bytes, thresholds):
 
 def build_collector(settings: Settings) -> Collector:
     secure_data_dir(settings)  # before SQLite or huey create a file in it
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, ring=KeyRing.from_settings(settings.privacy))
     redis = health.RedisLink(settings) if settings.redis_url else None  # one client and outage for all
     wechat = WeChatApi(settings.wechat, build_token_store(settings, db, redis))
     payments = build_payment_gateway(settings)

@@ -17,6 +17,7 @@ from staff.review import StaffActionError
 from staff.lookup import shown
 from rules.credentials import scrub_credentials
 from rules.identity import mask_id_number, mask_personal_data
+from settings import ConfigError
 from store import queries
 from store.models import Message, Notification
 
@@ -69,8 +70,25 @@ def db_upgrade() -> None:
     from store import migrate  # alembic: only the db commands pay for importing it
 
     # The app's Database has already created the SQLite file's folder.
-    migrate.upgrade(collector().settings.database_url)
+    app = collector()
+    migrate.upgrade(app.settings.database_url)
+    seal_personal_data(app)
     click.echo("数据库已升级到最新版本。")
+
+
+def seal_personal_data(app) -> None:
+    """ID and phone numbers not yet encrypted under the active key get encrypted, a batch at a time."""
+    from store import sealing
+    from store.crypto import KeyRing
+
+    def progress(step: sealing.TableProgress) -> None:
+        if step.changed:
+            click.echo(f"sealed {step.table} {step.done}/{step.total} ({step.changed} rewritten)")
+
+    try:
+        sealing.seal_existing(app.db, KeyRing.from_settings(app.settings.privacy), progress=progress)
+    except ConfigError as exc:
+        raise fail(exc) from exc
 
 
 @db_group.command("downgrade")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from rules.identity import clean_id_number, clean_name, mask_id_number
 from rules.text import normalize
 from store.models import RosterEntry
+from store.sealed import LookupValue, masked_form
 
 MASKED = re.compile(r"^(\d{6})\*+(\d{3}[\dX])$")
 FULL_ID = re.compile(r"^\d{17}[\dX]$")
@@ -62,8 +63,9 @@ def _by_exam_number(session: Session, exam_number: str, name: str | None) -> lis
 
 def _by_masked(session: Session, masked: str, name: str | None) -> list[RosterEntry]:
     head, tail = MASKED.match(masked).groups()
-    query = select(RosterEntry).where(RosterEntry.id_number.startswith(head, autoescape=True),
-                                      RosterEntry.id_number.endswith(tail, autoescape=True))
+    # Only the keyed hash of what the mask shows is stored: compare that (store/sealed.py).
+    query = select(RosterEntry).where(
+        RosterEntry.id_number_masked_hash == literal(masked_form(head + tail), LookupValue()))
     if name is not None:
         query = query.where(RosterEntry.name == name)
     return list(session.scalars(query.order_by(RosterEntry.id).limit(CHOICES_SHOWN + 1)))

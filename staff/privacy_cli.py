@@ -9,6 +9,7 @@ from settings import ConfigError
 from staff import privacy
 from staff.audit import record
 from staff.cli import by_option, fail, table
+from store import sealing
 
 keys_group = AppGroup("keys", help="Encryption keys of personal data at rest ([privacy]).")
 retention_group = AppGroup("retention", help="How long personal data is kept ([retention]).")
@@ -22,29 +23,40 @@ def collector():
 @click.option("--batch", default=privacy.ROTATE_BATCH, show_default=True, help="Files between progress lines.")
 @by_option
 def rotate_command(batch: int, by: str) -> None:
-    """Re-encrypt every photo file under [privacy] active_key. Safe to stop and run again."""
+    """Re-encrypt every ID and phone number, then every photo file, under [privacy] active_key.
+    Safe to stop and run again: it goes on where it stopped."""
     app = collector()
     files = app.services.photo_files
 
+    def sealed(step: sealing.TableProgress) -> None:
+        click.echo(f"{step.table}: 已检查 {step.done}/{step.total}，已重新加密 {step.changed}")
+
     def progress(done: privacy.Rotation) -> None:
-        click.echo(f"已转换 {done.rotated}，已是当前密钥 {done.already}，失败 {len(done.failed)}")
+        click.echo(f"照片：已转换 {done.rotated}，已是当前密钥 {done.already}，失败 {len(done.failed)}")
 
     try:
+        rows = sealing.seal_existing(app.db, files.keys, progress=sealed)
         result = privacy.rotate_photo_files(files, progress, batch)
     except ConfigError as exc:
         raise fail(exc) from exc
     with app.db.session() as session:
         record(session, by, "keys.rotate", f"key {files.keys.active_key}",
-               f"rotated {result.rotated}, already {result.already}, failed {len(result.failed)}")
+               f"rows {sum(rows.values())}, files rotated {result.rotated}, already {result.already}, "
+               f"failed {len(result.failed)}")
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} 个文件无法用现有密钥解开（见日志），其余已完成")
-    click.echo(f"完成：所有照片文件都已使用密钥 {files.keys.active_key}")
+    click.echo(f"完成：所有证件号、手机号和照片文件都已使用密钥 {files.keys.active_key}")
 
 
 @keys_group.command("status")
 def status_command() -> None:
-    """Photo files per key id: an old key can go once it encrypts none (and no backup needs it)."""
-    files = collector().services.photo_files
+    """Photo files per key id, and rows not yet re-encrypted under the active key: an old key can go
+    once it encrypts none (and no backup needs it)."""
+    app = collector()
+    files = app.services.photo_files
+    pending = {table: count for table, count in sealing.pending_counts(app.db, files.keys).items() if count}
+    click.echo("数据库：" + ("、".join(f"{table} 还有 {count} 行待检查" for table, count in pending.items())
+                          if pending else f"所有证件号、手机号都已使用密钥 {files.keys.active_key}"))
     counts = privacy.files_by_key(files)
     rows = [[key_id if key_id is not None else "（未加密）", str(count),
              "当前" if key_id == files.keys.active_key else ""] for key_id, count in sorted(counts.items(), key=str)]

@@ -17,14 +17,22 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.crypto import KeyRing
+from store.sealed import attach_ring
+
 
 class Database:
-    def __init__(self, url: str, busy_timeout: float = 30.0):
-        """busy_timeout: seconds a SQLite writer waits for another process's write to finish."""
+    def __init__(self, url: str, busy_timeout: float = 30.0, ring: KeyRing | None = None):
+        """busy_timeout: seconds a SQLite writer waits for another process's write to finish.
+        ring: the keys of the encrypted columns (store/sealed.py); without it they can be neither
+        written nor read."""
         self.url = url
         self.engine = _create_engine(url, busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = _create_read_engine(url, busy_timeout) or self.engine
+        if ring is not None:
+            attach_ring(self.engine, ring)
+            attach_ring(self._read_engine, ring)
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager

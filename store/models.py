@@ -8,6 +8,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from store.sealed import Sealed, SealedList, SealedText, keep_hashes_current, lookup_hash_default
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -41,14 +43,19 @@ class RosterEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    id_number: Mapped[str] = mapped_column(String(18), unique=True)
+    id_number: Mapped[str] = mapped_column(Sealed)
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True, default=lookup_hash_default("id_number"))
+    # Staff may look a graduate up by the masked form screens show (staff/lookup.py).
+    id_number_masked_hash: Mapped[str | None] = mapped_column(
+        String(64), index=True, default=lookup_hash_default("id_number", "id_number_masked_hash"))
     exam_number: Mapped[str] = mapped_column(String(32))
     level: Mapped[str] = mapped_column(String(16))
     major: Mapped[str] = mapped_column(String(128))
     bound_openid: Mapped[str | None] = mapped_column(String(64), unique=True)
     bound_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The roster's optional 手机号: the only way to remind a graduate who never followed the account.
-    phone: Mapped[str | None] = mapped_column(String(20))
+    phone: Mapped[str | None] = mapped_column(Sealed)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=lookup_hash_default("phone"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -67,8 +74,10 @@ class Candidate(Base):
     state: Mapped[str] = mapped_column(String(32), default="welcome")
     level: Mapped[str | None] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(64))
-    id_number: Mapped[str | None] = mapped_column(String(18))
-    phone: Mapped[str | None] = mapped_column(String(20))
+    id_number: Mapped[str | None] = mapped_column(Sealed)
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=lookup_hash_default("id_number"))
+    phone: Mapped[str | None] = mapped_column(Sealed)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=lookup_hash_default("phone"))
     roster_entry_id: Mapped[int | None] = mapped_column(ForeignKey("roster_entries.id"))
     human_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The support agent holding the conversation (the bot stays silent meanwhile), since when, and the
@@ -231,7 +240,7 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(3))  # in | out
     channel: Mapped[str] = mapped_column(String(16))  # webhook | passive | custom
     msg_type: Mapped[str] = mapped_column(String(16))
-    content: Mapped[str] = mapped_column(Text, default="")
+    content: Mapped[str] = mapped_column(SealedText, default="")
     media_path: Mapped[str | None] = mapped_column(String(255))
     wechat_msg_id: Mapped[str | None] = mapped_column(String(64))
     state_before: Mapped[str | None] = mapped_column(String(32))
@@ -255,7 +264,7 @@ class Notification(Base):
     kind: Mapped[str] = mapped_column(String(32))  # payment_done | approved | rejected | review_delay | reply
     channel: Mapped[str] = mapped_column(String(8))  # wechat | sms
     openid: Mapped[str] = mapped_column(String(64), index=True)
-    phone: Mapped[str | None] = mapped_column(String(20))
+    phone: Mapped[str | None] = mapped_column(Sealed)
     payload: Mapped[dict] = mapped_column(JSON)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))  # the transcript row
     # pending | sending (claimed by a worker until lease_until) | sent | dead (gave up; staff can retry)
@@ -285,7 +294,7 @@ class InboundKey(Base):
     __tablename__ = "inbound_keys"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    reply_xml: Mapped[str | None] = mapped_column(Text)
+    reply_xml: Mapped[str | None] = mapped_column(SealedText)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     owner: Mapped[str | None] = mapped_column(String(96))
@@ -401,7 +410,7 @@ class ReminderCampaign(Base):
     segment: Mapped[str] = mapped_column(String(32))
     level: Mapped[str | None] = mapped_column(String(16))
     stuck_hours: Mapped[int | None] = mapped_column(Integer)
-    id_numbers: Mapped[list | None] = mapped_column(JSON)  # the "id_list" segment's uploaded ID numbers
+    id_numbers: Mapped[list | None] = mapped_column(SealedList)  # the "id_list" segment's uploaded ID numbers
     text: Mapped[str] = mapped_column(Text)
     # draft | scheduled | sending | paused | done | cancelled
     status: Mapped[str] = mapped_column(String(12), default="draft")
@@ -427,7 +436,7 @@ class ReminderRecipient(Base):
     graduate_key: Mapped[str] = mapped_column(String(80))  # r<roster id> or o<openid>
     roster_entry_id: Mapped[int | None] = mapped_column(ForeignKey("roster_entries.id"))
     openid: Mapped[str | None] = mapped_column(String(64))
-    phone: Mapped[str | None] = mapped_column(String(20))
+    phone: Mapped[str | None] = mapped_column(Sealed)
     name: Mapped[str | None] = mapped_column(String(64))
     planned_channel: Mapped[str] = mapped_column(String(12))  # custom | template | sms | unreachable
     status: Mapped[str] = mapped_column(String(8), default="planned")  # planned | queued | skipped
@@ -452,10 +461,25 @@ class PhoneCode(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     openid: Mapped[str] = mapped_column(String(64))
-    phone: Mapped[str] = mapped_column(String(20))
+    phone: Mapped[str] = mapped_column(Sealed)
     code_hash: Mapped[str] = mapped_column(String(64))
     tries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # Set once the code was typed right, or once a newer code replaced it: it can never be used again.
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SealProgress(Base):
+    """How far store/sealing.py has (re)sealed one table under `key_id`: it goes on after `last_key`."""
+    __tablename__ = "seal_progress"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    last_key: Mapped[str | None] = mapped_column(Text)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+keep_hashes_current(RosterEntry, "id_number", "phone")
+keep_hashes_current(Candidate, "id_number", "phone")
