@@ -279,3 +279,27 @@ def test_the_search_for_plaintext_finds_numbers_in_every_way_they_are_typed():
                             [ZHANG["id_number"], WANG["id_number"], ZHANG_PHONE, WANG_PHONE, LI["id_number"]])
     assert sorted(found) == sorted([ZHANG["id_number"], WANG["id_number"], ZHANG_PHONE, WANG_PHONE])
     assert not plaintext_finds(Stored(b"110101********4573 138****8000 enc1:1:abc", []), [ZHANG["id_number"], ZHANG_PHONE])
+
+
+# How else people type the numbers: an IME's full-width digits and ideographic spaces, a zero-width space
+# from copy-paste (the identity step reads all of these, rules/text.normalize), brackets around an area code.
+SPELLINGS = {
+    "full-width ID number": "".join(chr(0xFF10 + int(c)) if c.isdigit() else "Ｘ" for c in WANG["id_number"]),
+    "ID number in groups, ideographic spaces": "\u3000".join((ZHANG["id_number"][:6], ZHANG["id_number"][6:14],
+                                                              ZHANG["id_number"][14:])),
+    "ID number with zero-width spaces": "\u200b".join(ZHANG["id_number"]),
+    "phone number with brackets": f"({ZHANG_PHONE[:3]}){ZHANG_PHONE[3:7]}-{ZHANG_PHONE[7:]}",
+    "full-width phone number": "".join(chr(0xFF10 + int(c)) for c in ZHANG_PHONE),
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_number_typed_any_way_the_bot_reads_is_not_stored_in_plain_text(app, spelling):
+    typed = SPELLINGS[spelling]
+    wechat = simulator_for(app)
+    wechat.event("o_typist", "subscribe")
+    assert wechat.text("o_typist", f"我的号码是{typed}").status == 200  # the transcript keeps every message
+    with db(app).read() as session:
+        assert any(typed in text for text in support.candidate_file(
+            session, "o_typist", app.extensions["collector"].settings).events for text in [text.text])
+    assert_no_plaintext(app, [ZHANG["id_number"], WANG["id_number"], ZHANG_PHONE])

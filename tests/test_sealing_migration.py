@@ -157,8 +157,13 @@ def config_for(folder: Path, url: str, keys: dict[str, str], active: str) -> Pat
                         sections={"privacy": {"keys": keys, "active_key": active, "lookup_key": TEST_LOOKUP_KEY}})
 
 
+# Whatever the SQLite build's default, the commands must not leave old plaintext in freed pages.
+WITHOUT_SECURE_DELETE = Path(__file__).parent / "sqlite_without_secure_delete"
+
+
 def flask(config: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, COLLECTOR_CONFIG=str(config), PYTHONUNBUFFERED="1")
+    path = os.pathsep.join(filter(None, (str(WITHOUT_SECURE_DELETE), os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, COLLECTOR_CONFIG=str(config), PYTHONUNBUFFERED="1", PYTHONPATH=path)
     return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", *args], cwd=PROJECT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
