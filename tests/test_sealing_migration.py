@@ -79,8 +79,9 @@ class Cohort:
 
 def fill_at_0013(url: str, graduates: int, rows_per_insert: int = 5000) -> Cohort:
     """The roster; an account bound to every second graduate, which typed its ID and phone numbers (three
-    ways) and was answered with the confirm card; an SMS outbox row for each; a reminder campaign to an
-    uploaded list; SMS codes; replies kept for WeChat's retries. All in the 0013 schema."""
+    ways) and was answered with the confirm card; an SMS outbox row for each; for every tenth a support
+    reply quoting the number, a reminder, an SMS code and a reply kept for WeChat's retries; a reminder
+    campaign to an uploaded list. All in the 0013 schema."""
     engine = create_engine(url)
     schema = MetaData()
     schema.reflect(engine)
@@ -116,7 +117,11 @@ def fill_at_0013(url: str, graduates: int, rows_per_insert: int = 5000) -> Cohor
                               "openid": f"o_{n}", "phone": f"+86{typed}", "payload": {"template": "approved",
                                                                                      "params": [f"考生{n}"]},
                               "status": "sent", "attempts": 1, "next_attempt_at": WHEN, "created_at": WHEN})
-        if n % 10 == 0:
+        if n % 10 == 0:  # a support agent's reply quoting the number: its text is in the outbox row too
+            notifications.append({"dedupe_key": f"support:{n}:wechat", "kind": "support", "channel": "wechat",
+                                  "openid": f"o_{n}", "phone": None,
+                                  "payload": {"text": f"收到，我们会打 {typed} 联系您"}, "status": "sent",
+                                  "attempts": 1, "next_attempt_at": WHEN, "created_at": WHEN})
             recipients.append({"graduate_key": f"r{n}", "roster_entry_id": n, "openid": f"o_{n}",
                                "phone": f"+86{typed}", "name": f"考生{n}", "planned_channel": "sms", "status": "queued"})
             codes.append({"openid": f"o_{n}", "phone": f"+86{typed}", "code_hash": "0" * 64, "tries": 0,
