@@ -358,7 +358,7 @@ def demo_seed(by: str) -> None:
     """Load demo/roster.csv (fictional graduates) into the roster."""
     print_import_result(import_file(DEMO_ROSTER, by))
     example = demo_example()
-    click.echo(f"试试 flask chat：学历层次选“{example.level}”，再输入：{example.name} {example.id_number}")
+    click.echo(f"在另一个终端运行 .venv/bin/flask --app standins.demo chat 试试：学历层次选“{example.level}”，再输入：{example.name} {example.id_number}")
 
 
 def demo_example() -> roster.RosterRow:
