@@ -6,8 +6,9 @@ import logging
 import time
 from concurrent.futures import Future
 from datetime import datetime, timedelta
+from functools import partial
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 import messages
 from bot import states
@@ -35,24 +36,34 @@ class Conversation:
         self.outbox = outbox
 
     def handle(self, incoming: Incoming, arrived: float | None = None, route: ReplyRoute = PASSIVE) -> Reply:
-        """The reply to send back now; empty when it went out as a customer-service message instead
-        (route.settle decides, in the step's transaction). `arrived`: time.monotonic() of the request."""
+        """The step in a transaction of its own (the webhook runs `step` in the retry claim's)."""
         started = time.monotonic() if arrived is None else arrived
-        # The retry guard's ticket recorded it with the claim (record_inbound); other routes did not.
-        recorded = getattr(route, "inbound", None)
-        inbound_id, state_before = recorded or self._record_inbound(incoming, route.taken_over)
         try:
             with self.db.session() as session:
-                ctx = self._context(session, incoming.openid, started)
-                outcome = handback.tell_once(ctx, self._route(ctx, incoming))
-                channel = self._settle(ctx, outcome, inbound_id, channel="passive", route=route)
+                return self.step(incoming, started, session, route)
         except ClaimLost:
             raise
         except Exception:
-            log.exception("message %s from %s failed in state %s", incoming.msg_id, incoming.openid, state_before)
-            return self._record_failure(incoming.openid, inbound_id, state_before, route)
+            log.exception("message %s from %s failed", incoming.msg_id, incoming.openid)
+            with self.db.session() as session:
+                return self.record_failure(incoming, session, route)
+
+    def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE) -> Reply:
+        """The reply to send back now; empty when it went out as a customer-service message instead
+        (route.settle decides). The candidate's row lock, the transcript in and out, the new state and
+        the settled reply go in `session`'s one transaction; the inbound row is written once, at the end
+        with what came of it, or when the step commits early (Context.release) so that nothing the
+        candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
+        once the transaction has committed."""
+        ctx = self._context(session, incoming.openid, started)
+        existing = self._unfinished_inbound(session, incoming) if route.taken_over else None
+        inbound = _Inbound(session, _inbound_values(incoming, ctx.candidate.state), existing, restate=True)
+        ctx.before_release.append(inbound.write)
+        outcome = handback.tell_once(ctx, self._route(ctx, incoming))
+        channel = self._settle(ctx, outcome, inbound, channel="passive", route=route)
         for job, kind in ctx.deferred:
-            job.add_done_callback(self._finisher(incoming.openid, inbound_id, kind))
+            Database.after_commit(session, partial(job.add_done_callback,
+                                                   self._finisher(incoming.openid, inbound.id, kind)))
         return outcome.reply if channel == "passive" else NO_REPLY
 
     # -- routing ---------------------------------------------------------------------------------
@@ -104,52 +115,33 @@ class Conversation:
     def now(self) -> datetime:
         return datetime.now(self.settings.window.tz)
 
-    def _record_inbound(self, incoming: Incoming, taken_over: bool = False) -> tuple[int, str]:
-        """Committed before any step runs, so nothing the candidate sent is lost if the step fails."""
-        with self.db.session() as session:
-            return self._write_inbound(session, incoming, taken_over)
-
-    def record_inbound(self, incoming: Incoming, session, route: ReplyRoute) -> tuple[int, str]:
-        """The inbound row in the retry claim's transaction (committed with the claim, before the step)."""
-        return self._write_inbound(session, incoming, route.taken_over)
-
-    def _write_inbound(self, session, incoming: Incoming, taken_over: bool) -> tuple[int, str]:
-        """A message taken over from a dead process keeps the row its first attempt wrote."""
-        candidate = queries.candidate_for(session, incoming.openid)
-        row = self._unfinished_inbound(session, incoming) if taken_over else None
-        if row is None:
-            row = Message(openid=incoming.openid, direction="in", channel="webhook", msg_type=incoming.raw_type,
-                          content=_inbound_content(incoming), wechat_msg_id=incoming.msg_id, created_at=utcnow())
-            session.add(row)
-        row.state_before = candidate.state
-        session.flush()
-        return row.id, candidate.state
-
     @staticmethod
-    def _unfinished_inbound(session, incoming: Incoming) -> Message | None:
+    def _unfinished_inbound(session, incoming: Incoming) -> int | None:
+        """The inbound row an earlier attempt at this message committed and never finished (its process
+        died, or its step failed after committing early): kept, not written twice."""
         return session.scalars(
-            select(Message).where(Message.openid == incoming.openid, Message.direction == "in",
-                                  Message.wechat_msg_id == incoming.msg_id if incoming.msg_id
-                                  else Message.wechat_msg_id.is_(None),
-                                  Message.content == _inbound_content(incoming), Message.state_after.is_(None),
-                                  Message.created_at > utcnow() - UNFINISHED_HORIZON)
+            select(Message.id).where(Message.openid == incoming.openid, Message.direction == "in",
+                                     Message.wechat_msg_id == incoming.msg_id if incoming.msg_id
+                                     else Message.wechat_msg_id.is_(None),
+                                     Message.content == _inbound_content(incoming), Message.state_after.is_(None),
+                                     Message.created_at > utcnow() - UNFINISHED_HORIZON)
             .order_by(Message.id.desc()).limit(1)).first()
 
-    def _settle(self, ctx: Context, outcome: Outcome, inbound_id: int, channel: str,
+    def _settle(self, ctx: Context, outcome: Outcome, inbound: "_Inbound", channel: str,
                 route: ReplyRoute = PASSIVE) -> str:
         """Stores the step's effects and its reply; returns how the reply goes out: passive, or custom
         (a deferred verdict), or late (a step that outlasted every attempt WeChat made)."""
         before = ctx.candidate.state
         ctx.candidate.state = outcome.state
-        inbound = ctx.session.get(Message, inbound_id)
+        after = {}
         if channel == "passive":
-            inbound.state_after = outcome.state
-            inbound.checks = outcome.checks
-            inbound.pending = ctx.deferred[0][1] if ctx.deferred else None
+            after = {"state_after": outcome.state, "checks": outcome.checks,
+                     "pending": ctx.deferred[0][1] if ctx.deferred else None}
             if not route.settle(ctx.session, outcome.reply):
                 channel = "late"
         if outcome.media_path:
-            inbound.media_path = outcome.media_path
+            after["media_path"] = outcome.media_path
+        inbound_id = inbound.finish(after)
         if outcome.reply.empty:
             return channel
         if channel in ("custom", "late"):
@@ -157,24 +149,22 @@ class Conversation:
             notice = notices.reply(ctx.candidate.openid, key, outcome.reply.text, outcome.reply.image_media_id)
             self.outbox.add(ctx.session, notice, state_before=before, state_after=outcome.state, checks=outcome.checks)
             return channel
-        ctx.session.add(Message(openid=ctx.candidate.openid, direction="out", channel=channel,
-                                msg_type="image" if outcome.reply.image_media_id else "text",
-                                content=outcome.reply.describe(), state_before=before, state_after=outcome.state,
-                                checks=outcome.checks, created_at=utcnow()))
+        _write_outbound(ctx.session, ctx.candidate.openid, channel, outcome.reply, before, outcome.state,
+                        outcome.checks)
         return channel
 
-    def _record_failure(self, openid: str, inbound_id: int, state: str, route: ReplyRoute) -> Reply:
+    def record_failure(self, incoming: Incoming, session, route: ReplyRoute) -> Reply:
+        """After a step failed and its transaction rolled back: the inbound row (the one the step
+        committed early, if it did) and the system-error reply, settled with `route`."""
         reply = Reply(messages.SYSTEM_ERROR)
-        with self.db.session() as session:
-            inbound = session.get(Message, inbound_id)
-            inbound.state_after = state
-            inbound.checks = {"error": "handler failed"}
-            if not route.settle(session, reply):
-                self.outbox.add(session, notices.reply(openid, f"late:{inbound_id}", reply.text))
-                return NO_REPLY
-            session.add(Message(openid=openid, direction="out", channel="passive", msg_type="text",
-                                content=messages.SYSTEM_ERROR, state_before=state, state_after=state,
-                                created_at=utcnow()))
+        state = queries.candidate_for(session, incoming.openid).state
+        inbound = _Inbound(session, _inbound_values(incoming, state), self._unfinished_inbound(session, incoming))
+        passive = route.settle(session, reply)
+        inbound_id = inbound.finish({"state_after": state, "checks": {"error": "handler failed"}})
+        if not passive:
+            self.outbox.add(session, notices.reply(incoming.openid, f"late:{inbound_id}", reply.text))
+            return NO_REPLY
+        _write_outbound(session, incoming.openid, "passive", reply, state, state, None)
         return reply
 
     # -- deferred work ---------------------------------------------------------------------------
@@ -190,7 +180,7 @@ class Conversation:
                         log.info("deferred work for message %s was already applied", inbound_id)
                         return
                     outcome = on_done(ctx, job)
-                    self._settle(ctx, outcome, inbound_id, channel="custom")
+                    self._settle(ctx, outcome, _Inbound(session, {}, inbound_id), channel="custom")
             except Exception:
                 log.exception("deferred work for %s failed", openid)
                 with self.db.session() as session:
@@ -220,6 +210,57 @@ class Conversation:
                         openid)
             self._finisher(openid, inbound_id, kind)(redo(self.services, self.settings, checks or {}))
         return {"resumed": len(lost)}
+
+
+class _Inbound:
+    """The transcript's row for an incoming message: one INSERT with everything once the step is done,
+    or written early (write) and completed by an UPDATE, or an existing row (`row_id`) completed."""
+
+    def __init__(self, session, values: dict, row_id: int | None = None, restate: bool = False):
+        self.session = session
+        self.values = values
+        self.id = row_id
+        self._stale = restate  # an existing row still carries its first attempt's state_before
+
+    def write(self) -> int:
+        if self.id is None:
+            self.id = self.session.execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
+        elif self._stale:
+            self._update({"state_before": self.values["state_before"]})
+        return self.id
+
+    def finish(self, after: dict) -> int:
+        if self.id is None:
+            self.id = self.session.execute(_INSERT_MESSAGE_ID, {**self.values, **after}).scalar_one()
+            return self.id
+        if self._stale:
+            after = {"state_before": self.values["state_before"], **after}
+        if after:
+            self._update(after)
+        return self.id
+
+    def _update(self, values: dict) -> None:
+        self.session.execute(update(Message).where(Message.id == self.id).values(**values)
+                             .execution_options(synchronize_session=False))
+        self._stale = False
+
+
+# Core statements on the model's table (its column types apply: sealed content, JSON checks).
+_INSERT_MESSAGE_ID = insert(Message).returning(Message.id)
+_INSERT_MESSAGE = insert(Message)
+
+
+def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
+    return {"openid": incoming.openid, "direction": "in", "channel": "webhook", "msg_type": incoming.raw_type,
+            "content": _inbound_content(incoming), "wechat_msg_id": incoming.msg_id, "state_before": state_before,
+            "created_at": utcnow()}
+
+
+def _write_outbound(session, openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> None:
+    session.execute(_INSERT_MESSAGE, {"openid": openid, "direction": "out", "channel": channel,
+                                      "msg_type": "image" if reply.image_media_id else "text",
+                                      "content": reply.describe(), "state_before": before, "state_after": after,
+                                      "checks": checks, "created_at": utcnow()})
 
 
 def _inbound_content(incoming: Incoming) -> str:

@@ -7,6 +7,10 @@ retries about 5 s apart. Each message is run once, and its reply reaches the can
   message itself.
 - A retry of a message still running waits for its reply until its own budget is spent, and records in
   the row (`waiting_until`) how long it will wait.
+- The claim, the step and its stored reply are one transaction (the step runs in the claim's session):
+  a text message costs one commit. While that transaction is open a retry cannot see the claim and waits
+  on it in the database (PostgreSQL: the key's unique index; SQLite: the one writer lock); a step that
+  waits on the network commits first (Context.release), so its claim is visible and leased from then on.
 - The step stores its reply in the same transaction as its work (settle). If its own connection or a
   waiting retry can still take the reply, it is the passive answer; if every attempt had to be answered
   without it, it goes out as a customer-service message (through the outbox) and later retries get an
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -62,25 +66,59 @@ class Ticket:
     guard: "RetryGuard"
     render: Callable[[Reply], str] = field(default=lambda reply: EMPTY)
     taken_over: bool = False  # from an attempt whose process died
-    # What on_claim returned, in the claim's transaction (the conversation's inbound row and state).
-    inbound: Any = None
+    # What on_claim returned, in the claim's transaction (the step's reply).
+    result: Any = None
+    # The transaction that inserted the claim, while nothing else can have seen or changed the row.
+    fresh: Any = None
+    rendered: tuple[Reply, str] | None = None  # the settled reply and its XML
 
     def settle(self, session: Session, reply: Reply) -> bool:
         """Marks the message done with its reply. True: the reply is the passive answer (this attempt's
         connection or a waiting retry takes it); False: nobody can, send it another way."""
+        if self.fresh is not None and session.get_transaction() is self.fresh:
+            return self._settle_fresh(session, reply)
         row = _locked(session, self.key)
         if row is None or row.done or row.owner != self.owner:
             raise ClaimLost(self.key)
         now = utcnow()
         passive = now < self.answer_by or (row.waiting_until is not None and now < row.waiting_until)
         row.done, row.lease_until = True, None
-        row.reply_xml = self.render(reply) if passive else EMPTY
+        row.reply_xml = self._render(reply) if passive else EMPTY
         session.flush()
         Database.after_commit(session, self.guard.wake_waiters)
         return passive
 
+    def _settle_fresh(self, session: Session, reply: Reply) -> bool:
+        """The claim was inserted in this very transaction: the row is this attempt's, its waiting_until
+        is this attempt's answer_by, and nobody waits on it through the lease (a retry waits on the
+        uncommitted row in the database and reads the reply once this commits): one UPDATE."""
+        passive = utcnow() < self.answer_by
+        session.execute(_SETTLE, {"claim_key": self.key, "xml": self._render(reply) if passive else EMPTY})
+        return passive
+
+    def _render(self, reply: Reply) -> str:
+        xml = self.render(reply)
+        self.rendered = (reply, xml)
+        return xml
+
+    def reply_xml(self, reply: Reply) -> str:
+        """The XML settle stored for this reply, rendered again only if the step answered otherwise."""
+        if self.rendered is not None and self.rendered[0] is reply:
+            return self.rendered[1]
+        return self.render(reply)
+
 
 OnClaim = Callable[[Session, Ticket], Any]
+Before = Callable[[Session], None]
+
+
+class StepFailed(Exception):
+    """on_claim raised (not ClaimLost): its transaction, and with it the claim unless the step had
+    committed it, was rolled back. `ticket` is the attempt's, for recording the failure (recover)."""
+
+    def __init__(self, ticket: Ticket):
+        super().__init__(ticket.key)
+        self.ticket = ticket
 
 
 class RetryGuard:
@@ -102,19 +140,58 @@ class RetryGuard:
         """Until when an attempt that arrived at `arrived` (time.monotonic()) can still be answered."""
         return utcnow() + timedelta(seconds=self.answer_within - (time.monotonic() - arrived))
 
-    def claim(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None) -> Ticket | None | Answered:
-        """A Ticket when this attempt runs the message (first, or the owner died); None when another
-        attempt is running it (wait()); Answered when it is done. `on_claim(session, ticket)` runs in
-        the claim's own transaction when this attempt wins it (the transcript's inbound row: one commit
-        fewer per message); what it returns is `ticket.inbound`."""
+    def claim(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None,
+              render: Callable[[Reply], str] | None = None, before: Before | None = None) -> Ticket | None | Answered:
+        """A Ticket when this attempt ran the message (first, or the owner died); None when another
+        attempt is running it (wait()); Answered when it is done. `on_claim(session, ticket)` (the step)
+        runs in the claim's own transaction when this attempt wins it, so claim and step commit together;
+        what it returns is `ticket.result`. It raising ClaimLost passes through; anything else rolls the
+        transaction back and raises StepFailed. `before(session)` runs first in the same transaction (the
+        replay guard's nonce)."""
         self._maybe_purge()
         owner = self._new_owner()
-        with self.db.session() as session:
-            if self._insert(session, key, owner, answer_by):
-                return self._won(session, Ticket(key, owner, answer_by, self), on_claim)
-            return self._visit(session, key, owner, answer_by, giving_up=False, on_claim=on_claim)
+        return self._in_transaction(owner, lambda session: self._claim(session, key, owner, answer_by, on_claim,
+                                                                        render, before))
 
-    def wait(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None) -> Ticket | Answered:
+    def _claim(self, session: Session, key: str, owner: str, answer_by: datetime, on_claim: OnClaim | None,
+               render: Callable[[Reply], str] | None, before: Before | None) -> Ticket | None | Answered:
+        if before is not None:
+            before(session)
+        if self._insert(session, key, owner, answer_by):
+            ticket = Ticket(key, owner, answer_by, self, fresh=session.get_transaction())
+            return self._won(session, _with_render(ticket, render), on_claim)
+        return self._visit(session, key, owner, answer_by, giving_up=False, on_claim=on_claim, render=render)
+
+    def _in_transaction(self, owner: str, work: Callable[[Session], Any]) -> Any:
+        """work(session) in one transaction; a failed step comes out as StepFailed once rolled back. The
+        attempt's lease is renewed only while it runs."""
+        try:
+            with self.db.session() as session:
+                return work(session)
+        except _Failed as failed:
+            raise StepFailed(failed.ticket) from failed.__cause__
+        finally:
+            self._let_go(owner)
+
+    def recover(self, ticket: Ticket, on_claim: OnClaim) -> Ticket:
+        """After StepFailed: holds the message again for this attempt (its claim row is back, or still
+        there if the step had committed it) and runs on_claim (recording the failure) in that
+        transaction. ClaimLost if another attempt holds it meanwhile."""
+        def work(session: Session) -> Ticket:
+            row = _locked(session, ticket.key)
+            if row is None:
+                if not self._insert(session, ticket.key, ticket.owner, ticket.answer_by):
+                    raise ClaimLost(ticket.key)
+            elif row.done or row.owner != ticket.owner:
+                raise ClaimLost(ticket.key)
+            again = Ticket(ticket.key, ticket.owner, ticket.answer_by, self, render=ticket.render,
+                           taken_over=True)
+            again.result = on_claim(session, again)
+            return again
+        return self._in_transaction(ticket.owner, work)
+
+    def wait(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None,
+             render: Callable[[Reply], str] | None = None) -> Ticket | Answered:
         """Waits for the attempt running the message until answer_by; takes the message over if that
         attempt's process dies meanwhile. Answered(EMPTY) when it had to give up."""
         while True:
@@ -126,20 +203,20 @@ class RetryGuard:
             if row is not None and row.done:
                 return Answered(row.reply_xml or EMPTY)
             if left <= 0 or row is None or _expired(row, utcnow()):
-                found = self._revisit(key, answer_by, giving_up=left <= 0, on_claim=on_claim)
+                found = self._revisit(key, answer_by, giving_up=left <= 0, on_claim=on_claim, render=render)
                 if found is not None:
                     return found
 
     def release(self, ticket: Ticket) -> None:
         """The step failed before it settled: let WeChat's retry run it again."""
-        self.let_go(ticket)
+        self._let_go(ticket.owner)
         with self.db.session() as session:
             session.execute(delete(InboundKey).where(InboundKey.key == ticket.key, InboundKey.owner == ticket.owner,
                                                      InboundKey.done.is_(False)))
 
-    def let_go(self, ticket: Ticket) -> None:
+    def _let_go(self, owner: str) -> None:
         with self._lock:
-            self._held.discard(ticket.owner)
+            self._held.discard(owner)
 
     def wake_waiters(self) -> None:
         with self._changed:
@@ -156,14 +233,16 @@ class RetryGuard:
                                    .returning(InboundKey.key))
         return inserted.scalar_one_or_none() is not None
 
-    def _visit(self, session: Session, key: str, owner: str, answer_by: datetime,
-               giving_up: bool, on_claim: OnClaim | None = None) -> Ticket | None | Answered:
+    def _visit(self, session: Session, key: str, owner: str, answer_by: datetime, giving_up: bool,
+               on_claim: OnClaim | None = None, render: Callable[[Reply], str] | None = None
+               ) -> Ticket | None | Answered:
         """With the row locked: done → its reply; owner gone → taken over; else this attempt's wait is
         recorded (or, giving up, withdrawn)."""
         row = _locked(session, key)
         if row is None:  # released after a failure: run it
             if self._insert(session, key, owner, answer_by):
-                return self._won(session, Ticket(key, owner, answer_by, self), on_claim)
+                ticket = Ticket(key, owner, answer_by, self, fresh=session.get_transaction())
+                return self._won(session, _with_render(ticket, render), on_claim)
             row = _locked(session, key)
             if row is None:  # inserted and released again meanwhile: look again
                 return None
@@ -174,7 +253,8 @@ class RetryGuard:
             log.warning("message %s: its claim by %s ran out; this attempt runs it", key, row.owner)
             row.owner, row.lease_until = owner, now + self.lease
             row.waiting_until = max(filter(None, (row.waiting_until, answer_by)))
-            return self._won(session, Ticket(key, owner, answer_by, self, taken_over=True), on_claim)
+            return self._won(session, _with_render(Ticket(key, owner, answer_by, self, taken_over=True), render),
+                             on_claim)
         if giving_up:
             if row.waiting_until == answer_by:
                 row.waiting_until = None
@@ -183,16 +263,24 @@ class RetryGuard:
             row.waiting_until = answer_by
         return None
 
-    def _revisit(self, key: str, answer_by: datetime, giving_up: bool,
-                 on_claim: OnClaim | None = None) -> Ticket | Answered | None:
-        with self.db.session() as session:
-            return self._visit(session, key, self._new_owner(), answer_by, giving_up, on_claim)
+    def _revisit(self, key: str, answer_by: datetime, giving_up: bool, on_claim: OnClaim | None = None,
+                 render: Callable[[Reply], str] | None = None) -> Ticket | Answered | None:
+        owner = self._new_owner()
+        return self._in_transaction(owner, lambda session: self._visit(session, key, owner, answer_by, giving_up,
+                                                                       on_claim, render))
 
     def _won(self, session: Session, ticket: Ticket, on_claim: OnClaim | None) -> Ticket:
-        """This attempt holds the message. on_claim first: if it fails, the claim rolls back with it."""
+        """This attempt holds the message: the heartbeat keeps its lease (once the step commits it),
+        and on_claim runs. If it fails, the claim rolls back with it."""
+        self._hold(ticket)
         if on_claim is not None:
-            ticket.inbound = on_claim(session, ticket)
-        return self._hold(ticket)
+            try:
+                ticket.result = on_claim(session, ticket)
+            except ClaimLost:
+                raise
+            except Exception as error:
+                raise _Failed(ticket) from error
+        return ticket
 
     def _peek(self, key: str) -> InboundKey | None:
         with self.db.read() as session:  # no writer lock on SQLite: waiters poll often
@@ -235,6 +323,24 @@ class RetryGuard:
             return
         with self.db.session() as session:
             session.execute(delete(InboundKey).where(InboundKey.created_at < utcnow() - KEEP_KEYS_FOR))
+
+
+class _Failed(Exception):
+    def __init__(self, ticket: Ticket):
+        super().__init__(ticket.key)
+        self.ticket = ticket
+
+
+def _with_render(ticket: Ticket, render: Callable[[Reply], str] | None) -> Ticket:
+    if render is not None:
+        ticket.render = render
+    return ticket
+
+
+# The claim a transaction inserted and still holds, settled with its reply.
+_SETTLE = (update(InboundKey).where(InboundKey.key == bindparam("claim_key"))
+           .values(done=True, lease_until=None, reply_xml=bindparam("xml"))
+           .execution_options(synchronize_session=False))
 
 
 def _locked(session: Session, key: str) -> InboundKey | None:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, request
 
 from bot import arrival
 from bot.protocol import EMPTY_REPLY, Opened, ProtocolError, WeChatProtocol
-from bot.retries import Answered, RetryGuard, Ticket
+from bot.retries import Answered, RetryGuard, StepFailed, Ticket
 from bot.conversation import Conversation
 from handlers.base import ClaimLost
 
@@ -42,45 +42,60 @@ def receive():
     if len(body) > limit:
         return _refuse(ProtocolError(413, "body over the limit"))
     try:
-        opened = protocol.open(request.args, body)
+        opened = protocol.open(request.args, body, defer_nonce=True)
+        reply_xml = _answer(opened, arrived)
     except ProtocolError as exc:
         return _refuse(exc)
-
-    return _xml(protocol.seal(_answer(opened, arrived), opened.encrypted))
+    return _xml(protocol.seal(reply_xml, opened.encrypted))
 
 
 def _answer(opened: Opened, arrived: float) -> str:
-    """The reply XML for this attempt: the step's, run here or by the attempt that holds the message."""
-    _, retries, conversation = _parts()
-    answer_by = retries.answer_by(arrived)
-    record_inbound = partial(conversation.record_inbound, opened.incoming)  # in the claim's transaction
-    found = retries.claim(opened.retry_key, answer_by, on_claim=record_inbound)
-    while True:
-        if found is None:
-            log.info("retry of %s waits for the attempt running it", opened.retry_key)
-            found = retries.wait(opened.retry_key, answer_by, on_claim=record_inbound)
-        if isinstance(found, Answered):
-            return found.reply_xml
-        try:
-            return _run(found, opened, arrived)
-        except ClaimLost:
-            log.warning("message %s was taken over by another attempt; waiting for its reply", opened.retry_key)
-            found = None
-
-
-def _run(ticket: Ticket, opened: Opened, arrived: float) -> str:
+    """The reply XML for this attempt: the step's, run here in the claim's transaction, or by the attempt
+    that holds the message."""
     protocol, retries, conversation = _parts()
-    ticket.render = partial(protocol.render, opened=opened)
+    key = opened.retry_key
+    answer_by = retries.answer_by(arrived)
+    render = partial(protocol.render, opened=opened)
+
+    def step(session, ticket: Ticket):
+        return conversation.step(opened.incoming, arrived, session, ticket)
+
+    take_nonce = partial(protocol.take_nonce, opened)  # first in the claim's transaction
+    found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce))
+    while not isinstance(found, (Ticket, Answered)):
+        log.info("retry of %s waits for the attempt running it", key)
+        found = _attempt(opened, lambda: retries.wait(key, answer_by, on_claim=step, render=render))
+    if isinstance(found, Answered):
+        return found.reply_xml
+    return found.reply_xml(found.result)
+
+
+def _attempt(opened: Opened, run) -> Ticket | Answered | None:
+    """run(): a claim or a wait, which runs the step if this attempt wins the message. None: another
+    attempt holds it (wait for its reply)."""
+    _, retries, conversation = _parts()
     try:
-        reply = conversation.handle(opened.incoming, arrived, ticket)
+        return run()
     except ClaimLost:
-        raise
+        log.warning("message %s was taken over by another attempt; waiting for its reply", opened.retry_key)
+        return None
+    except StepFailed as failed:
+        log.error("message %s from %s failed", opened.incoming.msg_id, opened.incoming.openid,
+                  exc_info=failed.__cause__)
+        return _record_failure(opened, failed.ticket)
+
+
+def _record_failure(opened: Opened, ticket: Ticket) -> Ticket | None:
+    """The failed step's transaction rolled back: the system-error reply, under the same claim. If even
+    that fails, the claim goes, so that WeChat's retry runs the message again."""
+    _, retries, conversation = _parts()
+    try:
+        return retries.recover(ticket, on_claim=partial(conversation.record_failure, opened.incoming))
+    except ClaimLost:
+        return None
     except Exception:
-        retries.release(ticket)  # let WeChat's retry run it again
+        retries.release(ticket)
         raise
-    finally:
-        retries.let_go(ticket)
-    return protocol.render(reply, opened)
 
 
 def _xml(body: bytes) -> Response:

@@ -128,10 +128,15 @@ class Context:
     now: datetime
     started: float  # time.monotonic() when the request arrived: the reply budget counts from here
     deferred: list[tuple[Future, str]] = field(default_factory=list)
+    # Run before release() commits: writes the step keeps until its end while it commits only once
+    # (the inbound transcript row), which must be in what an early commit keeps.
+    before_release: list[Callable[[], Any]] = field(default_factory=list)
 
     def release(self) -> None:
         """Commits what the step has done so far, so that no database lock is held while it waits
         on the network; the candidate is re-read afterwards in a fresh transaction."""
+        for write in self.before_release:
+            write()
         self.session.commit()
 
     def reload(self) -> None:

@@ -1,29 +1,74 @@
-"""A text message costs few transactions: the retry claim with the inbound transcript row, then the step
-with its reply (plus the replay guard's nonce for plain requests without Redis)."""
+"""A text message costs one transaction: the replay guard's nonce, the retry claim, the candidate's row
+lock and state, the inbound and outbound transcript rows and the stored reply commit together."""
 from __future__ import annotations
 
 import threading
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, select
+
+from store.models import Candidate, InboundKey, Message
+from tests.conftest import simulator_for
 
 
-def count_commits(app) -> list[int]:
-    """Commits made by this thread (the test client runs the request in it), not by the claims' heartbeat."""
+def count_transactions(app) -> dict[str, int]:
+    """Transactions begun and committed by this thread (the test client runs the request in it), not by
+    the claims' heartbeat, on the writer and the reader engine."""
     db = app.extensions["collector"].db
-    commits, me = [0], threading.get_ident()
+    counts, me = {"writer": 0, "reader": 0, "commit": 0}, threading.get_ident()
 
-    def counted(_connection) -> None:
-        if threading.get_ident() == me:
-            commits[0] += 1
+    def counter(name):
+        def count(_connection) -> None:
+            if threading.get_ident() == me:
+                counts[name] += 1
+        return count
 
-    for engine in {db.engine, db._read_engine}:
-        event.listen(engine, "commit", counted)
-    return commits
+    event.listen(db.engine, "begin", counter("writer"))
+    event.listen(db.engine, "commit", counter("commit"))
+    if db._read_engine is not db.engine:
+        event.listen(db._read_engine, "begin", counter("reader"))
+        event.listen(db._read_engine, "commit", counter("commit"))
+    return counts
 
 
-def test_a_text_message_takes_three_transactions_in_plain_mode(app, wechat):
-    wechat.event("o_hot_path", "subscribe")
-    commits = count_commits(app)
-    reply = wechat.text("o_hot_path", "帮助")
-    assert reply.content
-    assert commits[0] == 3  # nonce, claim + inbound row, step + settled reply + outbound row
+def transcript(app, openid: str) -> list[tuple[str, str, str]]:
+    with app.extensions["collector"].db.read() as session:
+        return session.execute(select(Message.direction, Message.state_before, Message.state_after)
+                               .where(Message.openid == openid).order_by(Message.id)).all()
+
+
+@pytest.mark.parametrize("aes", [False, True])
+def test_help_takes_one_transaction(app, aes):
+    wechat = simulator_for(app, aes=aes)
+    wechat.event("o_hot_help", "subscribe")
+    counts = count_transactions(app)
+    reply = wechat.text("o_hot_help", "帮助")
+    assert "院校名称" in reply.content
+    assert counts == {"writer": 1, "reader": 0, "commit": 1}
+    assert transcript(app, "o_hot_help")[-2:] == [("in", "institution", "institution"),
+                                                  ("out", "institution", "institution")]
+
+
+def test_a_step_that_moves_the_conversation_on_takes_one_transaction(app, wechat):
+    wechat.event("o_hot_step", "subscribe")
+    counts = count_transactions(app)
+    reply = wechat.text("o_hot_step", "北京市高等教育自学考试")
+    assert "专科" in reply.content
+    assert counts == {"writer": 1, "reader": 0, "commit": 1}
+    assert transcript(app, "o_hot_step")[-2:] == [("in", "institution", "level"), ("out", "institution", "level")]
+    with app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_hot_step")) == "level"
+        claims = session.scalars(select(InboundKey).where(InboundKey.key.like("msg:%"))).all()
+    assert [(claim.done, claim.lease_until) for claim in claims] == [(True, None)]
+    assert "专科" in claims[0].reply_xml  # a retry is answered from it
+
+
+def test_a_retry_of_an_answered_message_is_answered_from_its_claim(app, wechat):
+    wechat.event("o_hot_retry", "subscribe")
+    msg_id = wechat.next_msg_id()
+    first = wechat.text("o_hot_retry", "帮助", msg_id=msg_id)
+    counts = count_transactions(app)
+    again = wechat.text("o_hot_retry", "帮助", msg_id=msg_id)
+    assert again.content == first.content
+    assert counts["commit"] == 1 and counts["writer"] == 1
+    assert [row[0] for row in transcript(app, "o_hot_retry")].count("in") == 2  # subscribe, help once
