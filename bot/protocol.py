@@ -36,6 +36,8 @@ class Opened:
     incoming: Incoming
     encrypted: bool
     retry_key: str
+    # The replay check left to the message's transaction (take_nonce): (key, fingerprint, ttl).
+    nonce: tuple[str, str, int] | None = None
 
 
 class WeChatProtocol:
@@ -58,7 +60,9 @@ class WeChatProtocol:
             raise ProtocolError(400, "missing echostr")
         return echostr
 
-    def open(self, args: Mapping[str, str], body: bytes) -> Opened:
+    def open(self, args: Mapping[str, str], body: bytes, defer_nonce: bool = False) -> Opened:
+        """defer_nonce: a nonce store in the database takes the pair in the caller's transaction
+        (take_nonce) instead of one of its own."""
         timestamp, nonce = args.get("timestamp", ""), args.get("nonce", "")
         encrypted = args.get("encrypt_type", "raw").lower() == "aes"
         _refuse_declarations(body)
@@ -72,11 +76,20 @@ class WeChatProtocol:
             self._check_signature(args.get("signature", ""), timestamp, nonce)
             xml = body
         message = _parse(xml)
+        pending = None
         if self.mode != "safe":
             # In safe mode msg_signature covers the ciphertext, so a pair cannot carry another message.
-            self._check_replay(timestamp, nonce, message)
+            pending = self._check_replay(timestamp, nonce, message, defer_nonce)
         return Opened(message=message, incoming=to_incoming(message), encrypted=encrypted,
-                      retry_key=retry_key(message))
+                      retry_key=retry_key(message), nonce=pending)
+
+    def take_nonce(self, opened: Opened, session) -> None:
+        """The replay check open() left to the message's transaction (`session`)."""
+        if opened.nonce is None:
+            return
+        key, mine, ttl = opened.nonce
+        if self.nonces.take_in(session, key, mine, ttl) != mine:
+            raise ProtocolError(403, "nonce already used by another message (replayed query string)")
 
     def render(self, reply: Reply, opened: Opened) -> str:
         """The plaintext passive reply (kept for retries); seal() encrypts it per request."""
@@ -108,13 +121,18 @@ class WeChatProtocol:
         if skew > self.settings.max_clock_skew_seconds:
             raise ProtocolError(403, f"stale timestamp ({int(skew)} s off)")
 
-    def _check_replay(self, timestamp: str, nonce: str, message) -> None:
+    def _check_replay(self, timestamp: str, nonce: str, message, defer: bool) -> tuple[str, str, int] | None:
         """A (timestamp, nonce) belongs to the first message that used it; WeChat's retries of that
-        message may repeat it and go on to the retry guard."""
+        message may repeat it and go on to the retry guard. Deferred: what take_nonce takes."""
         mine = fingerprint(message._data)
         ttl = ttl_for(timestamp, self.settings.max_clock_skew_seconds, self.clock())
-        if self.nonces.take(nonce_key(timestamp, nonce), mine, ttl) != mine:
+        key = nonce_key(timestamp, nonce)
+        if defer and hasattr(self.nonces, "take_in"):
+            self.nonces.maybe_purge()
+            return key, mine, ttl
+        if self.nonces.take(key, mine, ttl) != mine:
             raise ProtocolError(403, "nonce already used by another message (replayed query string)")
+        return None
 
     def _decrypt(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> str:
         if not msg_signature:

@@ -19,7 +19,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from store.db import Database
@@ -82,6 +83,21 @@ class DatabaseNonceStore:
                 if row is None:  # purged in between: expired, and the timestamp check refuses it anyway
                     return fingerprint
                 return row.fingerprint
+
+    def take_in(self, session, key: str, fingerprint: str, ttl_seconds: int) -> str:
+        """take() in the caller's transaction (the webhook's one transaction per message), which a
+        forged pair rolls back. Call maybe_purge() first, outside it."""
+        expires = utcnow() + timedelta(seconds=ttl_seconds)
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        taken = session.execute(dialect.insert(ReplayNonce).values(key=key, fingerprint=fingerprint, expires_at=expires)
+                                .on_conflict_do_nothing().returning(ReplayNonce.key)).scalar_one_or_none()
+        if taken is not None:
+            return fingerprint
+        held = session.scalar(select(ReplayNonce.fingerprint).where(ReplayNonce.key == key))
+        return fingerprint if held is None else held
+
+    def maybe_purge(self) -> None:
+        self._maybe_purge(utcnow())
 
     def _maybe_purge(self, now: datetime) -> None:
         if next(self._counter) % PURGE_EVERY:
