@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 import messages
 from bot import states
@@ -132,7 +132,8 @@ class Conversation:
         """Stores the step's effects and its reply; returns how the reply goes out: passive, or custom
         (a deferred verdict), or late (a step that outlasted every attempt WeChat made)."""
         before = ctx.candidate.state
-        ctx.candidate.state = outcome.state
+        if outcome.state != before:  # an unchanged row is not flushed
+            ctx.candidate.state = outcome.state
         after = {}
         if channel == "passive":
             after = {"state_after": outcome.state, "checks": outcome.checks,
@@ -224,14 +225,14 @@ class _Inbound:
 
     def write(self) -> int:
         if self.id is None:
-            self.id = self.session.execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
+            self.id = self.session.connection().execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
         elif self._stale:
             self._update({"state_before": self.values["state_before"]})
         return self.id
 
     def finish(self, after: dict) -> int:
         if self.id is None:
-            self.id = self.session.execute(_INSERT_MESSAGE_ID, {**self.values, **after}).scalar_one()
+            self.id = self.session.connection().execute(_INSERT_MESSAGE_ID, {**self.values, **after}).scalar_one()
             return self.id
         if self._stale:
             after = {"state_before": self.values["state_before"], **after}
@@ -240,14 +241,15 @@ class _Inbound:
         return self.id
 
     def _update(self, values: dict) -> None:
-        self.session.execute(update(Message).where(Message.id == self.id).values(**values)
-                             .execution_options(synchronize_session=False))
+        self.session.connection().execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
         self._stale = False
 
 
-# Core statements on the model's table (its column types apply: sealed content, JSON checks).
-_INSERT_MESSAGE_ID = insert(Message).returning(Message.id)
-_INSERT_MESSAGE = insert(Message)
+# Core statements on the model's table, compiled once (its column types apply: sealed content, JSON checks).
+_MESSAGES = Message.__table__
+_INSERT_MESSAGE_ID = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_INSERT_MESSAGE = insert(_MESSAGES)
+_UPDATE_MESSAGE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
 
 
 def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
@@ -257,10 +259,10 @@ def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
 
 
 def _write_outbound(session, openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> None:
-    session.execute(_INSERT_MESSAGE, {"openid": openid, "direction": "out", "channel": channel,
-                                      "msg_type": "image" if reply.image_media_id else "text",
-                                      "content": reply.describe(), "state_before": before, "state_after": after,
-                                      "checks": checks, "created_at": utcnow()})
+    session.connection().execute(_INSERT_MESSAGE, {
+        "openid": openid, "direction": "out", "channel": channel, "msg_type": "image" if reply.image_media_id else "text",
+        "content": reply.describe(), "state_before": before, "state_after": after, "checks": checks,
+        "created_at": utcnow()})
 
 
 def _inbound_content(incoming: Incoming) -> str:

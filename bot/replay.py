@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from store import queries
 from store.db import Database
 from store.models import ReplayNonce, utcnow
 
@@ -88,10 +88,8 @@ class DatabaseNonceStore:
         """take() in the caller's transaction (the webhook's one transaction per message), which a
         forged pair rolls back. Call maybe_purge() first, outside it."""
         expires = utcnow() + timedelta(seconds=ttl_seconds)
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        taken = session.execute(dialect.insert(ReplayNonce).values(key=key, fingerprint=fingerprint, expires_at=expires)
-                                .on_conflict_do_nothing().returning(ReplayNonce.key)).scalar_one_or_none()
-        if taken is not None:
+        if queries.insert_unless_taken(session, ReplayNonce.__table__,
+                                       dict(key=key, fingerprint=fingerprint, expires_at=expires)):
             return fingerprint
         held = session.scalar(select(ReplayNonce.fingerprint).where(ReplayNonce.key == key))
         return fingerprint if held is None else held

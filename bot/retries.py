@@ -31,11 +31,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.protocol import EMPTY_REPLY
 from handlers.base import ClaimLost, Reply
+from store import queries
 from store.db import Database
 from store.models import InboundKey, utcnow
 
@@ -93,7 +93,8 @@ class Ticket:
         is this attempt's answer_by, and nobody waits on it through the lease (a retry waits on the
         uncommitted row in the database and reads the reply once this commits): one UPDATE."""
         passive = utcnow() < self.answer_by
-        session.execute(_SETTLE, {"claim_key": self.key, "xml": self._render(reply) if passive else EMPTY})
+        session.connection().execute(_SETTLE, {"claim_key": self.key,
+                                               "xml": self._render(reply) if passive else EMPTY})
         return passive
 
     def _render(self, reply: Reply) -> str:
@@ -226,12 +227,9 @@ class RetryGuard:
 
     def _insert(self, session: Session, key: str, owner: str, answer_by: datetime) -> bool:
         now = utcnow()
-        values = dict(key=key, done=False, created_at=now, owner=owner, lease_until=now + self.lease,
-                      waiting_until=answer_by)
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        inserted = session.execute(dialect.insert(InboundKey).values(**values).on_conflict_do_nothing()
-                                   .returning(InboundKey.key))
-        return inserted.scalar_one_or_none() is not None
+        return queries.insert_unless_taken(session, _CLAIMS, dict(key=key, done=False, created_at=now, owner=owner,
+                                                                  lease_until=now + self.lease,
+                                                                  waiting_until=answer_by))
 
     def _visit(self, session: Session, key: str, owner: str, answer_by: datetime, giving_up: bool,
                on_claim: OnClaim | None = None, render: Callable[[Reply], str] | None = None
@@ -337,10 +335,11 @@ def _with_render(ticket: Ticket, render: Callable[[Reply], str] | None) -> Ticke
     return ticket
 
 
+# Core statements on the model's table, compiled once (its column types apply: the sealed reply).
+_CLAIMS = InboundKey.__table__
 # The claim a transaction inserted and still holds, settled with its reply.
-_SETTLE = (update(InboundKey).where(InboundKey.key == bindparam("claim_key"))
-           .values(done=True, lease_until=None, reply_xml=bindparam("xml"))
-           .execution_options(synchronize_session=False))
+_SETTLE = (update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
+           .values(done=True, lease_until=None, reply_xml=bindparam("xml")))
 
 
 def _locked(session: Session, key: str) -> InboundKey | None:

@@ -1,9 +1,11 @@
 """Queries shared by the conversation, the payment pages and the staff commands."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
@@ -127,3 +129,33 @@ def audit(session: Session, actor: str, action: str, target: str, detail: str | 
 
 def hour_ago(now: datetime) -> datetime:
     return now - timedelta(hours=1)
+
+
+def insert_unless_taken(session: Session, table: Table, values: dict) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING into a model's table on the session's connection: True when the
+    row went in. SQLAlchemy's dialect inserts with ON CONFLICT are compiled afresh on every call (they
+    have no cache key), about 1 ms each; this one statement per table and dialect is compiled once."""
+    connection = session.connection()
+    statement = _insert_unless_taken(table, connection.dialect.name)
+    return connection.execute(statement, values).first() is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_unless_taken(table: Table, dialect: str):
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = _cacheable_insert(module)(table).returning(*table.primary_key.columns)
+    statement._post_values_clause = _cacheable_do_nothing(module)()  # what on_conflict_do_nothing() sets
+    return statement
+
+
+@functools.lru_cache(maxsize=None)
+def _cacheable_insert(module):
+    # The dialect's Insert opts out of caching only for its ON CONFLICT clause, made cacheable below.
+    return type(f"CacheableInsert_{module.__name__.rsplit('.', 1)[-1]}", (module.Insert,), {"inherit_cache": True})
+
+
+@functools.lru_cache(maxsize=None)
+def _cacheable_do_nothing(module):
+    # No target, no WHERE: the clause renders the same every time, so its cache key is its class.
+    return type(f"CacheableDoNothing_{module.__name__.rsplit('.', 1)[-1]}", (module.dml.OnConflictDoNothing,),
+                {"_traverse_internals": [], "inherit_cache": True})
