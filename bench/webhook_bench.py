@@ -16,6 +16,7 @@ app's throughput as a share of the baseline's; exits non-zero if any request fai
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import multiprocessing
@@ -95,8 +96,15 @@ def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, por
     lines += ["", "[wechat]"] + [f"{key} = {json.dumps(value)}" for key, value in wechat.items()]
     lines += ["", "[server]"] + [f"{key} = {json.dumps(value)}" for key, value in server.items()]
     lines += ["", "[jobs]"] + [f"{key} = {json.dumps(value)}" for key, value in jobs.items()]
+    # Personal data is sealed at rest (store/sealed.py): throw-away keys, so the bench pays for it as production does.
+    lines += ["", "[privacy]", f'keys = {{ "1" = {json.dumps(random_key())} }}', 'active_key = "1"',
+              f"lookup_key = {json.dumps(random_key())}"]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
+
+
+def random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def upgrade_database(app: str, env: dict[str, str]) -> None:
