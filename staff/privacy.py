@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import Text, cast, delete, func, null, or_, select, text, update
+from sqlalchemy import Text, cast, delete, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from rules.identity import mask_id_number
@@ -214,11 +214,10 @@ def run_retention(db: Database, settings: Settings, files: PhotoFiles, now: date
         for chunk in _chunks(due, BATCH):
             doomed = _AfterCommit(files)
             with db.session() as session:
-                _secure_delete(session)
                 counts.update(ERASERS[kind](session, doomed, chunk))
             doomed.remove_files()
     counts["handover_zips"] = _erase_handover_zips(db, settings, now)
-    _checkpoint(db)
+    db.checkpoint()  # what was deleted leaves the WAL too (secure_delete zeroes it in the file)
     result = {name: counts.get(name, 0) for name in ("photos", "photo_files", "handover_zips", "messages", "notifications",
                                                      "reminder_recipients", "phone_codes", "orders")}
     log.info("retention: %s", ", ".join(f"{name} {count}" for name, count in result.items()))
@@ -337,7 +336,6 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
         raise ErasureError("请用 --by 写明操作人，用 --reason 写明删除依据（如申请编号）")
     doomed = _AfterCommit(files)
     with db.session() as session:
-        _secure_delete(session)
         try:
             entry = find_graduate(session, graduate)
         except GraduateNotFound as exc:
@@ -378,7 +376,7 @@ def erase_graduate(db: Database, settings: Settings, files: PhotoFiles, graduate
                ", ".join(f"{name} {count}" for name, count in sorted(counts.items())), reason=reason)
         result = Erasure(masked, dict(counts))
     doomed.remove_files()
-    _checkpoint(db)
+    db.checkpoint()  # what was deleted leaves the WAL too (secure_delete zeroes it in the file)
     return result
 
 
@@ -402,24 +400,6 @@ def _erase_entry_photos(session: Session, files: _AfterCommit, entry_id: int) ->
     paths = {path for _, path in photos}
     removed = sum(files.remove(path) for path in paths - _still_used(session, paths))
     return Counter(photos=len(photos), photo_files=removed)
-
-
-# --- SQLite: what is deleted does not linger in the file ---------------------------------------------------
-
-def _secure_delete(session: Session) -> None:
-    """SQLite keeps deleted and overwritten cells in its pages until they are reused; this zeroes them."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("PRAGMA secure_delete=ON"))
-
-
-def _checkpoint(db: Database) -> None:
-    """The WAL holds the old pages until a checkpoint copies the new ones into the database file."""
-    if db.engine.dialect.name == "sqlite":
-        connection = db.engine.raw_connection()  # outside a transaction (the engine's begin takes the writer lock)
-        try:
-            connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            connection.close()
 
 
 def _chunks(items: list, size: int = BATCH) -> Iterable[list]:

@@ -69,6 +69,16 @@ class Database:
         """Runs callback once the session's transaction has committed (never if it rolls back)."""
         session.info.setdefault("after_commit", []).append(callback)
 
+    def checkpoint(self) -> None:
+        """SQLite: copies the WAL's pages into the database file and empties the WAL, so old versions of
+        pages (personal data since erased or sealed) leave the WAL too. Nothing on other databases."""
+        if self.engine.dialect.name == "sqlite":
+            connection = self.engine.raw_connection()  # outside a transaction (begin takes the writer lock)
+            try:
+                connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self._read_engine is not self.engine:
@@ -111,6 +121,9 @@ def _sqlite_pragmas(dbapi_connection, _record, busy_timeout: float, query_only: 
     _use_wal(cursor, busy_timeout)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten cells are zeroed, not left in free pages: an erased graduate or a number
+    # from before encryption must not linger in the file (not every SQLite build has this on).
+    cursor.execute("PRAGMA secure_delete=ON")
     if query_only:
         cursor.execute("PRAGMA query_only=ON")
     cursor.close()

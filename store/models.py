@@ -8,7 +8,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from store.sealed import Sealed, SealedList, SealedText, keep_hashes_current, lookup_hash_default
+from store.sealed import Sealed, SealedJSON, SealedList, SealedText, keep_hashes_current, lookup_hash_default
 
 
 def utcnow() -> datetime:
@@ -265,7 +265,7 @@ class Notification(Base):
     channel: Mapped[str] = mapped_column(String(8))  # wechat | sms
     openid: Mapped[str] = mapped_column(String(64), index=True)
     phone: Mapped[str | None] = mapped_column(Sealed)
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[dict] = mapped_column(SealedJSON)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))  # the transcript row
     # pending | sending (claimed by a worker until lease_until) | sent | dead (gave up; staff can retry)
     status: Mapped[str] = mapped_column(String(8), default="pending")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 from sqlalchemy import String, Text, event, inspect, literal
 from sqlalchemy.sql import operators
@@ -27,9 +28,14 @@ from store.crypto import TOKEN_PREFIX, KeyRing
 
 HASH_SUFFIX = "_hash"
 OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters: nothing a candidate types survives as one
-# 11 or more digits, optionally split by spaces or dashes, an ID number's final X included: a phone
-# number (11), an ID number (15 or 18), a bank card. Shorter runs (dates, codes, amounts) stay readable.
-SENSITIVE_RUN = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){9,}(?:[ \-]?[0-9Xx])(?![0-9Xx])")
+# 11 or more digits: a phone number (11), an ID number (15 or 18, the last may be X), a bank card. Typed
+# any way the bot reads them (rules/text.normalize): full-width digits, split by spaces (ideographic ones
+# too), invisible characters, dashes, dots or brackets. Shorter runs (dates, codes, amounts) stay readable.
+_DIGIT = "[0-9\uff10-\uff19]"
+_LAST = "[0-9\uff10-\uff19Xx\uff38\uff58]"
+_SEPARATOR = "[\\s\u00ad\u200b-\u200f\u2060\ufeff\\-\u2010-\u2015\uff0d()\uff08\uff09.\uff0e]"
+SENSITIVE_RUN = re.compile(f"(?<!{_LAST}){_DIGIT}(?:{_SEPARATOR}{{0,3}}{_DIGIT}){{9,}}"
+                           f"(?:{_SEPARATOR}{{0,3}}{_LAST})(?!{_LAST})")
 # OPEN token #hash CLOSE: the hash (of the digits alone) lets a transcript be searched for a number.
 INLINE_TOKEN = re.compile(f"{OPEN}({re.escape(TOKEN_PREFIX)}[^#{CLOSE}]*)(?:#[0-9a-f]*)?{CLOSE}")
 NO_RING = "this database connection has no key ring: build it with Database(url, ring=KeyRing.from_settings(...))"
@@ -98,7 +104,8 @@ def _lookup_param(value):
 
 
 def digits_of(run: str) -> str:
-    return re.sub(r"[ \-]", "", run).upper()
+    """The number a run stands for, however it was typed: what its hash is taken of."""
+    return re.sub("[^0-9X]", "", unicodedata.normalize("NFKC", run).upper())
 
 
 class InlineLookupValue(TypeDecorator):
@@ -180,6 +187,33 @@ def hash_columns_of(table, source: str) -> list[str]:
     """The hash columns `table` keeps for `source`."""
     names = [source + HASH_SUFFIX] + [name for name, (origin, _) in DERIVED_HASHES.items() if origin == source]
     return [name for name in names if name in table.c]
+
+
+class SealedJSON(TypeDecorator):
+    """A JSON object whose texts may quote a number (a notification's message): sealed like SealedText."""
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return json.dumps(_each_text(value, lambda text: SealedText().process_bind_param(text, dialect)),
+                          ensure_ascii=False)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return _each_text(json.loads(value), lambda text: SealedText().process_result_value(text, dialect))
+
+
+def _each_text(value, change):
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list):
+        return [_each_text(item, change) for item in value]
+    if isinstance(value, dict):
+        return {key: _each_text(item, change) for key, item in value.items()}
+    return value
 
 
 def lookup_hash_default(source: str, hash_column: str | None = None):

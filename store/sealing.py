@@ -17,8 +17,8 @@ from sqlalchemy import Text, bindparam, func, select, type_coerce, update
 from store.crypto import TOKEN_PREFIX, KeyRing
 from store.db import Database
 from store.models import (Candidate, InboundKey, Message, Notification, PhoneCode, ReminderCampaign,
-                          ReminderRecipient, RosterEntry, SealProgress, utcnow)
-from store.sealed import (INLINE_TOKEN, Sealed, SealedList, SealedText, hash_columns_of, hashed_value,
+                          ReminderRecipient, RosterEntry, SealProgress)
+from store.sealed import (INLINE_TOKEN, Sealed, SealedJSON, SealedList, SealedText, hash_columns_of, hashed_value,
                           holds_sensitive_run)
 
 BATCH = 1000
@@ -27,7 +27,7 @@ BATCH = 1000
 SEALED_COLUMNS = (
     (RosterEntry, ("id_number", "phone")),
     (Candidate, ("id_number", "phone")),
-    (Notification, ("phone",)),
+    (Notification, ("phone", "payload")),
     (ReminderRecipient, ("phone",)),
     (PhoneCode, ("phone",)),
     (ReminderCampaign, ("id_numbers",)),
@@ -47,8 +47,10 @@ class TableProgress:
 def seal_existing(db: Database, ring: KeyRing, batch: int = BATCH,
                   progress: Callable[[TableProgress], None] = lambda _: None) -> dict[str, int]:
     """{table: rows rewritten}. Needs the active key only when some row is not yet under it."""
-    return {model.__tablename__: _seal_table(db, ring, model, columns, batch, progress)
-            for model, columns in SEALED_COLUMNS}
+    changed = {model.__tablename__: _seal_table(db, ring, model, columns, batch, progress)
+               for model, columns in SEALED_COLUMNS}
+    db.checkpoint()  # the plaintext pages leave the WAL too (secure_delete zeroed them in the file)
+    return changed
 
 
 def _seal_table(db, ring, model, columns, batch, progress) -> int:
@@ -109,7 +111,7 @@ def _needs_sealing(kind, raw: str | None, ring: KeyRing) -> bool:
         return not raw.startswith(current)
     if isinstance(kind, SealedList):
         return any(not str(item).startswith(current) for item in json.loads(raw))
-    if isinstance(kind, SealedText):
+    if isinstance(kind, (SealedText, SealedJSON)):  # JSON text: its strings' runs are runs of the whole
         return holds_sensitive_run(raw) or any(not token.startswith(current) for token in INLINE_TOKEN.findall(raw))
     raise TypeError(f"{kind!r} is not a sealed type")
 

@@ -21,7 +21,7 @@ depends_on = None
 
 HASHED = {"roster_entries": ("id_number", "phone"), "candidates": ("id_number", "phone")}
 WIDENED = {"roster_entries": ("id_number", "phone"), "candidates": ("id_number", "phone"),
-           "notifications": ("phone",), "reminder_recipients": ("phone",), "phone_codes": ("phone",),
+           "notifications": ("phone", "payload"), "reminder_recipients": ("phone",), "phone_codes": ("phone",),
            "reminder_campaigns": ("id_numbers",)}
 # SQLite's unnamed unique constraint gets this name when batch mode reflects the table.
 NAMING = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
@@ -72,7 +72,7 @@ def downgrade() -> None:
     for table, columns in WIDENED.items():
         with op.batch_alter_table(table) as batch:
             for column in columns:
-                if column == "id_numbers":
+                if column in ("id_numbers", "payload"):
                     batch.alter_column(column, type_=sa.JSON(), postgresql_using=f"{column}::json")
                 else:
                     batch.alter_column(column, type_=sa.String(length=18 if column == "id_number" else 20))
