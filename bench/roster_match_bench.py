@@ -181,7 +181,8 @@ def main() -> None:
 
     where = "SQLite" if url.startswith("sqlite") else url.split("@")[-1]
     print(f"roster match: {args.graduates} graduates, {args.lookups} look-ups per side, {where}")
-    print(f"  import: `flask roster import` (encrypted) {imported:.1f} s; plaintext baseline bulk insert {copied:.1f} s")
+    print(f"  import: `flask roster import` (encrypted) {imported:.1f} s; "
+          f"plaintext baseline bulk insert {copied:.1f} s")
     for kind in ("hit", "miss"):
         sealed, plain = times[f"encrypted {kind}"], times[f"plaintext {kind}"]
         p50s, p99s = percentile(sealed, 0.5) * 1e6, percentile(sealed, 0.99) * 1e6

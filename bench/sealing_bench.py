@@ -14,7 +14,6 @@ file, or with --database-url a scratch PostgreSQL database (it is EMPTIED).
 from __future__ import annotations
 
 import argparse
-import base64
 import sys
 import tempfile
 import time
@@ -69,11 +68,13 @@ def main() -> None:
 
     config = config_for(workdir / "v1", url, {"1": TEST_PHOTO_KEY}, "1")
     _, upgraded = run_to_the_end(config, "db", "upgrade")
-    print(f"  flask db upgrade (0014 + sealing): {upgraded:.1f} s, {rows / upgraded:.0f} rows/s; {check(url, cohort, '1')}")
+    print(f"  flask db upgrade (0014 + sealing): {upgraded:.1f} s, {rows / upgraded:.0f} rows/s; "
+          f"{check(url, cohort, '1')}")
 
     both = config_for(workdir / "v2", url, {"1": TEST_PHOTO_KEY, "2": NEW_KEY}, "2")
     _, rotated = run_to_the_end(both, "keys", "rotate", "--by", "bench")
-    print(f"  flask keys rotate (to a new key):  {rotated:.1f} s, {rows / rotated:.0f} rows/s; {check(url, cohort, '2')}")
+    print(f"  flask keys rotate (to a new key):  {rotated:.1f} s, {rows / rotated:.0f} rows/s; "
+          f"{check(url, cohort, '2')}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def fill_at_0013(url: str, graduates: int, rows_per_insert: int = 5000) -> Cohor
             segment="id_list", id_numbers=cohort.id_numbers[:200], text="{姓名}同学，请尽快完成采集。", status="done",
             planned_count=len(recipients), created_by="张老师", created_at=WHEN)).inserted_primary_key[0]
         if recipients:
-            connection.execute(t["reminder_recipients"].insert(), [dict(row, campaign_id=campaign) for row in recipients])
+            connection.execute(t["reminder_recipients"].insert(),
+                               [dict(row, campaign_id=campaign) for row in recipients])
         cohort.counts = table_counts(connection)
         sample = random.Random(14).sample(range(1, len(messages) + 1), min(200, len(messages)))
         cohort.texts = dict(connection.execute(select(t["messages"].c.id, t["messages"].c.content)
