@@ -10,6 +10,9 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # A table rebuilt by batch mode frees its old pages: zero them (they may hold plaintext numbers).
+            connection.exec_driver_sql("PRAGMA secure_delete=ON")
         context.configure(connection=connection, target_metadata=Base.metadata,
                           render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
         with context.begin_transaction():
