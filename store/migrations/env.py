@@ -13,6 +13,7 @@ def run_migrations_online() -> None:
         if connection.dialect.name == "sqlite":
             # A table rebuilt by batch mode frees its old pages: zero them (they may hold plaintext numbers).
             connection.exec_driver_sql("PRAGMA secure_delete=ON")
+            connection.commit()  # the pragma began a transaction: alembic would run inside it and never commit
         context.configure(connection=connection, target_metadata=Base.metadata,
                           render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
         with context.begin_transaction():
