@@ -9,7 +9,9 @@ staff reviewing while they arrive (every 10th graduate's first photo rejected: t
 through the outbox and sends a new one, which is approved), SMS through the fake Tencent Cloud SMS; and
 during the run a gunicorn worker killed with SIGKILL, a consumer killed with SIGKILL and started again,
 and every database connection of the app terminated (pg_terminate_backend). Then: every notification
-delivered once (the fakes count), every candidate approved with one paid order.
+delivered once (the fakes count), every candidate approved with one paid order. Every process runs the
+committed tree (`git archive HEAD` into the run's folder), so that a process restarted mid-run runs the
+code the run started with even when the checkout changes meanwhile (`--working-tree` runs the checkout).
 
 The smaller runs of issue 8 (`--profiles sqlite postgres`, 300 candidates, 48 at a time): for each
 profile (SQLite: the embedded default; PostgreSQL + Redis with three `flask serve` processes) and
@@ -84,6 +86,8 @@ def parse_args(argv):
     parser.add_argument("--custom-wait", type=float, default=CUSTOM_WAIT_SECONDS)
     parser.add_argument("--photos", type=Path, default=SHARED_PHOTOS)
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (configs, logs, database)")
+    parser.add_argument("--working-tree", action="store_true",
+                        help="run the working tree instead of the committed one (git archive HEAD, the default)")
     return parser.parse_args(argv)
 
 
@@ -156,7 +160,8 @@ def options_from(args, profile: Profile) -> Options:
                    kill_at=args.kill_at, restart_after=args.restart_after, custom_wait=args.custom_wait,
                    photos=args.photos, keep=args.keep,
                    time_limit=args.time_limit or max(900.0, 1.2 * candidates),
-                   review=production, reject_every=args.reject_every, cli_every=args.cli_every, fake_sms=production)
+                   review=production, reject_every=args.reject_every, cli_every=args.cli_every, fake_sms=production,
+                   snapshot=not args.working_tree)
 
 
 if __name__ == "__main__":

@@ -76,12 +76,13 @@ class Process:
     port: int | None = None
     popen: subprocess.Popen | None = None
     starts: int = 0
+    cwd: Path = ROOT  # the code it runs (a snapshot of the committed tree, for the long runs)
 
     def start(self) -> None:
         env = dict(os.environ, COLLECTOR_CONFIG=str(self.config), PYTHONUNBUFFERED="1")
         with self.log.open("ab") as log:
             log.write(f"\n=== loadtest: start #{self.starts + 1} of {self.name} ===\n".encode())
-            self.popen = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.popen = subprocess.Popen(self.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
 
     def kill(self) -> None:
@@ -118,6 +119,7 @@ class Cluster:
     queue_name: str = field(default_factory=lambda: f"loadtest-{secrets.token_hex(4)}")
     servers: list[Process] = field(default_factory=list)
     consumers: list[Process] = field(default_factory=list)
+    code: Path = ROOT  # where every process's code is: this tree, or snapshot_code()'s copy
 
     @property
     def consumer(self) -> Process | None:
@@ -136,11 +138,13 @@ class Cluster:
         for index, port in enumerate(ports):
             name = "web" if self.profile.gunicorn else f"server-{index}"
             config = self._write_config(name, port, public_port=ports[0])
-            self.servers.append(Process(name, flask + serve, config, self.workdir / f"{name}.log", port=port))
+            self.servers.append(Process(name, flask + serve, config, self.workdir / f"{name}.log", port=port,
+                                        cwd=self.code))
         for index in range(self.profile.consumers):
             name = "consumer" if self.profile.consumers == 1 else f"consumer-{index}"
             config = self._write_config(name, free_port(), public_port=ports[0])
-            self.consumers.append(Process(name, flask + ["jobs", "work"], config, self.workdir / f"{name}.log"))
+            self.consumers.append(Process(name, flask + ["jobs", "work"], config, self.workdir / f"{name}.log",
+                                          cwd=self.code))
 
     def _write_config(self, name: str, port: int, public_port: int) -> Path:
         folder = self.workdir / name
@@ -178,7 +182,7 @@ class Cluster:
     def flask(self, *args: str, timeout: float = 300) -> str:
         """A staff command against the run's database; its output. ClusterError if it fails."""
         env = dict(os.environ, COLLECTOR_CONFIG=str(self.consumer.config))
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=self.code, env=env,
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise ClusterError(f"`flask {' '.join(args)}` failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -239,6 +243,18 @@ class Cluster:
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
         finally:
             engine.dispose()
+
+
+def snapshot_code(workdir: Path) -> tuple[Path, str]:
+    """The committed tree (`git archive HEAD`) in the run's folder, and its commit. A long run on a shared
+    checkout would otherwise restart a killed process on whatever code is on disk by then."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    target = workdir / "code"
+    target.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target, commit
 
 
 def child_pids(pid: int) -> list[int]:

@@ -148,7 +148,7 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress, reject
         if trail.paid:
             step(phone.text("progress", "进度", wanted=is_reply))
         if trail.paid and rejected_first(graduate.openid, reject_every):
-            send_again_after_rejection(trail, phone, add_photo, step)
+            send_again_after_rejection(trail, phone, add_photo, step, progress)
     except Exception as exc:  # the walk's own bug, or the run's time limit: reported, never hidden
         trail.crashed = repr(exc)
     finally:
@@ -156,10 +156,12 @@ def walk(graduate: Graduate, phone: Phone, add_photo, progress: Progress, reject
     return trail
 
 
-def send_again_after_rejection(trail: Walk, phone: Phone, add_photo, step) -> None:
+def send_again_after_rejection(trail: Walk, phone: Phone, add_photo, step, progress: Progress) -> None:
     """The candidate reads the reviewer's rejection and sends another photo (no second payment)."""
-    heard = phone.inbox.wait(trail.graduate.openid, 0, REVIEW_WAIT_SECONDS, is_rejection)
-    trail.rejected = any(is_rejection(message) for message in heard)
+    deadline = time.monotonic() + REVIEW_WAIT_SECONDS
+    while not trail.rejected and time.monotonic() < deadline and not progress.stop.is_set():
+        heard = phone.inbox.wait(trail.graduate.openid, 0, min(5.0, deadline - time.monotonic()), is_rejection)
+        trail.rejected = any(is_rejection(message) for message in heard)
     if trail.rejected:
         send_photo(trail, phone, add_photo, "photo anew", step, until=has_already_paid)
 

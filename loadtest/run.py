@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from loadtest import cohort
 from loadtest.cluster import (APPID, AES_KEY, ROOT, SECRET, SMS_ACCOUNT, SMS_PARAMETERS, TOKEN, Cluster, ClusterError,
-                              Process, Profile, child_pids)
+                              Process, Profile, child_pids, snapshot_code)
 from loadtest.journey import MESSAGES_PER_WALK, Progress, is_approval, is_payment_notice, walk
 from loadtest.report import Fault, RunResult
 from loadtest.verify import check_database, check_deliveries
@@ -58,6 +58,7 @@ class Options:
     cli_every: int = 250
     fake_sms: bool = False
     fault_at: tuple[float, float, float] = (0.3, 0.5, 0.7)  # web worker, consumer, database connections
+    snapshot: bool = False  # run the committed tree (git archive HEAD) instead of the working tree
 
 
 def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
@@ -71,6 +72,9 @@ def run(profile: Profile, label: str, kill: bool, options) -> RunResult:
                 sms = stack.enter_context(FakeTencentSms(*SMS_ACCOUNT.values(), SMS_PARAMETERS))
                 profile = dataclasses.replace(profile, sms_endpoint=sms.endpoint)
             cluster = Cluster(workdir, profile, fake.base_url)
+            if options.snapshot:
+                cluster.code, commit = snapshot_code(workdir)
+                print(f"   code: the committed tree at {commit} (git archive HEAD)", flush=True)
             try:
                 return drive(cluster, fake, inbox, label, kill, options, sms)
             finally:
@@ -93,6 +97,15 @@ def drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bo
     photos, note = choose_photos(cluster, options.photos)
     cluster.start()
     reviewer = start_reviewer(cluster, options) if options.review else None
+    try:
+        return _drive(cluster, fake, inbox, label, kill, options, sms, people, photos, note, reviewer)
+    finally:
+        if reviewer is not None:
+            reviewer.stop()
+
+
+def _drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: bool, options, sms, people, photos,
+           note, reviewer) -> RunResult:
     reject_every = options.reject_every if options.review else 0
     load_before = os.getloadavg()[0]
     backends = Backends([server.url for server in cluster.servers])
@@ -184,7 +197,8 @@ def start_reviewer(cluster: Cluster, options) -> Process:
     """A member of staff reviewing through the staff functions and CLI, as its own process."""
     command = [sys.executable, "-m", "loadtest.reviewer", "--reject-every", str(options.reject_every),
                "--cli-every", str(options.cli_every)]
-    reviewer = Process("reviewer", command, cluster.consumer.config, cluster.workdir / "reviewer.log")
+    reviewer = Process("reviewer", command, cluster.consumer.config, cluster.workdir / "reviewer.log",
+                       cwd=cluster.code)
     reviewer.start()
     return reviewer
 
