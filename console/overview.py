@@ -45,6 +45,12 @@ def _config(**extra) -> dict:
             "legend_at_bottom": True, "print_values": False, "margin": 8, **extra}
 
 
+def whole_numbers(largest: int, ticks: int = 5) -> list[int]:
+    """Axis labels for counts: whole numbers only (pygal would label 0.5 of a candidate), about `ticks` of them."""
+    step = max(1, -(-largest // ticks))
+    return list(range(0, max(largest, 1) + step, step))
+
+
 INLINE_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 
 
@@ -57,11 +63,15 @@ def _svg(chart) -> Markup:
 def funnel_chart(data: figures.Overview) -> Markup:
     import pygal
 
-    chart = pygal.Bar(**_config(title="各学历层次的采集漏斗"))
+    chart = pygal.Bar(**_config(title="各学历层次的采集漏斗",
+                                y_labels=whole_numbers(max((max(row.counts(), default=0) for row in data.funnel), default=0))))
     chart.x_labels = list(STEP_TITLES)
     for row in data.funnel:
         chart.add(row.level, row.counts())
     return _svg(chart)
+
+
+DAY_SERIES = (("新关注", "candidates"), ("上传照片", "photos"), ("缴费", "paid"), ("审核", "decided"))
 
 
 def days_chart(data: figures.Overview) -> Markup:
@@ -70,8 +80,9 @@ def days_chart(data: figures.Overview) -> Markup:
     chart = pygal.Line(**_config(title=f"最近{len(data.days)}天每日数量", x_label_rotation=0, show_minor_x_labels=False,
                                  dots_size=2))
     chart.x_labels = [day.day.strftime("%m-%d") for day in data.days]
+    chart.y_labels = whole_numbers(max((getattr(day, name) for day in data.days for _, name in DAY_SERIES), default=0))
     chart.x_labels_major = chart.x_labels[::2]
-    for title, name in (("新关注", "candidates"), ("上传照片", "photos"), ("缴费", "paid"), ("审核", "decided")):
+    for title, name in DAY_SERIES:
         chart.add(title, [getattr(day, name) for day in data.days])
     return _svg(chart)
 
@@ -82,5 +93,6 @@ def failures_chart(data: figures.Overview) -> Markup:
     chart = pygal.HorizontalBar(**_config(title="最常见的照片问题（前十）", show_legend=False,
                                           height=max(160, 40 + 26 * len(data.failures))))
     chart.x_labels = [row.title for row in data.failures]
+    chart.y_labels = whole_numbers(max((row.count for row in data.failures), default=0))
     chart.add("次数", [row.count for row in data.failures])
     return _svg(chart)

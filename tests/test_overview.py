@@ -3,6 +3,7 @@
 Set TEST_DATABASE_URL to run them on PostgreSQL (the day and JSON queries differ per dialect)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import update
@@ -89,3 +90,16 @@ def test_every_rule_the_checker_can_name_has_a_title_on_the_overview():
 
     rules = {".".join(key.split(".")[:2]) for key in messages.PHOTO_RULES}
     assert rules - set(RULE_TITLES) == set()
+
+
+def test_the_count_charts_label_their_axis_with_whole_numbers_only(app, roster):
+    from console.overview import days_chart, failures_chart, funnel_chart
+
+    for n, graduate in enumerate(GRADUATES):
+        put_under_review(app, _row(graduate), f"o_{n}")
+    result = figures(app)  # a handful of candidates: where pygal's own axis would say 0.5, 1.5, 2.5
+    for chart in (funnel_chart(result), days_chart(result), failures_chart(result)):
+        value_axis = re.search(r'<g class="axis (?:y|x) always_show">(.*?)</g>\s*</g>', str(chart), re.S)
+        assert value_axis, "the chart has no value axis"
+        labels = re.findall(r"<text[^>]*>([^<]*)</text>", value_axis.group(1))
+        assert labels and all(label.isdigit() for label in labels), labels
