@@ -7,7 +7,8 @@ still arriving, with the staff functions `flask review pending/approve/reject` c
 
 Every `--reject-every`-th graduate's first photo is rejected (loadtest.cohort.rejected_first), every
 other photo approved; the candidate is told through the outbox and the huey consumers. Prints one
-JSON line per decision or failure, which the load test counts. Runs until SIGTERM.
+JSON line per decision or failure, which the load test counts. Runs until SIGTERM, which lets the
+decision in hand finish (and be counted).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,37 +39,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reject-every", type=int, default=10)
     parser.add_argument("--cli-every", type=int, default=250, help="every n-th approval through `flask review approve`")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     from app import create_app
 
     app = create_app()
     with app.app_context():
-        Reviewer(app.extensions["collector"], args.reject_every, args.cli_every).run()
+        Reviewer(app.extensions["collector"], args.reject_every, args.cli_every, stopping).run()
     return 0
 
 
 class Reviewer:
-    def __init__(self, collector, reject_every: int, cli_every: int):
+    def __init__(self, collector, reject_every: int, cli_every: int, stopping: threading.Event):
         self.collector, self.reject_every, self.cli_every = collector, reject_every, cli_every
+        self.stopping = stopping
         self.rejected: set[str] = set()
         self.approvals = 0
         self.failed_at: dict[str, float] = {}  # openid -> when its last decision failed
         self.cli_failed: set[str] = set()  # the command failed for them: the function decides next time
 
     def run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             pending = self._pending()
             if not pending:
-                time.sleep(IDLE_SECONDS)
+                self.stopping.wait(IDLE_SECONDS)
                 continue
             read = time.monotonic()
             due = [item for item in pending if item.photo_id is not None
                    and time.monotonic() - self.failed_at.get(item.openid, -AGAIN_AFTER_SECONDS) >= AGAIN_AFTER_SECONDS]
             if not due:
-                time.sleep(IDLE_SECONDS)
+                self.stopping.wait(IDLE_SECONDS)
             for item in due:
                 self._decide(item)
-                if time.monotonic() - read > STALE_SECONDS:
+                if time.monotonic() - read > STALE_SECONDS or self.stopping.is_set():
                     break
 
     def _pending(self):
@@ -78,7 +82,7 @@ class Reviewer:
                 return review.pending_reviews(session)
         except Exception as exc:  # the database went away (pg_terminate_backend): read again
             emit(kind="error", step="pending", error=f"{type(exc).__name__}: {str(exc)[:160]}")
-            time.sleep(IDLE_SECONDS)
+            self.stopping.wait(IDLE_SECONDS)
             return []
 
     def _decide(self, item) -> None:
