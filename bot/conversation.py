@@ -225,14 +225,15 @@ class _Inbound:
 
     def write(self) -> int:
         if self.id is None:
-            self.id = self.session.connection().execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
+            self.id = queries.connection_of(self.session).execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
         elif self._stale:
             self._update({"state_before": self.values["state_before"]})
         return self.id
 
     def finish(self, after: dict) -> int:
         if self.id is None:
-            self.id = self.session.connection().execute(_INSERT_MESSAGE_ID, {**self.values, **after}).scalar_one()
+            row = {**self.values, **after}
+            self.id = queries.connection_of(self.session).execute(_INSERT_MESSAGE_ID, row).scalar_one()
             return self.id
         if self._stale:
             after = {"state_before": self.values["state_before"], **after}
@@ -241,7 +242,7 @@ class _Inbound:
         return self.id
 
     def _update(self, values: dict) -> None:
-        self.session.connection().execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
+        queries.connection_of(self.session).execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
         self._stale = False
 
 
@@ -259,10 +260,10 @@ def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
 
 
 def _write_outbound(session, openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> None:
-    session.connection().execute(_INSERT_MESSAGE, {
-        "openid": openid, "direction": "out", "channel": channel, "msg_type": "image" if reply.image_media_id else "text",
-        "content": reply.describe(), "state_before": before, "state_after": after, "checks": checks,
-        "created_at": utcnow()})
+    queries.connection_of(session).execute(_INSERT_MESSAGE, {
+        "openid": openid, "direction": "out", "channel": channel,
+        "msg_type": "image" if reply.image_media_id else "text", "content": reply.describe(),
+        "state_before": before, "state_after": after, "checks": checks, "created_at": utcnow()})
 
 
 def _inbound_content(incoming: Incoming) -> str:

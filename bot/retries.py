@@ -93,7 +93,7 @@ class Ticket:
         is this attempt's answer_by, and nobody waits on it through the lease (a retry waits on the
         uncommitted row in the database and reads the reply once this commits): one UPDATE."""
         passive = utcnow() < self.answer_by
-        session.connection().execute(_SETTLE, {"claim_key": self.key,
+        queries.connection_of(session).execute(_SETTLE, {"claim_key": self.key,
                                                "xml": self._render(reply) if passive else EMPTY})
         return passive
 

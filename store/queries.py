@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
@@ -131,11 +132,23 @@ def hour_ago(now: datetime) -> datetime:
     return now - timedelta(hours=1)
 
 
+def connection_of(session: Session) -> Connection:
+    """The session's connection in its current transaction, for Core statements on the hot path: looked
+    up through the session once per transaction (each lookup walks its transaction state)."""
+    transaction = session.get_transaction()
+    held = session.info.get("core_connection")
+    if transaction is not None and held is not None and held[0] is transaction:
+        return held[1]
+    connection = session.connection()
+    session.info["core_connection"] = (session.get_transaction(), connection)
+    return connection
+
+
 def insert_unless_taken(session: Session, table: Table, values: dict) -> bool:
     """INSERT … ON CONFLICT DO NOTHING into a model's table on the session's connection: True when the
     row went in. SQLAlchemy's dialect inserts with ON CONFLICT are compiled afresh on every call (they
     have no cache key), about 1 ms each; this one statement per table and dialect is compiled once."""
-    connection = session.connection()
+    connection = connection_of(session)
     statement = _insert_unless_taken(table, connection.dialect.name)
     return connection.execute(statement, values).first() is not None
 
