@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from flask import Blueprint, Flask, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -50,9 +51,10 @@ def register_console(app: Flask) -> None:
     )
     from console import auth
 
+    app.session_interface = ConsoleSessionInterface()
     csrf = CSRFProtect(app)
     app.before_request(_protect_console_forms(csrf))
-    login_manager = LoginManager(app)
+    login_manager = ConsoleLoginManager(app)
     auth.configure(app, login_manager)
     app.register_error_handler(CSRFError, _csrf_refused)
     for code in (404, 405, 500):
@@ -68,7 +70,32 @@ def register_console(app: Flask) -> None:
 
 
 def is_console_request() -> bool:
-    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+    return is_console_path(request.path)
+
+
+def is_console_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """The staff session is opened and saved under /staff/ only. Its cookie's path keeps browsers from sending
+    it anywhere else, so elsewhere (the webhook, /pay/…) the session was always empty: now it is Flask's null
+    session, and those requests no longer build a signer, decode cookies or consider setting one."""
+
+    def open_session(self, app, request):
+        if not is_console_path(request.path):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
+class ConsoleLoginManager(LoginManager):
+    """Flask-Login's remember-cookie hook runs after every request of the app; outside the console it has
+    no session to look at."""
+
+    def _update_remember_cookie(self, response):
+        if not is_console_request():
+            return response
+        return super()._update_remember_cookie(response)
 
 
 def _protect_console_forms(csrf: CSRFProtect):

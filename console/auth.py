@@ -1,8 +1,9 @@
 """Sign-in and sign-out of the console, role checks, idle expiry and the sign-in rate limits.
 
-Failed sign-ins are limited twice: Flask-Limiter counters per account name and per client address
-(Redis when redis_url is set, else this process's memory), and an account lockout kept in the
-database (staff.accounts.authenticate) after [console] lockout_failures failures in a row.
+Failed sign-ins are limited twice: moving-window counters (the `limits` library, which Flask-Limiter is
+built on) per account name and per client address (Redis when redis_url is set, else this process's
+memory), and an account lockout kept in the database (staff.accounts.authenticate) after [console]
+lockout_failures failures in a row.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from datetime import datetime, timedelta, timezone
 
 import limits
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
-from flask_limiter import Limiter
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from flask_login import LoginManager, current_user, login_user, logout_user
 from redis.exceptions import RedisError
 
@@ -38,14 +40,12 @@ def configure(app: Flask, login_manager: LoginManager) -> None:
     login_manager.login_view = "console_auth.login"
     login_manager.user_loader(_load_user)
     login_manager.unauthorized_handler(_to_sign_in)
-    # Only the counters are used (failures are counted by hand, see _throttled): no default limits. A Redis
-    # that hangs must not hang the sign-in page: short socket timeouts.
+    # Only the counters are used (failures are counted by hand, see _throttled), so no Flask-Limiter extension:
+    # its request hooks would run on every webhook request for nothing. A Redis that hangs must not hang the
+    # sign-in page: short socket timeouts.
     redis_options = {"socket_timeout": 1, "socket_connect_timeout": 1} if settings.redis_url else {}
-    limiter = Limiter(lambda: request.remote_addr or "-", app=app, strategy="moving-window",
-                      storage_uri=settings.redis_url or "memory://", storage_options=redis_options)
-    # Its middleware has nothing to check outside the sign-in form: the webhook never pays for it.
-    limiter.request_filter(lambda: not is_console_request())
-    app.extensions["console_limiter"] = limiter
+    storage = storage_from_string(settings.redis_url or "memory://", **redis_options)
+    app.extensions["console_limiter"] = MovingWindowRateLimiter(storage)
     app.before_request(_guard_console)
 
 
@@ -197,8 +197,8 @@ def _throttled() -> datetime | None:
     prefix = collector().settings.console.rate_limit_prefix
     try:
         for item, kind, key in _limits():
-            if not limiter.limiter.test(item, prefix, kind, key):
-                reset = limiter.limiter.get_window_stats(item, prefix, kind, key).reset_time
+            if not limiter.test(item, prefix, kind, key):
+                reset = limiter.get_window_stats(item, prefix, kind, key).reset_time
                 return datetime.fromtimestamp(reset, timezone.utc)
     except RedisError as error:
         log.warning("sign-in rate limits skipped, Redis unreachable: %s", error)
@@ -210,7 +210,7 @@ def _count_failure() -> None:
     prefix = collector().settings.console.rate_limit_prefix
     try:
         for item, kind, key in _limits():
-            limiter.limiter.hit(item, prefix, kind, key)
+            limiter.hit(item, prefix, kind, key)
     except RedisError as error:
         log.warning("failed sign-in not counted, Redis unreachable: %s", error)
 
