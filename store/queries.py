@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -15,13 +15,20 @@ from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utc
 def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidate:
     """The candidate row of a WeChat account, created on first contact. With lock, two messages of
     the same candidate are handled one after the other, each seeing what the other stored."""
-    query = select(Candidate).where(Candidate.openid == openid)
-    candidate = session.scalar(query.with_for_update() if lock else query)
+    candidate = session.scalar(_candidate_by_openid(lock), {"openid": openid})
     if candidate is None:
         candidate = Candidate(openid=openid, state="welcome")
         session.add(candidate)
         session.flush()
     return candidate
+
+
+@functools.lru_cache(maxsize=None)
+def _candidate_by_openid(lock: bool):
+    # Built once: every text message loads its candidate, and building the SELECT and its cache key each
+    # time cost about as much as running it.
+    query = select(Candidate).where(Candidate.openid == bindparam("openid"))
+    return query.with_for_update() if lock else query
 
 
 def find_candidate(session: Session, openid: str) -> Candidate | None:
