@@ -46,7 +46,8 @@ def _config(**extra) -> dict:
 
 
 def whole_numbers(largest: int, ticks: int = 5) -> list[int]:
-    """Axis labels for counts: whole numbers only (pygal would label 0.5 of a candidate), about `ticks` of them."""
+    """Axis labels for counts: whole numbers only (pygal would label 0.5 of a candidate), about `ticks` of them.
+    Only for a chart with at least one series: pygal fails on labels for none."""
     step = max(1, -(-largest // ticks))
     return list(range(0, max(largest, 1) + step, step))
 
@@ -63,8 +64,9 @@ def _svg(chart) -> Markup:
 def funnel_chart(data: figures.Overview) -> Markup:
     import pygal
 
-    chart = pygal.Bar(**_config(title="各学历层次的采集漏斗",
-                                y_labels=whole_numbers(max((max(row.counts(), default=0) for row in data.funnel), default=0))))
+    chart = pygal.Bar(**_config(title="各学历层次的采集漏斗"))
+    if data.funnel:
+        chart.y_labels = whole_numbers(max(max(row.counts(), default=0) for row in data.funnel))
     chart.x_labels = list(STEP_TITLES)
     for row in data.funnel:
         chart.add(row.level, row.counts())
