@@ -2,7 +2,7 @@
 
 `register_console(app)` sets up sign-in (Flask-Login), CSRF (Flask-WTF, on /staff/ only: the WeChat
 webhook, /pay/notify and the candidates' pay pages are not forms of ours), the sign-in rate limits
-(Flask-Limiter), the session cookie, idle expiry, the error pages, and every blueprint named in
+(the `limits` library), the session cookie (opened under /staff/ only), idle expiry, the error pages, and every blueprint named in
 BLUEPRINT_MODULES (each module exposes `blueprint`).
 """
 from __future__ import annotations
