@@ -2,8 +2,8 @@
 
 `register_console(app)` sets up sign-in (Flask-Login), CSRF (Flask-WTF, on /staff/ only: the WeChat
 webhook, /pay/notify and the candidates' pay pages are not forms of ours), the sign-in rate limits
-(the `limits` library), the session cookie (opened under /staff/ only), idle expiry, the error pages, and every blueprint named in
-BLUEPRINT_MODULES (each module exposes `blueprint`).
+(the `limits` library), the session cookie (opened under /staff/ only), idle expiry, the error pages, and
+every blueprint named in BLUEPRINT_MODULES (each module exposes `blueprint`).
 """
 from __future__ import annotations
 
