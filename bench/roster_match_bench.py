@@ -94,14 +94,15 @@ lookup_key = "{key()}"
     return config
 
 
-def fresh_database(url: str) -> None:
+def fresh_database(url: str, revision: str = "head") -> None:
+    """An empty database at `revision` (PostgreSQL: the scratch database's schema dropped first)."""
     if url.startswith("postgresql"):
         engine = create_engine(url)
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
         engine.dispose()
-    upgrade(url)
+    upgrade(url, revision)
 
 
 def import_roster(app, workdir: Path, graduates: list[dict]) -> float:

@@ -22,22 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from store import migrate  # noqa: E402
+from bench.roster_match_bench import fresh_database  # noqa: E402
 from tests.journey import TEST_PHOTO_KEY  # noqa: E402
 from tests.test_sealing_migration import (NEW_KEY, config_for, database_bytes, fill_at_0013, key_ids,  # noqa: E402
                                           numbers_in, run_to_the_end)
-
-
-def fresh_database(url: str) -> None:
-    if url.startswith("postgresql"):
-        engine = create_engine(url)
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-    migrate.upgrade(url, "0013")
 
 
 def check(url: str, cohort, key: str) -> str:
@@ -59,7 +47,7 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     where = "SQLite" if url.startswith("sqlite") else url.split("@")[-1]
 
-    fresh_database(url)
+    fresh_database(url, "0013")
     started = time.perf_counter()
     cohort = fill_at_0013(url, args.graduates)
     filled = time.perf_counter() - started
