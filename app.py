@@ -116,14 +116,15 @@ def check_photo(data: bytes, thresholds):
 
 def build_collector(settings: Settings) -> Collector:
     secure_data_dir(settings)  # before SQLite or huey create a file in it
-    db = Database(settings.database_url, ring=KeyRing.from_settings(settings.privacy))
+    keys = KeyRing.from_settings(settings.privacy)  # one ring: the encrypted columns and the photo files
+    db = Database(settings.database_url, ring=keys)
     redis = health.RedisLink(settings) if settings.redis_url else None  # one client and outage for all
     wechat = WeChatApi(settings.wechat, build_token_store(settings, db, redis))
     payments = build_payment_gateway(settings)
     # Downloads wait on the network; the checks themselves (memory, CPU) run at most N at a time.
     photo_workers = ThreadPoolExecutor(max_workers=settings.server.photo_checks_at_once + 2, thread_name_prefix="photo")
     services = Services(
-        photo_files=PhotoFiles.for_settings(settings), wechat=wechat, payments=payments,
+        photo_files=PhotoFiles(settings.photo_dir, keys), wechat=wechat, payments=payments,
         check_photo=at_most(settings.server.photo_checks_at_once, partial(check_photo, thresholds=settings.photo)),
         submit=photo_workers.submit,
     )

@@ -79,14 +79,13 @@ def db_upgrade() -> None:
 def seal_personal_data(app) -> None:
     """ID and phone numbers not yet encrypted under the active key get encrypted, a batch at a time."""
     from store import sealing
-    from store.crypto import KeyRing
 
     def progress(step: sealing.TableProgress) -> None:
         if step.changed:
             click.echo(f"sealed {step.table} {step.done}/{step.total} ({step.changed} rewritten)")
 
     try:
-        sealing.seal_existing(app.db, KeyRing.from_settings(app.settings.privacy), progress=progress)
+        sealing.seal_existing(app.db, app.services.photo_files.keys, progress=progress)
     except ConfigError as exc:
         raise fail(exc) from exc
 
@@ -358,7 +357,8 @@ def demo_seed(by: str) -> None:
     """Load demo/roster.csv (fictional graduates) into the roster."""
     print_import_result(import_file(DEMO_ROSTER, by))
     example = demo_example()
-    click.echo(f"在另一个终端运行 .venv/bin/flask --app standins.demo chat 试试：学历层次选“{example.level}”，再输入：{example.name} {example.id_number}")
+    click.echo(f"在另一个终端运行 .venv/bin/flask --app standins.demo chat 试试："
+               f"学历层次选“{example.level}”，再输入：{example.name} {example.id_number}")
 
 
 def demo_example() -> roster.RosterRow:

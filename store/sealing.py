@@ -64,20 +64,21 @@ def _seal_table(db, ring, model, columns, batch, progress) -> int:
         total = session.scalar(select(func.count()).select_from(table))
         done = 0 if mark.last_key is None else session.scalar(
             select(func.count()).select_from(table).where(key_column <= _typed_key(key_column, mark.last_key)))
+    hashes = [hash_column for column in columns for hash_column in hash_columns_of(table, column)]
+    # The stored text as it is (tokens, plaintext) with the hashes: what decides whether a row is stale.
+    stored = select(key_column, *(type_coerce(table.c[column], Text).label(column) for column in columns),
+                    *(table.c[column] for column in hashes)).order_by(key_column).limit(batch)
+    rewrite = update(table).where(key_column == bindparam("_key"))
     changed = 0
     while True:
         with db.session() as session:
             mark = _mark(session, name, ring.active_key)
-            hashes = [hash_column for column in columns for hash_column in hash_columns_of(table, column)]
-            query = select(key_column, *(type_coerce(table.c[column], Text).label(column) for column in columns),
-                           *(table.c[column] for column in hashes))
-            if mark.last_key is not None:
-                query = query.where(key_column > _typed_key(key_column, mark.last_key))
-            rows = session.execute(query.order_by(key_column).limit(batch)).all()
+            after = None if mark.last_key is None else _typed_key(key_column, mark.last_key)
+            query = stored if after is None else stored.where(key_column > after)
+            rows = session.execute(query).all()
             stale = [row for row in rows if _row_needs_sealing(table, columns, row, ring)]
             if stale:
-                session.execute(update(table).where(key_column == bindparam("_key")),
-                                [_sealed_row(session, table, key_column, columns, row, ring) for row in stale])
+                session.execute(rewrite, [_sealed_row(session, table, key_column, columns, row, ring) for row in stale])
             if rows:
                 mark.last_key = str(getattr(rows[-1], key_column.key))
             mark.finished = len(rows) < batch
