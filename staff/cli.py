@@ -82,7 +82,7 @@ def seal_personal_data(app) -> None:
 
     def progress(step: sealing.TableProgress) -> None:
         if step.changed:
-            click.echo(f"sealed {step.table} {step.done}/{step.total} ({step.changed} rewritten)")
+            click.echo(f"{step.table}：已加密证件号、手机号 {step.done}/{step.total}（本次改写 {step.changed} 行）")
 
     try:
         sealing.seal_existing(app.db, app.services.photo_files.keys, progress=progress)

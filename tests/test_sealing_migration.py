@@ -36,7 +36,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 GRADUATES = int(os.environ.get("SEALING_TEST_GRADUATES", "5000"))
 NEW_KEY = base64.b64encode(b"rotated-key-for-tests-32-bytes!!").decode()
 WHEN = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
-PROGRESS = re.compile(r"\d+/\d+")  # "sealed roster_entries 1000/5000 …", "roster_entries: 已检查 1000/5000 …"
+PROGRESS = re.compile(r"\d+/\d+")  # "roster_entries：已加密证件号、手机号 1000/5000 …", "roster_entries: 已检查 1000/5000 …"
 LEVELS = ("本科", "专科")
 
 
