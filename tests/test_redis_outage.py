@@ -108,8 +108,9 @@ def test_a_photo_is_checked_and_answered_while_redis_refuses_connections(make_ap
 def test_a_photo_gets_its_verdict_not_a_promise_while_redis_hangs(make_app, fake_wechat, photo, black_hole):
     app = redis_app(make_app, f"redis://127.0.0.1:{black_hole.port}/0")
     chat = candidate(app, fake_wechat)
+    data = photo(GOOD_PHOTO)  # out here: without ../shared the skip must not be swallowed by answered_in_time
     chat.walk_to_photo(GRADUATES[0])
-    reply = answered_in_time(lambda: chat.send_photo(photo(GOOD_PHOTO)))
+    reply = answered_in_time(lambda: chat.send_photo(data))
     assert reply is not None, "the photo message was never answered"
     assert reply != messages.PHOTO_CHECKING and "照片检查通过" in reply
     assert chat.customer_service_texts() == []  # the verdict came in the reply itself
@@ -119,8 +120,9 @@ def test_payment_answers_while_redis_hangs_and_the_sweep_delivers_the_notice(mak
                                                                              black_hole):
     app = redis_app(make_app, f"redis://127.0.0.1:{black_hole.port}/0", immediate=False)
     chat = candidate(app, fake_wechat)
+    data = photo(GOOD_PHOTO)  # out here: without ../shared the skip must not be swallowed by answered_in_time
     chat.walk_to_photo(GRADUATES[0])
-    link = chat.pay_link(answered_in_time(lambda: chat.send_photo(photo(GOOD_PHOTO))) or "")
+    link = chat.pay_link(answered_in_time(lambda: chat.send_photo(data)) or "")
     page = answered_in_time(lambda: chat.pay(link))
     assert page is not None, "the pay POST never answered"
     assert page.status_code == 200 and "已支付" in page.get_data(as_text=True)
