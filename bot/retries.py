@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.protocol import EMPTY_REPLY
@@ -167,12 +168,34 @@ class RetryGuard:
         """work(session) in one transaction; a failed step comes out as StepFailed once rolled back. The
         attempt's lease is renewed only while it runs."""
         try:
-            with self.db.session() as session:
-                return work(session)
+            try:
+                return self._run(work)
+            except _Reconnected as cut:
+                log.warning("database connection lost before anything was kept (%s); running the message "
+                            "again on a new connection", cut.__cause__.__class__.__name__)
+                return self._run(work)
         except _Failed as failed:
             raise StepFailed(failed.ticket) from failed.__cause__
         finally:
             self._let_go(owner)
+
+    def _run(self, work: Callable[[Session], Any]) -> Any:
+        """work(session) in one transaction. A pooled connection found dead (the database restarted,
+        or the connection was terminated) comes out as _Reconnected when nothing of this attempt was
+        committed: the pool has dropped its connections by then, so running it again is safe and
+        answers the candidate instead of failing the message."""
+        try:
+            with self.db.session() as session:
+                return work(session)
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                raise _Reconnected() from error
+            raise
+        except _Failed as failed:
+            cause = failed.__cause__
+            if isinstance(cause, DBAPIError) and cause.connection_invalidated and not failed.committed:
+                raise _Reconnected() from cause
+            raise
 
     def recover(self, ticket: Ticket, on_claim: OnClaim) -> Ticket:
         """After StepFailed: holds the message again for this attempt (its claim row is back, or still
@@ -277,7 +300,9 @@ class RetryGuard:
             except ClaimLost:
                 raise
             except Exception as error:
-                raise _Failed(ticket) from error
+                # Still the claim's own transaction: nothing of this attempt was committed (Context.release).
+                committed = ticket.fresh is None or session.get_transaction() is not ticket.fresh
+                raise _Failed(ticket, committed) from error
         return ticket
 
     def _peek(self, key: str) -> InboundKey | None:
@@ -324,9 +349,14 @@ class RetryGuard:
 
 
 class _Failed(Exception):
-    def __init__(self, ticket: Ticket):
+    def __init__(self, ticket: Ticket, committed: bool = True):
         super().__init__(ticket.key)
         self.ticket = ticket
+        self.committed = committed  # part of the attempt's work was committed before it failed
+
+
+class _Reconnected(Exception):
+    """The transaction's connection was found dead before any of the attempt's work was kept."""
 
 
 def _with_render(ticket: Ticket, render: Callable[[Reply], str] | None) -> Ticket:

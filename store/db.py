@@ -15,6 +15,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.crypto import KeyRing
@@ -88,7 +89,9 @@ class Database:
 def _create_engine(url: str, busy_timeout: float) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_size=10, max_overflow=20)
+        _ping_when_idle(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
@@ -98,6 +101,32 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     event.listen(engine, "commit", writer.end)
     event.listen(engine, "rollback", writer.end)
     return engine
+
+
+# A pooled connection unused for longer than this is pinged before use (a database restart or
+# pg_terminate_backend is found before a request's first statement). One busy in the last second is not:
+# pinging every checkout, as pool_pre_ping does, costs a round trip per message, and a connection cut
+# while busy fails its next statement either way (the webhook runs such a message again, bot/retries.py).
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (up to three times).
+            raise DisconnectionError(f"pooled connection is dead: {error}") from error
 
 
 def _create_read_engine(url: str, busy_timeout: float) -> Engine | None:

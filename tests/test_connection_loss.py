@@ -1,0 +1,66 @@
+"""The app's PostgreSQL connections cut under it (pg_terminate_backend, a database restart): the next
+message is still answered as if nothing happened, once. A connection busy a moment ago is not pinged
+before use (that would cost a round trip per message), so its loss shows at the message's first
+statement and the message runs again on a new connection; one idle for over a second is pinged first.
+
+Runs on PostgreSQL only (TEST_DATABASE_URL), skipped with that reason on SQLite."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from messages import SYSTEM_ERROR
+from store.db import PING_IDLE_SECONDS
+from store.models import Candidate, Message
+
+
+@pytest.fixture
+def postgres_app(app, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no connections to cut")
+    return app
+
+
+def cut_every_connection(database_url: str) -> int:
+    """pg_terminate_backend on every other connection to the test database; how many were cut."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            return len(connection.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
+    finally:
+        engine.dispose()
+
+
+def inbound_rows(app, openid: str, content: str) -> int:
+    with app.extensions["collector"].db.read() as session:
+        return session.scalar(select(func.count()).select_from(Message).where(
+            Message.openid == openid, Message.direction == "in", Message.content == content))
+
+
+def test_a_message_on_a_connection_cut_while_busy_runs_again(postgres_app, database_url, wechat, caplog):
+    wechat.event("o_cut_busy", "subscribe")
+    wechat.text("o_cut_busy", "帮助")  # the pool's connection, used a moment ago
+    assert cut_every_connection(database_url) >= 1
+    caplog.set_level(logging.WARNING, logger="bot.retries")
+    reply = wechat.text("o_cut_busy", "北京市高等教育自学考试")
+    assert "专科" in reply.content and SYSTEM_ERROR not in reply.content
+    assert "running the message again on a new connection" in caplog.text
+    assert inbound_rows(postgres_app, "o_cut_busy", "北京市高等教育自学考试") == 1
+    with postgres_app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_cut_busy")) == "level"
+
+
+def test_a_connection_idle_for_a_while_is_pinged_before_use(postgres_app, database_url, wechat, caplog):
+    wechat.event("o_cut_idle", "subscribe")
+    time.sleep(PING_IDLE_SECONDS + 0.2)
+    assert cut_every_connection(database_url) >= 1
+    caplog.set_level(logging.WARNING, logger="bot.retries")
+    reply = wechat.text("o_cut_idle", "帮助")
+    assert "院校名称" in reply.content
+    assert "running the message again" not in caplog.text  # the ping found it, not the message
+    assert inbound_rows(postgres_app, "o_cut_idle", "帮助") == 1
