@@ -142,6 +142,11 @@ class Conversation:
                 channel = "late"
         if outcome.media_path:
             after["media_path"] = outcome.media_path
+        if channel == "passive" and not outcome.reply.empty and not ctx.deferred and inbound.id is None:
+            # The common case, an answer in the same breath: both transcript rows in one statement.
+            inbound.finish_with_reply(after, _outbound_values(ctx.candidate.openid, channel, outcome.reply, before,
+                                                              outcome.state, outcome.checks))
+            return channel
         inbound_id = inbound.finish(after)
         if outcome.reply.empty:
             return channel
@@ -241,6 +246,13 @@ class _Inbound:
             self._update(after)
         return self.id
 
+    def finish_with_reply(self, after: dict, outbound: dict) -> None:
+        """finish() for a row not yet written, with the reply's row in the same INSERT (its id unread)."""
+        # An executemany of the cached single-row INSERT (a multi-VALUES INSERT would be compiled afresh
+        # every time): SQLite runs it in one call, psycopg in one pipelined round trip. Same keys in both.
+        rows = [{column: row.get(column) for column in _PAIR_COLUMNS} for row in ({**self.values, **after}, outbound)]
+        queries.connection_of(self.session).execute(_INSERT_MESSAGE, rows)
+
     def _update(self, values: dict) -> None:
         queries.connection_of(self.session).execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
         self._stale = False
@@ -251,6 +263,8 @@ _MESSAGES = Message.__table__
 _INSERT_MESSAGE_ID = insert(_MESSAGES).returning(_MESSAGES.c.id)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _UPDATE_MESSAGE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+_PAIR_COLUMNS = ("openid", "direction", "channel", "msg_type", "content", "wechat_msg_id", "state_before",
+                 "state_after", "checks", "pending", "media_path", "created_at")
 
 
 def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
@@ -260,10 +274,14 @@ def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
 
 
 def _write_outbound(session, openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> None:
-    queries.connection_of(session).execute(_INSERT_MESSAGE, {
-        "openid": openid, "direction": "out", "channel": channel,
-        "msg_type": "image" if reply.image_media_id else "text", "content": reply.describe(),
-        "state_before": before, "state_after": after, "checks": checks, "created_at": utcnow()})
+    queries.connection_of(session).execute(_INSERT_MESSAGE,
+                                           _outbound_values(openid, channel, reply, before, after, checks))
+
+
+def _outbound_values(openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> dict:
+    return {"openid": openid, "direction": "out", "channel": channel,
+            "msg_type": "image" if reply.image_media_id else "text", "content": reply.describe(),
+            "state_before": before, "state_after": after, "checks": checks, "created_at": utcnow()}
 
 
 def _inbound_content(incoming: Incoming) -> str:
