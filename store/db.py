@@ -5,6 +5,7 @@ for pages and listings that only read: it never waits for a writer (WAL lets rea
 commit while a write is in progress), and a write attempted in it fails at once."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import sqlite3
 import threading
@@ -90,7 +91,7 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(url, pool_size=10, max_overflow=20)
-        _ping_when_idle(engine)
+        _ping_on_checkout(engine)
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -103,27 +104,33 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     return engine
 
 
-# A pooled connection unused for longer than this is pinged before use (a database restart or
-# pg_terminate_backend is found before a request's first statement). One busy in the last second is not:
-# pinging every checkout, as pool_pre_ping does, costs a round trip per message, and a connection cut
-# while busy fails its next statement either way (the webhook runs such a message again, bot/retries.py).
-PING_IDLE_SECONDS = 1.0
+# Every checkout of a pooled PostgreSQL connection is pinged first (what pool_pre_ping does), so a
+# database restart or pg_terminate_backend costs no request and no half-done piece of work, except the
+# one checkout a caller vouches for with unpinged_checkout(): the webhook's claim transaction, which
+# runs the whole message again on a new connection if that one turns out dead before anything of it
+# was kept (bot/retries.py). It saves a round trip on every message.
+_UNPINGED = contextvars.ContextVar("unpinged_checkout", default=False)
 
 
-def _ping_when_idle(engine: Engine) -> None:
-    @event.listens_for(engine, "checkin")
-    def checked_in(_dbapi_connection, record) -> None:
-        record.info["idle_since"] = time.monotonic()
+@contextmanager
+def unpinged_checkout() -> Iterator[None]:
+    """The next connection this context checks out is not pinged (only that one: a step that commits
+    early checks out again, pinged, for what it does after)."""
+    token = _UNPINGED.set(True)
+    try:
+        yield
+    finally:
+        _UNPINGED.reset(token)
 
+
+def _ping_on_checkout(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
-    def checked_out(dbapi_connection, record, _proxy) -> None:
-        idle_since = record.info.pop("idle_since", None)
-        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+    def checked_out(dbapi_connection, _record, _proxy) -> None:
+        if _UNPINGED.get():
+            _UNPINGED.set(False)
             return
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            dbapi_connection.rollback()
+            engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out another (up to three times).
             raise DisconnectionError(f"pooled connection is dead: {error}") from error
