@@ -3,6 +3,7 @@ against a bare Flask app answering "success" under the same server and settings 
 
     .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
         [--server gunicorn|waitress] [--workers 2] [--database-url URL] [--redis-url URL] [--text 帮助]
+        [--paced-share 0.3]
 
 Starts a fake WeChat API, then for each target (the bare baseline, then the app) a server (gunicorn with
 `--workers` sync workers through `serving.py`, or waitress with 16 threads) with a throw-away config
@@ -12,6 +13,15 @@ fresh MsgIds, timed, until the run's request budget or time limit is used up. Cl
 over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
 read from its processes' CPU times (/proc) before and after each run. Prints one row per run, then the
 app's throughput as a share of the baseline's; exits non-zero if any request failed.
+
+Those runs are closed loops: each client sends its next message the moment it has the reply, so the
+server is always saturated and a request's latency is mostly its wait behind the other clients' (with
+2 workers and 64 clients, p50 ≈ 64 / throughput, for the bare app too). WeChat does not wait for one
+candidate's reply before forwarding another's: candidates' messages arrive on their own. So each target
+also runs paced (open loop) at the largest client count: the clients send at random (Poisson) times at
+a total rate of `--paced-share` × the bare app's closed-loop throughput in this run (0.3: the
+throughput target), and a request's latency counts from when it was due, so time spent behind a slow
+reply counts too. Those rows (clients shown as e.g. "64p") give the p99 a webhook has at that load.
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -50,6 +61,7 @@ TEXT = "帮助"
 STARTUP_TIMEOUT_SECONDS = 30
 WECHAT_TIMEOUT_SECONDS = 5.0  # WeChat gives up on a webhook after 5 s
 MAX_ERROR_SAMPLES = 3
+PACED_SECONDS = 10  # a paced run sends at least this long at its rate
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class RunSpec:
     requests: int
     seconds: float
     text: str = TEXT
+    rate: float = 0.0  # paced: the clients' total requests per second (0: closed loop)
 
 
 @dataclass
@@ -200,8 +213,9 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     ready.put(os.getpid())
     go.wait()
     tickets = Tickets(quota, deadline=time.time() + spec.seconds)
+    loop, extra = (client_loop, ()) if not spec.rate else (paced_client_loop, (spec.rate / spec.clients,))
     threads = [
-        threading.Thread(target=client_loop, args=(sim, openid, spec.text, tickets, result, lock))
+        threading.Thread(target=loop, args=(sim, openid, spec.text, tickets, result, lock) + extra)
         for sim, openid in zip(simulators, openids)
     ]
     for thread in threads:
@@ -224,6 +238,26 @@ def client_loop(simulator: WeChatSimulator, openid: str, text: str, tickets: Tic
             else:
                 result.errors += 1
                 keep_sample(result, problem)
+
+
+def paced_client_loop(simulator: WeChatSimulator, openid: str, text: str, tickets: Tickets, result: WorkerResult,
+                      lock, rate: float) -> None:
+    """One candidate sending at random times, `rate` a second on average; latency from when each was due."""
+    chance = random.Random()
+    due = time.time() + chance.expovariate(rate)
+    while tickets.take():
+        time.sleep(max(0.0, due - time.time()))
+        problem = attempt(lambda: simulator.text(openid, text))
+        finished = time.time()
+        with lock:
+            result.started = min(result.started, due)
+            result.finished = max(result.finished, finished)
+            if problem is None:
+                result.latencies_ms.append((finished - due) * 1000)
+            else:
+                result.errors += 1
+                keep_sample(result, problem)
+        due += chance.expovariate(rate)
 
 
 def attempt(push) -> str | None:
@@ -289,8 +323,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 def table_row(label: str, spec: RunSpec, result: WorkerResult, cpu_ms: float) -> str:
     latencies = sorted(result.latencies_ms)
     done = len(latencies) + result.errors
+    clients = f"{spec.clients}p" if spec.rate else str(spec.clients)
     return (
-        f"{label:<8}{spec.mode:<6}{spec.clients:>8}{done:>10}{throughput(result):>12.1f}"
+        f"{label:<8}{spec.mode:<6}{clients:>8}{done:>10}{throughput(result):>12.1f}"
         f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{cpu_ms:>10.2f}{result.errors:>8}"
     )
 
@@ -358,6 +393,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--database-url", default="", help="a scratch database (default: a new SQLite file)")
     parser.add_argument("--redis-url", default="", help="Redis for the app (default: none)")
+    parser.add_argument("--paced-share", type=float, default=0.3,
+                        help="paced runs at this share of the bare app's throughput (default 0.3; 0: none)")
     parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
     parser.add_argument(
         "--processes", type=int, default=max(2, os.cpu_count() or 2), help="client processes (default: CPU count)"
@@ -414,18 +451,44 @@ def run_all(label: str, base_url: str, args: argparse.Namespace, server_pid: int
             print(table_row(label, spec, result, cpu_ms), flush=True)
             rates[(label, mode, clients)] = (throughput(result), cpu_ms)
             failures += report_problems(result)
+        failures += run_paced(label, base_url, args, server_pid, mode, rates)
     return failures
 
 
+def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: int, mode: str, rates: dict) -> int:
+    """The paced run at the largest client count, at --paced-share of the bare app's throughput."""
+    clients = max(args.clients)
+    bare = rates.get(("bare", mode, clients))
+    if not args.paced_share or not bare:
+        return 0
+    rate = args.paced_share * bare[0]
+    spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text, rate=rate)
+    cpu_before = cpu_seconds(server_pid)
+    result = run(base_url, spec, args.processes)
+    cpu_ms = (cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, len(result.latencies_ms) + result.errors)
+    print(table_row(label, spec, result, cpu_ms) + f"   offered {rate:.0f}/s", flush=True)
+    latencies = sorted(result.latencies_ms)
+    rates[(label, mode, "paced")] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99))
+    return report_problems(result)
+
+
 def print_ratios(rates: dict) -> None:
-    """The app against the bare baseline, run for run: throughput share and CPU per request."""
-    pairs = [(key[1:], value, rates.get(("bare",) + key[1:])) for key, value in rates.items() if key[0] == "app"]
+    """The app against the bare baseline, run for run: throughput share and CPU per request; then the
+    paced runs' latency."""
+    pairs = [(key[1:], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
+             if key[0] == "app" and key[2] != "paced"]
     if not any(bare for _, _, bare in pairs):
         return
     print(f"{'app/bare':<14}{'clients':>8}{'throughput':>12}{'cpu ms app':>12}{'cpu ms bare':>12}")
     for (mode, clients), (app_rate, app_cpu), bare in pairs:
         if bare:
             print(f"{mode:<14}{clients:>8}{app_rate / bare[0]:>11.3f}x{app_cpu:>12.2f}{bare[1]:>12.2f}")
+    paced = [(key[1], value, rates.get(("bare", key[1], "paced"))) for key, value in rates.items()
+             if key[0] == "app" and key[2] == "paced"]
+    if paced:
+        print(f"{'paced':<14}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}   (ms, latency from when due)")
+    for mode, (rate, p50, p99), bare in paced:
+        print(f"{mode:<14}{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}")
 
 
 def report_problems(result: WorkerResult, label: str = "") -> int:
