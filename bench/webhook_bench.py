@@ -11,7 +11,8 @@ Starts a fake WeChat API, then for each target (the bare baseline, then the app)
 mode and each client count: every client (its own openid) subscribes untimed, then sends the text with
 fresh MsgIds, timed, until the run's request budget or time limit is used up. Clients are threads spread
 over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
-read from its processes' CPU times (/proc) before and after each run. Prints one row per run, then the
+read from its processes' CPU times (/proc) before and after each run, and PostgreSQL's and Redis's
+(`db+redis`: every such process on this machine, so keep it otherwise quiet). Prints one row per run, then the
 app's throughput as a share of the baseline's; exits non-zero if any request failed.
 
 Those runs are closed loops: each client sends its next message the moment it has the reply, so the
@@ -320,13 +321,13 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[max(index, 0)]
 
 
-def table_row(label: str, spec: RunSpec, result: WorkerResult, cpu_ms: float) -> str:
+def table_row(label: str, spec: RunSpec, result: WorkerResult, cpu_ms: float, services_ms: float) -> str:
     latencies = sorted(result.latencies_ms)
     done = len(latencies) + result.errors
     clients = f"{spec.clients}p" if spec.rate else str(spec.clients)
     return (
         f"{label:<8}{spec.mode:<6}{clients:>8}{done:>10}{throughput(result):>12.1f}"
-        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{cpu_ms:>10.2f}{result.errors:>8}"
+        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{cpu_ms:>10.2f}{services_ms:>10.2f}{result.errors:>8}"
     )
 
 
@@ -364,6 +365,33 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
+
+
+SERVICES = ("postgres", "redis-server")  # the local database and Redis the app talks to
+
+
+def services_cpu_seconds() -> float:
+    """User + system CPU time so far of this machine's PostgreSQL and Redis processes (0 when the app
+    uses neither: SQLite runs inside the server's processes)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] in SERVICES:
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> tuple[WorkerResult, float, float]:
+    """The run, the server's CPU ms per request, and PostgreSQL's and Redis's CPU ms per request."""
+    server_before, services_before = cpu_seconds(server_pid), services_cpu_seconds()
+    result = run(base_url, spec, processes)
+    requests_done = max(1, len(result.latencies_ms) + result.errors)
+    return (result, (cpu_seconds(server_pid) - server_before) * 1000 / requests_done,
+            (services_cpu_seconds() - services_before) * 1000 / requests_done)
 
 
 def wait_until_idle(pid: int, limit_seconds: float = 60.0) -> None:
@@ -415,7 +443,7 @@ def main() -> int:
               f"cpus={os.cpu_count()}  text={args.text!r}  database={'SQLite' if not args.database_url else args.database_url.split('@')[-1]}"
               f"{'  redis' if args.redis_url else ''}")
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-              f"{'cpu ms':>10}{'errors':>8}")
+              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}")
         failures, rates = 0, {}
         for label, factory in targets:
             log_path = workdir / f"server-{label}.log"
@@ -445,10 +473,8 @@ def run_all(label: str, base_url: str, args: argparse.Namespace, server_pid: int
     for mode in args.modes:
         for clients in args.clients:
             spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
-            cpu_before = cpu_seconds(server_pid)
-            result = run(base_url, spec, args.processes)
-            cpu_ms = (cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, len(result.latencies_ms) + result.errors)
-            print(table_row(label, spec, result, cpu_ms), flush=True)
+            result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
+            print(table_row(label, spec, result, cpu_ms, services_ms), flush=True)
             rates[(label, mode, clients)] = (throughput(result), cpu_ms)
             failures += report_problems(result)
         failures += run_paced(label, base_url, args, server_pid, mode, rates)
@@ -463,10 +489,8 @@ def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: i
         return 0
     rate = args.paced_share * bare[0]
     spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text, rate=rate)
-    cpu_before = cpu_seconds(server_pid)
-    result = run(base_url, spec, args.processes)
-    cpu_ms = (cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, len(result.latencies_ms) + result.errors)
-    print(table_row(label, spec, result, cpu_ms) + f"   offered {rate:.0f}/s", flush=True)
+    result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
+    print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s", flush=True)
     latencies = sorted(result.latencies_ms)
     rates[(label, mode, "paced")] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99))
     return report_problems(result)
