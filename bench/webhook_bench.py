@@ -230,15 +230,7 @@ def client_loop(simulator: WeChatSimulator, openid: str, text: str, tickets: Tic
     while tickets.take():
         started = time.time()
         problem = attempt(lambda: simulator.text(openid, text))
-        finished = time.time()
-        with lock:
-            result.started = min(result.started, started)
-            result.finished = max(result.finished, finished)
-            if problem is None:
-                result.latencies_ms.append((finished - started) * 1000)
-            else:
-                result.errors += 1
-                keep_sample(result, problem)
+        record(result, lock, started, time.time(), problem)
 
 
 def paced_client_loop(simulator: WeChatSimulator, openid: str, text: str, tickets: Tickets, result: WorkerResult,
@@ -249,16 +241,20 @@ def paced_client_loop(simulator: WeChatSimulator, openid: str, text: str, ticket
     while tickets.take():
         time.sleep(max(0.0, due - time.time()))
         problem = attempt(lambda: simulator.text(openid, text))
-        finished = time.time()
-        with lock:
-            result.started = min(result.started, due)
-            result.finished = max(result.finished, finished)
-            if problem is None:
-                result.latencies_ms.append((finished - due) * 1000)
-            else:
-                result.errors += 1
-                keep_sample(result, problem)
+        record(result, lock, due, time.time(), problem)
         due += chance.expovariate(rate)
+
+
+def record(result: WorkerResult, lock, since: float, finished: float, problem: str | None) -> None:
+    """One request's outcome; its latency counts from `since` (when it was sent, or due)."""
+    with lock:
+        result.started = min(result.started, since)
+        result.finished = max(result.finished, finished)
+        if problem is None:
+            result.latencies_ms.append((finished - since) * 1000)
+        else:
+            result.errors += 1
+            keep_sample(result, problem)
 
 
 def attempt(push) -> str | None:

@@ -235,14 +235,19 @@ class Cluster:
     def terminate_connections(self) -> int:
         """`pg_terminate_backend` on every connection to the run's database but this one's own (the
         app's web workers, consumers and reviewer), as a failover or an administrator would."""
-        engine = create_engine(self.profile.database_url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as connection:
-                return len(connection.execute(text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
-        finally:
-            engine.dispose()
+        return terminate_connections(self.profile.database_url)
+
+
+def terminate_connections(database_url: str) -> int:
+    """`pg_terminate_backend` on every other connection to the database at `database_url`; how many."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            return len(connection.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
+    finally:
+        engine.dispose()
 
 
 def snapshot_code(workdir: Path) -> tuple[Path, str]:

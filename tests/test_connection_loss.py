@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
+from loadtest.cluster import terminate_connections
 from messages import SYSTEM_ERROR
 from store.models import Candidate, Message
 
@@ -22,18 +23,6 @@ def postgres_app(app, database_url):
     return app
 
 
-def cut_every_connection(database_url: str) -> int:
-    """pg_terminate_backend on every other connection to the test database; how many were cut."""
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            return len(connection.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
-    finally:
-        engine.dispose()
-
-
 def inbound_rows(app, openid: str, content: str) -> int:
     with app.extensions["collector"].db.read() as session:
         return session.scalar(select(func.count()).select_from(Message).where(
@@ -43,7 +32,7 @@ def inbound_rows(app, openid: str, content: str) -> int:
 def test_a_message_on_a_connection_cut_while_busy_runs_again(postgres_app, database_url, wechat, caplog):
     wechat.event("o_cut_busy", "subscribe")
     wechat.text("o_cut_busy", "帮助")  # the pool's connection, used a moment ago
-    assert cut_every_connection(database_url) >= 1
+    assert terminate_connections(database_url) >= 1
     caplog.set_level(logging.WARNING, logger="bot.retries")
     reply = wechat.text("o_cut_busy", "北京市高等教育自学考试")
     assert "专科" in reply.content and SYSTEM_ERROR not in reply.content
@@ -55,6 +44,6 @@ def test_a_message_on_a_connection_cut_while_busy_runs_again(postgres_app, datab
 
 def test_every_other_checkout_is_pinged_first(postgres_app, database_url, wechat):
     wechat.event("o_cut_other", "subscribe")
-    assert cut_every_connection(database_url) >= 1
+    assert terminate_connections(database_url) >= 1
     with postgres_app.extensions["collector"].db.read() as session:  # a page, a job: no message to run again
         assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_cut_other")) == "institution"
