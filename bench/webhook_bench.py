@@ -3,12 +3,13 @@ against a bare Flask app answering "success" under the same server and settings 
 
     .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
         [--server gunicorn|waitress] [--workers 2] [--database-url URL] [--redis-url URL] [--text 帮助]
-        [--paced-share 0.3]
+        [--paced-share 0.3] [--wechat-mode production|compatible]
 
-Starts a fake WeChat API, then for each target (the bare baseline, then the app) a server (gunicorn with
-`--workers` sync workers through `serving.py`, or waitress with 16 threads) with a throw-away config
-(and a throw-away SQLite database unless --database-url names a scratch one), then for plain and AES
-mode and each client count: every client (its own openid) subscribes untimed, then sends the text with
+Starts a fake WeChat API, then for each target (the bare baseline, then the app) and for plain and AES
+requests a server (gunicorn with `--workers` sync workers through `serving.py`, or waitress with 16
+threads) with a throw-away config (and a throw-away SQLite database unless --database-url names a
+scratch one) whose `[wechat] mode` is the one such requests are served under when deployed (plain:
+compatible, with the replay guard; AES: safe), then for each client count: every client (its own openid) subscribes untimed, then sends the text with
 fresh MsgIds, timed, until the run's request budget or time limit is used up. Clients are threads spread
 over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
 read from its processes' CPU times (/proc) before and after each run, and PostgreSQL's and Redis's
@@ -94,8 +95,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int) -> Path:
-    config = workdir / "bench.toml"
+def wechat_mode_for(mode: str, args: argparse.Namespace) -> str:
+    """The account's [wechat] mode a run's requests are served under."""
+    if args.wechat_mode == "compatible":
+        return "compatible"
+    # As deployed: an account set to AES runs safe mode (the replay guard is not needed, msg_signature
+    # covers the body); one taking plain requests runs compatible or plain mode, with the replay guard.
+    return "safe" if mode == "aes" else "compatible"
+
+
+def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int, wechat_mode: str) -> Path:
+    config = workdir / f"bench-{wechat_mode}.toml"
     values = {
         "database_url": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
         "data_dir": str(workdir / "data"),
@@ -103,7 +113,7 @@ def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, por
         "redis_url": args.redis_url,
     }
     wechat = {"token": TOKEN, "appid": APPID, "secret": SECRET, "encoding_aes_key": AES_KEY, "api_base_url": api_base_url,
-              "mode": "compatible"}  # the bench measures plain and AES requests
+              "mode": wechat_mode}
     server = {"host": HOST, "port": port, "threads": SERVER_THREADS, "workers": args.workers, "worker_class": "sync"}
     jobs = {"queue_name": f"webhook-bench-{secrets.token_hex(4)}"}  # its own Redis keys
     lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
@@ -417,6 +427,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--database-url", default="", help="a scratch database (default: a new SQLite file)")
     parser.add_argument("--redis-url", default="", help="Redis for the app (default: none)")
+    parser.add_argument("--wechat-mode", choices=["production", "compatible"], default="production",
+                        help="production (default): plain requests under compatible mode, AES under safe mode, as "
+                             "deployed; compatible: both under compatible mode (AES requests pay the replay guard too)")
     parser.add_argument("--paced-share", type=float, default=0.3,
                         help="paced runs at this share of the bare app's throughput (default 0.3; 0: none)")
     parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
@@ -433,24 +446,30 @@ def main() -> int:
         workdir = Path(tmp)
         port = free_port()
         base_url = f"http://{HOST}:{port}"
-        env = {**os.environ, "COLLECTOR_CONFIG": str(write_config(workdir, fake.base_url, args, port))}
-        upgrade_database(args.app, env)
+        configs = {mode: write_config(workdir, fake.base_url, args, port, wechat_mode_for(mode, args))
+                   for mode in args.modes}
+        upgrade_database(args.app, {**os.environ, "COLLECTOR_CONFIG": str(configs[args.modes[0]])})
         print(f"webhook {base_url}/wechat  server={describe_server(args)}  client processes<={args.processes}  "
               f"cpus={os.cpu_count()}  text={args.text!r}  database={'SQLite' if not args.database_url else args.database_url.split('@')[-1]}"
-              f"{'  redis' if args.redis_url else ''}")
+              f"{'  redis' if args.redis_url else ''}  [wechat] mode: "
+              + ", ".join(f"{mode} requests {wechat_mode_for(mode, args)}" for mode in args.modes))
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
               f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}")
         failures, rates = 0, {}
         for label, factory in targets:
-            log_path = workdir / f"server-{label}.log"
-            server = start_server(factory, port, env, log_path, args.server)
-            try:
-                wait_until_answering(server, base_url, log_path)
-                failures += run_all(label, base_url, args, server.pid, rates)
-            finally:
-                stop_server(server)
+            for mode in args.modes:  # a server per mode: its config's [wechat] mode
+                log_path = workdir / f"server-{label}-{mode}.log"
+                env = {**os.environ, "COLLECTOR_CONFIG": str(configs[mode])}
+                server = start_server(factory, port, env, log_path, args.server)
+                try:
+                    wait_until_answering(server, base_url, log_path)
+                    failures += run_mode(label, mode, base_url, args, server.pid, rates)
+                finally:
+                    stop_server(server)
+                if failures:
+                    print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+                    break
             if failures:
-                print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
                 break
         print_ratios(rates)
     return 1 if failures else 0
@@ -460,21 +479,19 @@ def describe_server(args: argparse.Namespace) -> str:
     return f"gunicorn {args.workers} sync workers" if args.server == "gunicorn" else f"waitress threads={SERVER_THREADS}"
 
 
-def run_all(label: str, base_url: str, args: argparse.Namespace, server_pid: int, rates: dict) -> int:
+def run_mode(label: str, mode: str, base_url: str, args: argparse.Namespace, server_pid: int, rates: dict) -> int:
     failures = 0
     if args.warmup:
-        warmup = run(base_url, RunSpec("plain", min(args.clients), args.warmup, args.seconds, args.text), args.processes)
+        warmup = run(base_url, RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text), args.processes)
         failures += report_problems(warmup, "warm-up ")
         wait_until_idle(server_pid)
-    for mode in args.modes:
-        for clients in args.clients:
-            spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
-            result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
-            print(table_row(label, spec, result, cpu_ms, services_ms), flush=True)
-            rates[(label, mode, clients)] = (throughput(result), cpu_ms)
-            failures += report_problems(result)
-        failures += run_paced(label, base_url, args, server_pid, mode, rates)
-    return failures
+    for clients in args.clients:
+        spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
+        result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
+        print(table_row(label, spec, result, cpu_ms, services_ms), flush=True)
+        rates[(label, mode, clients)] = (throughput(result), cpu_ms)
+        failures += report_problems(result)
+    return failures + run_paced(label, base_url, args, server_pid, mode, rates)
 
 
 def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: int, mode: str, rates: dict) -> int:
