@@ -124,10 +124,16 @@ def unpinged_checkout() -> Iterator[None]:
 
 
 def _ping_on_checkout(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connected(_dbapi_connection, record) -> None:
+        record.info["fresh"] = True  # just connected: nothing to ping (pool_pre_ping skips these too)
+
     @event.listens_for(engine, "checkout")
-    def checked_out(dbapi_connection, _record, _proxy) -> None:
-        if _UNPINGED.get():
-            _UNPINGED.set(False)
+    def checked_out(dbapi_connection, record, _proxy) -> None:
+        vouched = _UNPINGED.get()
+        if vouched:
+            _UNPINGED.set(False)  # only this checkout, even when it is a fresh connection
+        if record.info.pop("fresh", False) or vouched:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
