@@ -363,14 +363,17 @@ def process_tree(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the server's processes so far (live ones: workers are not restarted)."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+    return sum(cpu_ticks(Path(f"/proc/{member}/stat"))[1] for member in process_tree(pid)) / CLOCK_TICKS
+
+
+def cpu_ticks(stat: Path) -> tuple[str, int]:
+    """A process's name and user + system CPU time in clock ticks, from /proc/PID/stat ("", 0 if gone)."""
+    try:
+        head, tail = stat.read_text().rsplit(")", 1)
+    except OSError:
+        return "", 0
+    fields = tail.split()
+    return head.split("(", 1)[1], int(fields[11]) + int(fields[12])  # utime, stime
 
 
 SERVICES = ("postgres", "redis-server")  # the local database and Redis the app talks to
@@ -379,16 +382,8 @@ SERVICES = ("postgres", "redis-server")  # the local database and Redis the app 
 def services_cpu_seconds() -> float:
     """User + system CPU time so far of this machine's PostgreSQL and Redis processes (0 when the app
     uses neither: SQLite runs inside the server's processes)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, tail = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if head.split("(", 1)[1] in SERVICES:
-            fields = tail.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    ticks = (cpu_ticks(stat) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return sum(used for name, used in ticks if name in SERVICES) / CLOCK_TICKS
 
 
 def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> tuple[WorkerResult, float, float]:
@@ -456,20 +451,18 @@ def main() -> int:
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
               f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}")
         failures, rates = 0, {}
-        for label, factory in targets:
-            for mode in args.modes:  # a server per mode: its config's [wechat] mode
-                log_path = workdir / f"server-{label}-{mode}.log"
-                env = {**os.environ, "COLLECTOR_CONFIG": str(configs[mode])}
-                server = start_server(factory, port, env, log_path, args.server)
-                try:
-                    wait_until_answering(server, base_url, log_path)
-                    failures += run_mode(label, mode, base_url, args, server.pid, rates)
-                finally:
-                    stop_server(server)
-                if failures:
-                    print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
-                    break
+        # A server per target and mode: its config's [wechat] mode. The bare app first (the paced runs need its rate).
+        for label, factory, mode in [(label, factory, mode) for label, factory in targets for mode in args.modes]:
+            log_path = workdir / f"server-{label}-{mode}.log"
+            env = {**os.environ, "COLLECTOR_CONFIG": str(configs[mode])}
+            server = start_server(factory, port, env, log_path, args.server)
+            try:
+                wait_until_answering(server, base_url, log_path)
+                failures += run_mode(label, mode, base_url, args, server.pid, rates)
+            finally:
+                stop_server(server)
             if failures:
+                print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
                 break
         print_ratios(rates)
     return 1 if failures else 0
