@@ -3,7 +3,7 @@ against a bare Flask app answering "success" under the same server and settings 
 
     .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
         [--server gunicorn|waitress] [--workers 2] [--database-url URL] [--redis-url URL] [--text 帮助]
-        [--paced-share 0.3] [--wechat-mode production|compatible]
+        [--paced-share 0.1 0.2 0.3] [--wechat-mode production|compatible]
 
 Starts a fake WeChat API, then for each target (the bare baseline, then the app) and for plain and AES
 requests a server (gunicorn with `--workers` sync workers through `serving.py`, or waitress with 16
@@ -425,8 +425,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--wechat-mode", choices=["production", "compatible"], default="production",
                         help="production (default): plain requests under compatible mode, AES under safe mode, as "
                              "deployed; compatible: both under compatible mode (AES requests pay the replay guard too)")
-    parser.add_argument("--paced-share", type=float, default=0.3,
-                        help="paced runs at this share of the bare app's throughput (default 0.3; 0: none)")
+    parser.add_argument("--paced-share", type=float, nargs="*", default=[0.1, 0.2, 0.3],
+                        help="paced runs at these shares of the bare app's throughput (default 0.1 0.2 0.3: the "
+                             "last is the throughput target; none: no paced runs)")
     parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
     parser.add_argument(
         "--processes", type=int, default=max(2, os.cpu_count() or 2), help="client processes (default: CPU count)"
@@ -488,37 +489,47 @@ def run_mode(label: str, mode: str, base_url: str, args: argparse.Namespace, ser
 
 
 def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: int, mode: str, rates: dict) -> int:
-    """The paced run at the largest client count, at --paced-share of the bare app's throughput."""
+    """The paced runs at the largest client count, one per --paced-share of the bare app's throughput."""
     clients = max(args.clients)
     bare = rates.get(("bare", mode, clients))
-    if not args.paced_share or not bare:
+    if not bare:
         return 0
-    rate = args.paced_share * bare[0]
-    spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text, rate=rate)
-    result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
-    print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s", flush=True)
-    latencies = sorted(result.latencies_ms)
-    rates[(label, mode, "paced")] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99))
-    return report_problems(result)
+    failures = 0
+    for share in args.paced_share:
+        rate = share * bare[0]
+        spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
+                       rate=rate)
+        result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
+        print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s ({share:g}x bare)",
+              flush=True)
+        latencies = sorted(result.latencies_ms)
+        rates[(label, mode, ("paced", share))] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99))
+        failures += report_problems(result)
+    return failures
 
 
 def print_ratios(rates: dict) -> None:
     """The app against the bare baseline, run for run: throughput share and CPU per request; then the
     paced runs' latency."""
     pairs = [(key[1:], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
-             if key[0] == "app" and key[2] != "paced"]
+             if key[0] == "app" and not _paced(key)]
     if not any(bare for _, _, bare in pairs):
         return
     print(f"{'app/bare':<14}{'clients':>8}{'throughput':>12}{'cpu ms app':>12}{'cpu ms bare':>12}")
     for (mode, clients), (app_rate, app_cpu), bare in pairs:
         if bare:
             print(f"{mode:<14}{clients:>8}{app_rate / bare[0]:>11.3f}x{app_cpu:>12.2f}{bare[1]:>12.2f}")
-    paced = [(key[1], value, rates.get(("bare", key[1], "paced"))) for key, value in rates.items()
-             if key[0] == "app" and key[2] == "paced"]
+    paced = [(key[1], key[2][1], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
+             if key[0] == "app" and _paced(key)]
     if paced:
-        print(f"{'paced':<14}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}   (ms, latency from when due)")
-    for mode, (rate, p50, p99), bare in paced:
-        print(f"{mode:<14}{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}")
+        print(f"{'paced':<8}{'share':>6}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}"
+              "   (ms, latency from when due)")
+    for mode, share, (rate, p50, p99), bare in paced:
+        print(f"{mode:<8}{share:>5g}x{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}")
+
+
+def _paced(key: tuple) -> bool:
+    return isinstance(key[2], tuple)
 
 
 def report_problems(result: WorkerResult, label: str = "") -> int:
