@@ -7,6 +7,7 @@ them still works: the roster match, one ID number for one account, the per-accou
 Set TEST_DATABASE_URL to a postgresql URL to run it on PostgreSQL (pg_dump must be installed)."""
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import sqlite3
@@ -230,8 +231,9 @@ def reminder_to_an_id_list(app, tmp_path) -> None:
 # --- the proof ---------------------------------------------------------------------------------------
 
 def test_no_id_or_phone_number_is_stored_in_plain_text_and_every_lookup_still_works(private_app, fake_wechat,
-                                                                                   photo, tmp_path):
+                                                                                   photo, tmp_path, caplog):
     app = private_app
+    caplog.set_level(logging.DEBUG)  # every line any level could write, through the app's own handlers
     zhang = zhang_pays_and_is_approved(app, fake_wechat, photo)
     wang = wang_reaches_the_photo_step(app, fake_wechat)
 
@@ -268,6 +270,21 @@ def test_no_id_or_phone_number_is_stored_in_plain_text_and_every_lookup_still_wo
         assert session.scalar(select(Candidate.phone).where(Candidate.openid == wang.openid)) == f"+86{CORRECTED_PHONE}"
 
     assert_no_plaintext(app)
+    assert_no_plaintext_in_logs_or_files(app, caplog.text)
+
+
+def assert_no_plaintext_in_logs_or_files(app, log_text: str) -> None:
+    """The log of the whole journey and every file the app wrote beside its database (the SMS log, the job
+    queue, photos) hold no number in plain text either; the log does name the phones it sent to, masked,
+    so this search had something to find."""
+    assert "138****8000" in log_text and "136****6000" in log_text, log_text[-2000:]
+    database = Path(app.extensions["collector"].db.url.removeprefix("sqlite:///")).resolve()
+    files = [path for path in Path(app.config["SETTINGS"].data_dir).rglob("*")
+             if path.is_file() and not path.resolve().name.startswith(database.name)]
+    assert any(path.suffix == ".jsonl" for path in files), files  # the console SMS provider's log
+    for where, raw in [("the log", log_text.encode("utf-8"))] + [(str(path), path.read_bytes()) for path in files]:
+        finds = plaintext_finds(Stored(raw, []))
+        assert not finds, f"personal numbers in plain text in {where}: {finds}"
 
 
 def test_the_search_for_plaintext_finds_numbers_in_every_way_they_are_typed():
