@@ -36,8 +36,11 @@ _LAST = "[0-9\uff10-\uff19Xx\uff38\uff58]"
 _SEPARATOR = "[\\s\u00ad\u200b-\u200f\u2060\ufeff\\-\u2010-\u2015\uff0d()\uff08\uff09.\uff0e]"
 SENSITIVE_RUN = re.compile(f"(?<!{_LAST}){_DIGIT}(?:{_SEPARATOR}{{0,3}}{_DIGIT}){{9,}}"
                            f"(?:{_SEPARATOR}{{0,3}}{_LAST})(?!{_LAST})")
-# OPEN token #hash CLOSE: the hash (of the digits alone) lets a transcript be searched for a number.
-INLINE_TOKEN = re.compile(f"{OPEN}({re.escape(TOKEN_PREFIX)}[^#{CLOSE}]*)(?:#[0-9a-f]*)?{CLOSE}")
+# OPEN token #hash[,hash…] CLOSE: the hash of the run's digits lets a transcript be searched for a number, and
+# so does one per mobile or ID number inside a longer run ("（1）13800138000" is one run of 12 digits).
+INLINE_TOKEN = re.compile(f"{OPEN}({re.escape(TOKEN_PREFIX)}[^#{CLOSE}]*)(?:#[0-9a-f,]*)?{CLOSE}")
+# Numbers searched for on their own, found at any offset of a run's digits (overlapping: lookahead).
+_EMBEDDED_NUMBERS = re.compile("(?=(1[3-9][0-9]{9}|[1-9][0-9]{16}[0-9X]))")
 NO_RING = "this database connection has no key ring: build it with Database(url, ring=KeyRing.from_settings(...))"
 
 
@@ -141,8 +144,17 @@ class SealedText(TypeDecorator):
 
 
 def _seal_runs(ring: KeyRing, text: str) -> str:
-    return SENSITIVE_RUN.sub(
-        lambda run: f"{OPEN}{ring.seal(run.group(0))}#{ring.lookup_hash(digits_of(run.group(0)))}{CLOSE}", text)
+    def sealed(run: re.Match) -> str:
+        hashes = ",".join(ring.lookup_hash(number) for number in searchable_numbers(digits_of(run.group(0))))
+        return f"{OPEN}{ring.seal(run.group(0))}#{hashes}{CLOSE}"
+    return SENSITIVE_RUN.sub(sealed, text)
+
+
+def searchable_numbers(digits: str) -> list[str]:
+    """The run's digits, then every mobile or ID number inside them when the run is longer (a list number
+    or a word of digits typed right before a phone joins its run)."""
+    inside = {match.group(1) for match in _EMBEDDED_NUMBERS.finditer(digits)} - {digits}
+    return [digits, *sorted(inside)]
 
 
 def holds_sensitive_run(text: str | None) -> bool:

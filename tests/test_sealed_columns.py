@@ -32,6 +32,17 @@ def test_an_id_number_typed_with_spaces_is_sealed_and_read_back_as_typed(app, we
         assert found == ["o_spaces"]
 
 
+def test_a_phone_number_run_together_with_a_list_number_is_still_found_by_itself(app, wechat):
+    wechat.text("o_listed", "（1）13800138000（2）11010519491231002X")  # one run of 31 digits and brackets
+    stored = raw_contents(app, "o_listed")[0]
+    assert "13800138000" not in stored and "1949" not in stored
+    with db(app).session() as session:
+        for number in ("13800138000", ID_NUMBER):
+            found = session.scalars(select(Message.openid).where(Message.content.contains(number))).all()
+            assert found == ["o_listed"], number
+        assert session.scalars(select(Message.openid).where(Message.content.contains("13900139000"))).all() == []
+
+
 def test_short_numbers_stay_readable_in_the_transcript(app, wechat):
     wechat.text("o_short", "第2次，验证码 123456，2026-06-30")
     assert raw_contents(app, "o_short")[0] == "第2次，验证码 123456，2026-06-30"
