@@ -116,11 +116,14 @@ Before = Callable[[Session], None]
 
 class StepFailed(Exception):
     """on_claim raised (not ClaimLost): its transaction, and with it the claim unless the step had
-    committed it, was rolled back. `ticket` is the attempt's, for recording the failure (recover)."""
+    committed it, was rolled back. `ticket` is the attempt's, for running the step again or recording the
+    failure (recover). `connection_lost`: the database connection died under it (a restart, a failover),
+    after the step had committed part of its work; nothing of the step itself went wrong."""
 
-    def __init__(self, ticket: Ticket):
+    def __init__(self, ticket: Ticket, connection_lost: bool = False):
         super().__init__(ticket.key)
         self.ticket = ticket
+        self.connection_lost = connection_lost
 
 
 class RetryGuard:
@@ -175,7 +178,7 @@ class RetryGuard:
                             "again on a new connection", cut.__cause__.__class__.__name__)
                 return self._run(work)
         except _Failed as failed:
-            raise StepFailed(failed.ticket) from failed.__cause__
+            raise StepFailed(failed.ticket, _connection_lost(failed.__cause__)) from failed.__cause__
         finally:
             self._let_go(owner)
 
@@ -192,15 +195,15 @@ class RetryGuard:
                 raise _Reconnected() from error
             raise
         except _Failed as failed:
-            cause = failed.__cause__
-            if isinstance(cause, DBAPIError) and cause.connection_invalidated and not failed.committed:
-                raise _Reconnected() from cause
+            if _connection_lost(failed.__cause__) and not failed.committed:
+                raise _Reconnected() from failed.__cause__
             raise
 
     def recover(self, ticket: Ticket, on_claim: OnClaim) -> Ticket:
         """After StepFailed: holds the message again for this attempt (its claim row is back, or still
-        there if the step had committed it) and runs on_claim (recording the failure) in that
-        transaction. ClaimLost if another attempt holds it meanwhile."""
+        there if the step had committed it) and runs on_claim (the step again, taking over what it had
+        committed, or recording the failure) in that transaction, its lease renewed meanwhile. ClaimLost
+        if another attempt holds it meanwhile; StepFailed if on_claim fails."""
         def work(session: Session) -> Ticket:
             row = _locked(session, ticket.key)
             if row is None:
@@ -208,9 +211,14 @@ class RetryGuard:
                     raise ClaimLost(ticket.key)
             elif row.done or row.owner != ticket.owner:
                 raise ClaimLost(ticket.key)
-            again = Ticket(ticket.key, ticket.owner, ticket.answer_by, self, render=ticket.render,
-                           taken_over=True)
-            again.result = on_claim(session, again)
+            again = self._hold(Ticket(ticket.key, ticket.owner, ticket.answer_by, self, render=ticket.render,
+                                      taken_over=True))
+            try:
+                again.result = on_claim(session, again)
+            except ClaimLost:
+                raise
+            except Exception as error:
+                raise _Failed(again) from error
             return again
         return self._in_transaction(ticket.owner, work)
 
@@ -370,6 +378,10 @@ _CLAIMS = InboundKey.__table__
 # The claim a transaction inserted and still holds, settled with its reply.
 _SETTLE = (update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
            .values(done=True, lease_until=None, reply_xml=bindparam("xml")))
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _locked(session: Session, key: str) -> InboundKey | None:

@@ -3,17 +3,21 @@ message is still answered as if nothing happened, once. The message's claim tran
 connection without a ping (that would cost a round trip per message), so the loss shows at its first
 statement and the message runs again on a new connection; every other checkout is pinged first.
 
+A step that commits early (the photo step, before it waits on the download and the checks) and then loses
+its connection has its claim and inbound row kept: it runs again at once, as a retry taking it over would.
+
 Runs on PostgreSQL only (TEST_DATABASE_URL), skipped with that reason on SQLite."""
 from __future__ import annotations
 
 import logging
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, event, func, select, text
 
 from loadtest.cluster import terminate_connections
 from messages import SYSTEM_ERROR
-from store.models import Candidate, Message
+from store.models import Candidate, Message, Photo
+from tests.journey import GRADUATES
 
 
 @pytest.fixture
@@ -47,3 +51,40 @@ def test_every_other_checkout_is_pinged_first(postgres_app, database_url, wechat
     assert terminate_connections(database_url) >= 1
     with postgres_app.extensions["collector"].db.read() as session:  # a page, a job: no message to run again
         assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_cut_other")) == "institution"
+
+
+def terminate_backend(database_url: str, pid: int) -> None:
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+
+
+def test_a_photo_step_cut_off_after_its_early_commit_runs_again(postgres_app, database_url, chat, photo, caplog):
+    """As in the cohort load test: the connection terminated while the photo step stores its verdict."""
+    chat.walk_to_photo(GRADUATES[0])
+    engine = postgres_app.extensions["collector"].db.engine
+    cut = []
+
+    def cut_at_the_photo_row(connection, cursor, statement, *_):
+        if not cut and statement.startswith("INSERT INTO photos"):  # after the step's early commit
+            cut.append(connection.connection.driver_connection.info.backend_pid)
+            terminate_backend(database_url, cut[0])
+
+    event.listen(engine, "before_cursor_execute", cut_at_the_photo_row)
+    caplog.set_level(logging.WARNING, logger="bot.webhook")
+    try:
+        reply = chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
+    finally:
+        event.remove(engine, "before_cursor_execute", cut_at_the_photo_row)
+    assert cut, "the photo step never inserted its photo row"
+    assert "检查通过" in reply and SYSTEM_ERROR not in reply, reply
+    assert "running it again" in caplog.text
+    assert chat.state() == "payment"
+    with postgres_app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Photo)) == 1
+        inbound = session.scalars(select(Message.state_after).where(
+            Message.openid == chat.openid, Message.direction == "in", Message.msg_type == "image")).all()
+        assert inbound == ["payment"]  # one row for the photo, finished by the run that answered
