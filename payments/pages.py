@@ -1,8 +1,10 @@
 """What the sandbox and WeChat Pay pages share: the page head, the price tag, and the app's collector."""
 from __future__ import annotations
 
-from flask import current_app
+from flask import Blueprint, current_app, render_template_string, request
+from werkzeug.exceptions import HTTPException
 
+import messages
 from payments.orders import ENDED_REASONS
 
 # Both templates start with this and close </body></html> themselves; `t` is the page's texts.
@@ -33,3 +35,19 @@ def closed_text(t: dict[str, str], order) -> str:
 def price(fen: int) -> str:
     """The price tag on a page: always two decimals."""
     return f"{fen / 100:.2f}"
+
+
+ERROR_PAGE = HEAD + "<p>{{ text }}</p>\n</body></html>"
+
+
+def add_error_pages(blueprint: Blueprint, machine_endpoints: tuple[str, ...] = ()) -> None:
+    """A candidate's pay page fails in Chinese, saying what to do (Flask's own pages are English); the
+    blueprint's endpoints that programs read (`machine_endpoints`) keep their plain answers."""
+    def page(error: HTTPException):
+        if request.endpoint in machine_endpoints:
+            return error
+        title, text = messages.PAY_ERROR_PAGES[error.code]
+        return render_template_string(ERROR_PAGE, t={"title": title}, text=text), error.code
+
+    for code in messages.PAY_ERROR_PAGES:
+        blueprint.register_error_handler(code, page)

@@ -13,6 +13,7 @@ from payments.orders import confirm_payment
 from store import queries
 
 blueprint = Blueprint("sandbox_pay", __name__)
+pages.add_error_pages(blueprint)
 
 PAGE = pages.HEAD + """<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
 <p class="amount">¥{{ amount }}</p>

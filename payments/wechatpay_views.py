@@ -20,6 +20,7 @@ from store.models import Order, utcnow
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("wechatpay", __name__)
+pages.add_error_pages(blueprint, machine_endpoints=("wechatpay.status", "wechatpay.notify"))
 
 PAGE = pages.HEAD + """{% if order %}<p>{{ t.order.format(out_trade_no=order.out_trade_no) }}</p>
 <p class="amount">¥{{ amount }}</p>{% endif %}

@@ -1,6 +1,10 @@
 """A candidate's whole journey over the real webhook: signed WeChat XML in, passive replies out."""
 from __future__ import annotations
 
+import sqlite3
+
+from sqlalchemy import event
+
 import messages
 from tests.journey import Chat
 
@@ -92,9 +96,37 @@ def test_paying_twice_on_the_page_pays_once_and_tells_once(app, chat, roster, ph
     assert len([t for t in chat.customer_service_texts() if "支付成功" in t]) == 1
 
 
-def test_a_forged_payment_link_is_a_404(app, chat):
-    assert app.test_client().post("/pay/sandbox/forged-token").status_code == 404
-    assert app.test_client().get("/pay/sandbox/forged-token").status_code == 404
+def test_a_forged_payment_link_is_a_404_that_says_what_to_do_in_chinese(app, chat):
+    for response in (app.test_client().post("/pay/sandbox/forged-token"),
+                     app.test_client().get("/pay/sandbox/forged-token")):
+        page = response.get_data(as_text=True)
+        assert response.status_code == 404
+        assert "支付链接无效" in page and "进度" in page and "Not Found" not in page, page
+
+
+def test_a_payment_that_fails_mid_way_says_so_in_chinese_and_the_next_press_pays_once(app, chat, roster, photo,
+                                                                                        fake_wechat):
+    chat.walk_to_photo(roster[0])
+    link = chat.pay_link(chat.send_photo(photo("webmorph_004_03_blue_ok.jpg")))
+    engine = app.extensions["collector"].db.engine
+
+    def disk_fails(connection, cursor, statement, *_):
+        if statement.startswith("UPDATE orders"):
+            raise sqlite3.OperationalError("disk I/O error")  # the database failing as the payment is stored
+
+    event.listen(engine, "before_cursor_execute", disk_fails)
+    try:
+        response = chat.pay(link)
+    finally:
+        event.remove(engine, "before_cursor_execute", disk_fails)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "系统繁忙" in page and "刷新本页" in page and "Internal Server Error" not in page, page
+    assert chat.state() == "payment"  # nothing of the failed press was kept
+    assert "已支付" in chat.pay(link).get_data(as_text=True)
+    assert chat.state() == "under_review"
+    fake_wechat.wait_for_messages(1)
+    assert len([t for t in chat.customer_service_texts() if "支付成功" in t]) == 1
 
 
 def test_a_new_photo_while_paying_replaces_the_old_one(chat, roster, photo):

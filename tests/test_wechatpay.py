@@ -365,3 +365,10 @@ def test_the_orders_job_runs_from_the_cli(pay_app, fake_wechat, fake_pay, photo)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("orders:")  # nothing yet: the order is younger than query_after_minutes
     assert "paid" not in result.output and "closed" not in result.output
+
+
+def test_a_damaged_wechatpay_link_is_a_chinese_page_and_the_status_poll_stays_plain(pay_app):
+    page = pay_app.test_client().get("/pay/wechat/damaged-token?code=any")
+    assert page.status_code == 404 and "支付链接无效" in page.get_data(as_text=True)
+    poll = pay_app.test_client().get("/pay/wechat/damaged-token/status")  # read by the page's script
+    assert poll.status_code == 404 and "支付链接无效" not in poll.get_data(as_text=True)
