@@ -155,8 +155,8 @@ class RetryGuard:
         replay guard's nonce)."""
         self._maybe_purge()
         owner = self._new_owner()
-        return self._in_transaction(owner, lambda session: self._claim(session, key, owner, answer_by, on_claim,
-                                                                        render, before))
+        return self._again_if_cut_off(lambda: self._in_transaction(owner, lambda session: self._claim(
+            session, key, owner, answer_by, on_claim, render, before)), on_claim)
 
     def _claim(self, session: Session, key: str, owner: str, answer_by: datetime, on_claim: OnClaim | None,
                render: Callable[[Reply], str] | None, before: Before | None) -> Ticket | None | Answered:
@@ -199,6 +199,19 @@ class RetryGuard:
                 raise _Reconnected() from failed.__cause__
             raise
 
+    def _again_if_cut_off(self, attempt: Callable[[], Any], on_claim: OnClaim | None) -> Any:
+        """attempt(): a claim or a visit. A step whose connection died after it had committed part of its
+        work (StepFailed.connection_lost) runs again once, at once, taking that work over as a retry would;
+        failing again, it comes out as StepFailed."""
+        try:
+            return attempt()
+        except StepFailed as failed:
+            if not failed.connection_lost or on_claim is None:
+                raise
+            log.warning("message %s: the database connection was lost after the step kept part of its work "
+                        "(%s); running it again", failed.ticket.key, failed.__cause__.__class__.__name__)
+            return self.recover(failed.ticket, on_claim)
+
     def recover(self, ticket: Ticket, on_claim: OnClaim) -> Ticket:
         """After StepFailed: holds the message again for this attempt (its claim row is back, or still
         there if the step had committed it) and runs on_claim (the step again, taking over what it had
@@ -211,15 +224,8 @@ class RetryGuard:
                     raise ClaimLost(ticket.key)
             elif row.done or row.owner != ticket.owner:
                 raise ClaimLost(ticket.key)
-            again = self._hold(Ticket(ticket.key, ticket.owner, ticket.answer_by, self, render=ticket.render,
-                                      taken_over=True))
-            try:
-                again.result = on_claim(session, again)
-            except ClaimLost:
-                raise
-            except Exception as error:
-                raise _Failed(again) from error
-            return again
+            again = Ticket(ticket.key, ticket.owner, ticket.answer_by, self, render=ticket.render, taken_over=True)
+            return self._won(session, again, on_claim)
         return self._in_transaction(ticket.owner, work)
 
     def wait(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None,
@@ -235,7 +241,8 @@ class RetryGuard:
             if row is not None and row.done:
                 return Answered(row.reply_xml or EMPTY)
             if left <= 0 or row is None or _expired(row, utcnow()):
-                found = self._revisit(key, answer_by, giving_up=left <= 0, on_claim=on_claim, render=render)
+                found = self._again_if_cut_off(lambda: self._revisit(key, answer_by, giving_up=left <= 0,
+                                                                     on_claim=on_claim, render=render), on_claim)
                 if found is not None:
                     return found
 
@@ -300,7 +307,8 @@ class RetryGuard:
 
     def _won(self, session: Session, ticket: Ticket, on_claim: OnClaim | None) -> Ticket:
         """This attempt holds the message: the heartbeat keeps its lease (once the step commits it),
-        and on_claim runs. If it fails, the claim rolls back with it."""
+        and on_claim runs. If it fails, what it had not committed rolls back (the claim too, when this
+        transaction inserted it)."""
         self._hold(ticket)
         if on_claim is not None:
             try:

@@ -61,21 +61,18 @@ def _answer(opened: Opened, arrived: float) -> str:
         return conversation.step(opened.incoming, arrived, session, ticket)
 
     take_nonce = partial(protocol.take_nonce, opened)  # first in the claim's transaction
-    found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce),
-                     step)
+    found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce))
     while not isinstance(found, (Ticket, Answered)):
         log.info("retry of %s waits for the attempt running it", key)
-        found = _attempt(opened, lambda: retries.wait(key, answer_by, on_claim=step, render=render), step)
+        found = _attempt(opened, lambda: retries.wait(key, answer_by, on_claim=step, render=render))
     if isinstance(found, Answered):
         return found.reply_xml
     return found.reply_xml(found.result)
 
 
-def _attempt(opened: Opened, run, step=None) -> Ticket | Answered | None:
+def _attempt(opened: Opened, run) -> Ticket | Answered | None:
     """run(): a claim or a wait, which runs the step if this attempt wins the message. None: another
-    attempt holds it (wait for its reply). A step whose database connection died after it had committed
-    part of its work runs again once (`step`), taking that work over as a retry would, before the
-    candidate is told of a system error."""
+    attempt holds it (wait for its reply)."""
     _, retries, conversation = _parts()
     try:
         return run()
@@ -83,10 +80,6 @@ def _attempt(opened: Opened, run, step=None) -> Ticket | Answered | None:
         log.warning("message %s was taken over by another attempt; waiting for its reply", opened.retry_key)
         return None
     except StepFailed as failed:
-        if failed.connection_lost and step is not None:
-            log.warning("message %s: the database connection was lost after the step kept part of its work "
-                        "(%s); running it again", opened.retry_key, failed.__cause__.__class__.__name__)
-            return _attempt(opened, lambda: retries.recover(failed.ticket, on_claim=step))
         log.error("message %s from %s failed", opened.incoming.msg_id, opened.incoming.openid,
                   exc_info=failed.__cause__)
         return _record_failure(opened, failed.ticket)

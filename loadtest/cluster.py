@@ -238,14 +238,16 @@ class Cluster:
         return terminate_connections(self.profile.database_url)
 
 
-def terminate_connections(database_url: str) -> int:
-    """`pg_terminate_backend` on every other connection to the database at `database_url`; how many."""
+def terminate_connections(database_url: str, pid: int | None = None) -> int:
+    """`pg_terminate_backend` on every other connection to the database at `database_url`, or only on
+    the backend `pid`; how many were terminated."""
     engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             return len(connection.execute(text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND (CAST(:pid AS integer) IS NULL OR pid = :pid)"), {"pid": pid}).all())
     finally:
         engine.dispose()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import event, func, select
 
 from loadtest.cluster import terminate_connections
 from messages import SYSTEM_ERROR
@@ -53,15 +53,6 @@ def test_every_other_checkout_is_pinged_first(postgres_app, database_url, wechat
         assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_cut_other")) == "institution"
 
 
-def terminate_backend(database_url: str, pid: int) -> None:
-    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        engine.dispose()
-
-
 def test_a_photo_step_cut_off_after_its_early_commit_runs_again(postgres_app, database_url, chat, photo, caplog):
     """As in the cohort load test: the connection terminated while the photo step stores its verdict."""
     chat.walk_to_photo(GRADUATES[0])
@@ -71,10 +62,10 @@ def test_a_photo_step_cut_off_after_its_early_commit_runs_again(postgres_app, da
     def cut_at_the_photo_row(connection, cursor, statement, *_):
         if not cut and statement.startswith("INSERT INTO photos"):  # after the step's early commit
             cut.append(connection.connection.driver_connection.info.backend_pid)
-            terminate_backend(database_url, cut[0])
+            assert terminate_connections(database_url, pid=cut[0]) == 1
 
     event.listen(engine, "before_cursor_execute", cut_at_the_photo_row)
-    caplog.set_level(logging.WARNING, logger="bot.webhook")
+    caplog.set_level(logging.WARNING, logger="bot.retries")
     try:
         reply = chat.send_photo(photo("webmorph_004_03_blue_ok.jpg"))
     finally:
