@@ -537,15 +537,15 @@ def print_targets(pairs: list, paced: list) -> None:
     """One line per mode: each target met or not, with the figure that decides it. The p99 is the paced
     run's at the target share (a closed loop's p99 is its clients' queue, see the module docstring)."""
     for mode in dict.fromkeys(key[0] for key, _, _ in pairs):
-        shares = [app[0] / bare[0] for (m, _), app, bare in pairs if m == mode and bare]
-        cpus = [app[1] for (m, _), app, bare in pairs if m == mode and bare]
-        if not shares:
+        runs = [(app, bare) for (m, _), app, bare in pairs if m == mode and bare]
+        if not runs:
             continue
+        shares, cpus = [app[0] / bare[0] for app, bare in runs], [app[1] for app, _ in runs]
         p99s = {share: value[2] for m, share, value, _ in paced if m == mode}
         under = [share for share, p99 in sorted(p99s.items()) if p99 < TARGET_P99_MS]
         at_target = p99s.get(TARGET_SHARE)
         verdicts = [_verdict(f"throughput >= {TARGET_SHARE}x", min(shares) >= TARGET_SHARE, f"min {min(shares):.3f}x"),
-                    _verdict(f"cpu <= {TARGET_CPU_MS:g} ms", max(cpus) <= TARGET_CPU_MS, f"max {max(cpus):.2f}")]
+                    _verdict(f"cpu <= {TARGET_CPU_MS:g} ms", max(cpus) <= TARGET_CPU_MS, f"max {max(cpus):.3f}")]
         if at_target is not None:
             verdicts.append(_verdict(f"paced p99 < {TARGET_P99_MS:g} ms at {TARGET_SHARE}x", at_target < TARGET_P99_MS,
                                      f"{at_target:.1f} ms; under {TARGET_P99_MS:g} ms up to "
