@@ -191,7 +191,7 @@ PAY_PAGE = {
 # A payment page that cannot be shown (both gateways): a damaged link, or the system failing mid-way.
 PAY_ERROR_PAGES = {
     404: ("支付链接无效", "此支付链接无效，可能没有复制完整。请返回微信发送“进度”获取支付链接。"),
-    500: ("系统繁忙", "页面暂时打不开，请稍后刷新本页重试。是否已付款可返回微信发送“进度”查看，不会重复扣款。"),
+    500: ("系统繁忙", "页面暂时打不开，请稍后刷新本页重试。是否已付款可返回微信发送“进度”查看；重复支付的款项会自动原路退回。"),
 }
 
 # WeChat Pay (JSAPI): the page opened from the payment link inside WeChat.
