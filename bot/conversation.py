@@ -17,7 +17,6 @@ from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASS
                            State)
 from notify import notices
 from notify.outbox import Outbox
-from rules.text import compact
 from settings import Settings
 from store import queries
 from store.db import Database
@@ -55,11 +54,16 @@ class Conversation:
         with what came of it, or when the step commits early (Context.release) so that nothing the
         candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
         once the transaction has committed."""
-        ctx = self._context(session, incoming.openid, started)
+        command = states.command_for(incoming.kind, incoming.text)
+        ctx = self._context(session, incoming.openid, started, lock=command not in states.READ_ONLY_COMMANDS)
+        if not ctx.locked and not states.reads_only(command, ctx.candidate):
+            ctx.reload()
         existing = self._unfinished_inbound(session, incoming) if route.taken_over else None
         inbound = _Inbound(session, _inbound_values(incoming, ctx.candidate.state), existing, restate=True)
         ctx.before_release.append(inbound.write)
-        outcome = handback.tell_once(ctx, self._route(ctx, incoming))
+        outcome = handback.tell_once(ctx, self._route(ctx, incoming, command))
+        if not ctx.locked and session.is_modified(ctx.candidate):
+            raise RuntimeError(f"a read-only command changed candidate {ctx.candidate.id} without its row lock")
         channel = self._settle(ctx, outcome, inbound, channel="passive", route=route)
         for job, kind in ctx.deferred:
             Database.after_commit(session, partial(job.add_done_callback,
@@ -68,13 +72,12 @@ class Conversation:
 
     # -- routing ---------------------------------------------------------------------------------
 
-    def _route(self, ctx: Context, msg: Incoming) -> Outcome:
+    def _route(self, ctx: Context, msg: Incoming, command) -> Outcome:
         state = ctx.candidate.state
         if ctx.candidate.agent is not None:  # a support agent holds the conversation: stored, not answered
             return held.keep(ctx, msg)
         if msg.kind == "event":
             return self._event(ctx, msg)
-        command = states.COMMANDS.get(compact(msg.text).lower()) if msg.kind == "text" else None
         if command is not None and (command in states.OPEN_OUTSIDE_WINDOW_COMMANDS or window.is_open(ctx)):
             return window.first(ctx, command(ctx, msg))
         if window.applies(ctx):
@@ -107,10 +110,12 @@ class Conversation:
 
     # -- transcript and state --------------------------------------------------------------------
 
-    def _context(self, session, openid: str, started: float) -> Context:
+    def _context(self, session, openid: str, started: float, lock: bool = True) -> Context:
+        """With lock, the candidate's row is locked until the step's transaction ends (see
+        queries.candidate_for); without it the candidate is only read, for a command that reads only."""
         return Context(session=session, settings=self.settings, services=self.services,
-                       candidate=queries.candidate_for(session, openid, lock=True), now=self.now(),
-                       started=started)
+                       candidate=queries.candidate_for(session, openid, lock=lock), now=self.now(),
+                       started=started, locked=lock)
 
     def now(self) -> datetime:
         return datetime.now(self.settings.window.tz)

@@ -39,6 +39,7 @@ import messages
 from handlers import (commands, confirm, identity, institution, level, notice, payment, phone, photo, photo_offers,
                       review, welcome, window)
 from handlers.base import DeferredHandler, Handler, State
+from rules.text import compact
 
 TEXT = frozenset({"text"})
 IMAGE = frozenset({"image"})
@@ -87,6 +88,10 @@ COMMANDS: dict[str, Handler] = {
     "查看照片": commands.view_photo,
 }
 
+# Commands that only read: answered from the candidate's last committed state without their row lock, so
+# that they never wait behind the candidate's own step in flight or a staff action on them.
+READ_ONLY_COMMANDS = frozenset({commands.help_, commands.progress})
+
 # Work a step deferred past its reply: name → (redo(services, settings, inbound checks) → Future, used
 # by the "deferred" job when the process that started the work died; on_done, which applies it).
 DEFERRABLE: dict[str, tuple[Callable[..., Future], DeferredHandler]] = {
@@ -96,5 +101,20 @@ DEFERRABLE: dict[str, tuple[Callable[..., Future], DeferredHandler]] = {
 # Outside the collection window these still answer; everything else says when collection opens or that it closed.
 OPEN_OUTSIDE_WINDOW_COMMANDS = frozenset({commands.help_, commands.progress, commands.human, commands.view_photo})
 OPEN_OUTSIDE_WINDOW_STATES = window.OPEN_STATES
+
+
+
+def command_for(kind: str, text: str | None) -> Handler | None:
+    """The command a message is (帮助, 进度, …), or None."""
+    return COMMANDS.get(compact(text).lower()) if kind == "text" else None
+
+
+def reads_only(command: Handler | None, candidate) -> bool:
+    """Whether this command, for this candidate, changes nothing: not while a support agent holds the
+    conversation (it is stored for them), nor the first answer after a hand-back (it says so, once), nor
+    progress at the payment step (it may open the order it links to)."""
+    return (command in READ_ONLY_COMMANDS and candidate.agent is None and candidate.handed_back_untold_at is None
+            and not (command is commands.progress and candidate.state == State.PAYMENT))
+
 
 assert set(STEPS) == {value for name, value in vars(State).items() if name.isupper()}, "a state has no step"

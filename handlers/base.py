@@ -131,6 +131,7 @@ class Context:
     # Run before release() commits: writes the step keeps until its end while it commits only once
     # (the inbound transcript row), which must be in what an early commit keeps.
     before_release: list[Callable[[], Any]] = field(default_factory=list)
+    locked: bool = True  # the candidate's row is locked (False: a read-only command, bot/states.reads_only)
 
     def release(self) -> None:
         """Commits what the step has done so far, so that no database lock is held while it waits
@@ -140,7 +141,10 @@ class Context:
         self.session.commit()
 
     def reload(self) -> None:
+        """Reads the candidate again under their row lock (after an early commit, or for a command that
+        turned out not to be read-only)."""
         self.session.refresh(self.candidate, with_for_update=True)
+        self.locked = True
 
     def defer(self, future: Future, kind: str) -> None:
         """Finish this piece of work after the reply. `kind` names its entry in bot/states.DEFERRABLE:

@@ -1,14 +1,16 @@
 """A text message costs one transaction: the replay guard's nonce, the retry claim, the candidate's row
-lock and state, the inbound and outbound transcript rows and the stored reply commit together."""
+lock and state, the inbound and outbound transcript rows and the stored reply commit together. The
+commands that only read (帮助, 进度) take no row lock: they answer while the candidate's row is locked."""
 from __future__ import annotations
 
 import threading
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import create_engine, event, func, select, text, update
 
-from store.models import Candidate, InboundKey, Message
+from store.models import Candidate, InboundKey, Message, Order
 from tests.conftest import simulator_for
+from tests.journey import GRADUATES
 
 
 def count_transactions(app) -> dict[str, int]:
@@ -72,3 +74,75 @@ def test_a_retry_of_an_answered_message_is_answered_from_its_claim(app, wechat):
     assert again.content == first.content
     assert counts["commit"] == 1 and counts["writer"] == 1
     assert [row[0] for row in transcript(app, "o_hot_retry")].count("in") == 2  # subscribe, help once
+
+
+# -- read-only commands take no row lock (PostgreSQL: SQLite has one writer at a time, no row locks) --------
+
+
+@pytest.fixture
+def hold_row_lock(app, database_url):
+    """hold_row_lock(openid): another transaction locks the candidate's row, as a step in flight or a staff
+    action does, until the returned release() is called."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no row locks, one writer at a time")
+    engine = create_engine(database_url)
+    held = []
+
+    def hold(openid: str):
+        connection = engine.connect()
+        connection.execute(text("SELECT id FROM candidates WHERE openid = :openid FOR UPDATE"), {"openid": openid})
+        held.append(connection)
+        return connection.rollback
+
+    yield hold
+    for connection in held:
+        connection.close()
+    engine.dispose()
+
+
+def in_background(send) -> tuple[threading.Thread, list]:
+    replies: list = []
+    thread = threading.Thread(target=lambda: replies.append(send()), daemon=True)
+    thread.start()
+    return thread, replies
+
+
+@pytest.mark.parametrize("command, answer", [("帮助", "院校名称"), ("进度", "当前进度")])
+def test_help_and_progress_answer_while_the_candidates_row_is_locked(app, wechat, hold_row_lock, command, answer):
+    wechat.event("o_hot_unlocked", "subscribe")
+    release = hold_row_lock("o_hot_unlocked")
+    thread, replies = in_background(lambda: wechat.text("o_hot_unlocked", command))
+    thread.join(timeout=10)
+    release()
+    assert not thread.is_alive(), f"{command} waited for the candidate's row lock"
+    assert answer in replies[0].content
+    assert transcript(app, "o_hot_unlocked")[-2:] == [("in", "institution", "institution"),
+                                                      ("out", "institution", "institution")]
+
+
+def test_a_step_that_changes_the_candidate_waits_for_their_row_lock(app, wechat, hold_row_lock):
+    wechat.event("o_hot_locked", "subscribe")
+    release = hold_row_lock("o_hot_locked")
+    thread, replies = in_background(lambda: wechat.text("o_hot_locked", "北京市高等教育自学考试"))
+    thread.join(timeout=1.0)
+    waited = thread.is_alive()
+    release()
+    thread.join(timeout=10)
+    assert waited, "the step ran without the candidate's row lock"
+    assert "专科" in replies[0].content
+
+
+def test_progress_at_the_payment_step_takes_the_row_lock_as_it_may_open_the_order(app, chat, hold_row_lock):
+    chat.walk_to_photo(GRADUATES[0])
+    with app.extensions["collector"].db.session() as session:  # as a photo that passed leaves it
+        session.execute(update(Candidate).where(Candidate.openid == chat.openid).values(state="payment"))
+    release = hold_row_lock(chat.openid)
+    thread, replies = in_background(lambda: chat.say("进度"))
+    thread.join(timeout=1.0)
+    waited = thread.is_alive()
+    release()
+    thread.join(timeout=10)
+    assert waited, "progress at the payment step ran without the candidate's row lock"
+    assert chat.pay_link(replies[0])
+    with app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Order).where(Order.openid == chat.openid)) == 1
