@@ -49,8 +49,9 @@ class Conversation:
 
     def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE) -> Reply:
         """The reply to send back now; empty when it went out as a customer-service message instead
-        (route.settle decides). The candidate's row lock, the transcript in and out, the new state and
-        the settled reply go in `session`'s one transaction; the inbound row is written once, at the end
+        (route.settle decides). The candidate's row lock (not for a command that only reads:
+        states.reads_only), the transcript in and out, the new state and the settled reply go in
+        `session`'s one transaction; the inbound row is written once, at the end
         with what came of it, or when the step commits early (Context.release) so that nothing the
         candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
         once the transaction has committed."""
