@@ -4,7 +4,8 @@ afterwards. Each row is claimed before it is sent, so a task that runs twice, a 
 a worker, or a redelivered job sends nothing twice.
 
 Delivery is at-least-once only in one place no code can close: when the provider has accepted a
-message and the worker dies before recording it. Everything before that point is exactly once.
+message and the worker dies before recording it. Everything before that point is exactly once, and a
+database connection lost while recording it is replaced and the record made again.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from notify.errors import DeliveryError
@@ -27,6 +28,7 @@ from store.models import Candidate, Message, Notification, utcnow
 log = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 500
+RECORD_TRIES = 3  # recording an outcome, on a new connection each time the last one was lost
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,19 @@ class Outbox:
             values.update(sent_at=utcnow(), delivered_via=via)
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
+        for tries_left in reversed(range(RECORD_TRIES)):
+            try:
+                return self._record(parcel, values, error)
+            except DBAPIError as exc:
+                # Lost connection (a database restart, pg_terminate_backend): record it again on a new one.
+                # Left unrecorded, a sent message would be sent again once its lease ran out.
+                if not exc.connection_invalidated or not tries_left:
+                    raise
+                log.warning("notification %s: database connection lost while recording it as %s; recording it "
+                            "again", parcel.id, status)
+
+    def _record(self, parcel: Parcel, values: dict, error: str | None) -> None:
+        """Idempotent: only the attempt that still holds the row changes it."""
         with self.db.session() as session:
             session.execute(
                 update(Notification)

@@ -5,6 +5,7 @@ Every test counts what the fakes accepted: each notification must arrive exactly
 failed on the way."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 import messages
+from loadtest.cluster import terminate_connections
 from settings import ConfigError
 from standins.sms import FakeTencentSms
 from store.models import AuditEvent, Message, Notification, Order, Photo, utcnow
@@ -361,3 +363,32 @@ def test_the_transcript_shows_support_what_was_sent_and_what_failed(outbox_app, 
     assert "approved wechat 已发送（尝试 1 次，经 custom）" in output
     assert "approved sms    已放弃（尝试 1 次）" in output
     assert "IncorrectPhoneNumber" in output and PHONE not in output
+
+
+def test_a_sent_message_is_recorded_on_a_new_connection_when_its_own_is_cut(outbox_app, fake_wechat, database_url,
+                                                                            caplog):
+    """As in the cohort load test: pg_terminate_backend just after WeChat accepted the approval. Unrecorded,
+    the row would be sent again once its lease ran out."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no connections to cut")
+    app = outbox_app()
+    engine = app.extensions["collector"].db.engine
+    cut = []
+
+    def cut_at_the_record(connection, cursor, statement, *_):
+        if not cut and statement.startswith("UPDATE notifications") and "sent_at" in statement:
+            cut.append(connection.connection.driver_connection.info.backend_pid)
+            assert terminate_connections(database_url, pid=cut[0]) == 1
+
+    event.listen(engine, "before_cursor_execute", cut_at_the_record)
+    caplog.set_level(logging.WARNING, logger="notify.outbox")
+    try:
+        approve(app)
+    finally:
+        event.remove(engine, "before_cursor_execute", cut_at_the_record)
+    assert cut, "no notification was recorded as sent"
+    assert "recording it again" in caplog.text
+    assert {c: (r.status, r.attempts) for c, r in by_channel(app).items()} == {"wechat": ("sent", 1),
+                                                                               "sms": ("sent", 1)}
+    assert "nothing to do" in cli(app, "jobs", "run", "outbox")
+    assert [m["text"]["content"] for m in fake_wechat.messages_to("o_outbox_1")] == [messages.APPROVED]
