@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from bot.protocol import EMPTY_REPLY
 from handlers.base import ClaimLost, Reply
 from store import queries
-from store.db import Database, unpinged_checkout
+from store.db import Database, connection_lost, unpinged_checkout
 from store.models import InboundKey, utcnow
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class RetryGuard:
                             "again on a new connection", cut.__cause__.__class__.__name__)
                 return self._run(work)
         except _Failed as failed:
-            raise StepFailed(failed.ticket, _connection_lost(failed.__cause__)) from failed.__cause__
+            raise StepFailed(failed.ticket, connection_lost(failed.__cause__)) from failed.__cause__
         finally:
             self._let_go(owner)
 
@@ -191,11 +191,11 @@ class RetryGuard:
             with unpinged_checkout(), self.db.session() as session:
                 return work(session)
         except DBAPIError as error:
-            if error.connection_invalidated:
+            if connection_lost(error):
                 raise _Reconnected() from error
             raise
         except _Failed as failed:
-            if _connection_lost(failed.__cause__) and not failed.committed:
+            if connection_lost(failed.__cause__) and not failed.committed:
                 raise _Reconnected() from failed.__cause__
             raise
 
@@ -386,10 +386,6 @@ _CLAIMS = InboundKey.__table__
 # The claim a transaction inserted and still holds, settled with its reply.
 _SETTLE = (update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
            .values(done=True, lease_until=None, reply_xml=bindparam("xml")))
-
-
-def _connection_lost(error: BaseException | None) -> bool:
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _locked(session: Session, key: str) -> InboundKey | None:

@@ -103,7 +103,6 @@ OPEN_OUTSIDE_WINDOW_COMMANDS = frozenset({commands.help_, commands.progress, com
 OPEN_OUTSIDE_WINDOW_STATES = window.OPEN_STATES
 
 
-
 def command_for(kind: str, text: str | None) -> Handler | None:
     """The command a message is (帮助, 进度, …), or None."""
     return COMMANDS.get(compact(text).lower()) if kind == "text" else None

@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from notify.errors import DeliveryError
 from notify.notices import Notice
 from rules.credentials import scrub_credentials
 from settings import Settings
-from store.db import Database
+from store.db import Database, connection_lost
 from store.models import Candidate, Message, Notification, utcnow
 
 log = logging.getLogger(__name__)
@@ -193,10 +193,9 @@ class Outbox:
         for tries_left in reversed(range(RECORD_TRIES)):
             try:
                 return self._record(parcel, values, error)
-            except DBAPIError as exc:
-                # Lost connection (a database restart, pg_terminate_backend): record it again on a new one.
+            except Exception as exc:
                 # Left unrecorded, a sent message would be sent again once its lease ran out.
-                if not exc.connection_invalidated or not tries_left:
+                if not connection_lost(exc) or not tries_left:
                     raise
                 log.warning("notification %s: database connection lost while recording it as %s; recording it "
                             "again", parcel.id, status)

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.crypto import KeyRing
@@ -86,6 +86,12 @@ class Database:
         if self._read_engine is not self.engine:
             self._read_engine.dispose()
 
+
+
+def connection_lost(error: BaseException | None) -> bool:
+    """The database connection died under a statement (a restart, a failover, pg_terminate_backend);
+    the pool has dropped it, so the next checkout gets a new one."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 def _create_engine(url: str, busy_timeout: float) -> Engine:
     parsed = make_url(url)
