@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import messages
 from loadtest.journey import EXPECTED, PAY_LINK, Walk, answer_expected, is_approval, is_notice, is_payment_notice
-from loadtest.verify import DatabaseFindings, Deliveries
+from loadtest.verify import DatabaseFindings, Deliveries, UnrecordedWindow
 from loadtest.wechat import Inbox
 
 STEP_ORDER = list(EXPECTED)
@@ -37,6 +37,7 @@ class RunResult:
     events: list[str] = field(default_factory=list)  # the production profile's faults, as they happened
     reviews: Counter | None = None  # the reviewer's decisions and failures, when staff review during the run
     notified: Deliveries | None = None  # each event told once, as the fakes counted
+    unrecorded: UnrecordedWindow | None = None  # sent at the provider, not yet recorded: the outbox's exposure
     load: str = ""  # the machine's load average at the start and the end
 
     # --- the counts ---------------------------------------------------------------------------
@@ -164,6 +165,8 @@ class RunResult:
         if self.notified is not None:
             lines.append("   delivered: " + self.notified.render())
             lines += [f"     - {sample}" for sample in self.notified.samples]
+        if self.unrecorded is not None:
+            lines.append("   unrecorded window: " + self.unrecorded.render())
         if self.database is not None:
             lines += ["   database: " + _database_line(self.database)]
             lines += [f"     - {sample}" for sample in self.database.samples]

@@ -26,7 +26,7 @@ from loadtest.cluster import (APPID, AES_KEY, ROOT, SECRET, SMS_ACCOUNT, SMS_PAR
                               Process, Profile, child_pids, snapshot_code)
 from loadtest.journey import MESSAGES_PER_WALK, Progress, is_approval, is_payment_notice, walk
 from loadtest.report import Fault, RunResult
-from loadtest.verify import check_database, check_deliveries
+from loadtest.verify import check_database, check_deliveries, unrecorded_window
 from loadtest.wechat import Backends, FakeWeChat, Inbox, Phone
 from standins.sms import FakeTencentSms
 
@@ -164,6 +164,9 @@ def _drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: b
     if options.review or sms is not None:
         result.notified = check_deliveries(walks, inbox, sms.sent if sms is not None else None, options.review,
                                              reject_every)
+        result.unrecorded = unrecorded_window(cluster.database_url, walks, fake.accepted,
+                                              sms.sent if sms is not None else None, result.seconds,
+                                              len(cluster.consumers))
     return result
 
 

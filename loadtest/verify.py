@@ -191,3 +191,54 @@ def _count(found: Deliveries, trail: Walk, channel: str, kind: str, wanted: int,
 def _sample(found: Deliveries, line: str) -> None:
     if len(found.samples) < 8:
         found.samples.append(line)
+
+
+@dataclass
+class UnrecordedWindow:
+    """How long each notification stayed sent at the provider but unrecorded in the outbox: a worker
+    killed inside that time leaves the row to be sent again once its lease runs out."""
+    windows_ms: list[float]
+    run_seconds: float
+    consumers: int
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.windows_ms)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+    @property
+    def exposed_share(self) -> float:
+        """The share of a consumer's time with such a message in flight: the chance that killing one
+        consumer at a random moment doubles at least one notification (roughly, for small shares)."""
+        busy = sum(self.windows_ms) / 1000
+        return busy / (self.run_seconds * max(self.consumers, 1)) if self.run_seconds else 0.0
+
+    def render(self) -> str:
+        return (f"{len(self.windows_ms)} notifications, accepted→known p50 {self.percentile(0.5):.1f} ms, "
+                f"p99 {self.percentile(0.99):.1f} ms, max {max(self.windows_ms, default=0):.1f} ms; "
+                f"a consumer killed at random doubles one with ~{self.exposed_share:.1%} chance")
+
+
+def unrecorded_window(database_url: str, walks: list[Walk], wechat_accepted: list[tuple[str, float]],
+                      sms_sent: list | None, run_seconds: float, consumers: int) -> UnrecordedWindow:
+    """Matches each sent notification with the provider's last acceptance for its recipient before the
+    outbox knew it was sent (`sent_at`, stamped as the provider's answer is read, before recording)."""
+    accepted: dict[tuple[str, str], list[float]] = {}
+    for openid, at in wechat_accepted:
+        accepted.setdefault(("wechat", openid), []).append(at)
+    openid_of = {trail.graduate.phone: trail.graduate.openid for trail in walks}
+    for sms in sms_sent or []:
+        accepted.setdefault(("sms", openid_of.get(sms.phone[-11:], "")), []).append(sms.accepted_at)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT channel, openid, sent_at FROM notifications "
+                                           "WHERE status = 'sent' AND sent_at IS NOT NULL")).all()
+    finally:
+        engine.dispose()
+    windows = []
+    for channel, openid, sent_at in rows:
+        known = sent_at.timestamp()
+        before = [at for at in accepted.get((channel, openid), []) if at <= known]
+        if before:
+            windows.append((known - max(before)) * 1000)
+    return UnrecordedWindow(windows, run_seconds, consumers)

@@ -68,6 +68,7 @@ class SentSms:
     params: list[str]
     sign_name: str
     serial_no: str
+    accepted_at: float = field(default_factory=time.time)  # epoch seconds
 
 
 @dataclass

@@ -117,6 +117,7 @@ class FakeWeChatAPI(LoopbackServer):
         self._sent: list[dict[str, Any]] = []
         self._templates: dict[str, tuple[str, ...]] = {}
         self._templates_sent: list[dict[str, Any]] = []
+        self._accepted: list[tuple[str, float]] = []  # (touser, epoch seconds) of each message sent
         self._requests: list[tuple[str, str]] = []
         self._token_fetches = 0
         self._failing_sends = 0
@@ -237,6 +238,12 @@ class FakeWeChatAPI(LoopbackServer):
             return self._sent[since:]
 
     @property
+    def accepted(self) -> list[tuple[str, float]]:
+        """(openid, epoch seconds) of every message WeChat accepted, customer-service and template."""
+        with self._lock:
+            return list(self._accepted)
+
+    @property
     def uploaded_media(self) -> dict[str, bytes]:
         with self._lock:
             return dict(self._uploaded)
@@ -353,6 +360,7 @@ class FakeWeChatAPI(LoopbackServer):
                     raise WeChatAPIError(45047)
                 self._window_counts[touser] = self._window_counts.get(touser, 0) + 1
             self._sent.append(message)
+            self._accepted.append((touser, time.time()))
             self._messages_changed.notify_all()
         return Response.json({"errcode": 0, "errmsg": "ok"})
 
@@ -420,6 +428,7 @@ class FakeWeChatAPI(LoopbackServer):
             raise WeChatAPIError(47003)
         with self._messages_changed:
             self._templates_sent.append(message)
+            self._accepted.append((message["touser"], time.time()))
             self._messages_changed.notify_all()
         return Response.json({"errcode": 0, "errmsg": "ok", "msgid": secrets.randbelow(10**12)})
 
