@@ -3,9 +3,12 @@
 afterwards. Each row is claimed before it is sent, so a task that runs twice, a sweep that overlaps
 a worker, or a redelivered job sends nothing twice.
 
-Delivery is at-least-once only in one place no code can close: when the provider has accepted a
-message and the worker dies before recording it. Everything before that point is exactly once, and a
-database connection lost while recording it is replaced and the record made again.
+Delivery is at-least-once only in one place: when the provider has accepted a message and the worker
+dies before recording it. Everything before that point is exactly once, and a database connection lost
+while recording it is replaced and the record made again. The attempt after such a death is "in doubt"
+(`Parcel.in_doubt_since`), and the channels close the window where the provider lets them: a template
+message repeats its client_msg_id, which WeChat drops; an SMS is looked up in the provider's delivery
+reports first. A customer-service message has neither, so it goes again.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Parcel:
     payload: dict
     attempt: int
     message_id: int | None  # the transcript row of a WeChat notification
+    in_doubt_since: datetime | None = None  # the previous attempt's start, when its worker died mid-send
 
 
 class Channel(Protocol):
@@ -132,6 +136,9 @@ class Outbox:
         parcel = self._claim(notification_id, now or utcnow())
         if parcel is None:
             return "skipped"
+        if parcel.in_doubt_since is not None:
+            log.warning("notification %s (%s): the worker of attempt %s died while sending it; attempt %s checks "
+                        "first where the channel can", parcel.id, parcel.channel, parcel.attempt - 1, parcel.attempt)
         try:
             via = self.channels[parcel.channel].deliver(parcel)
         except DeliveryError as exc:
@@ -145,19 +152,26 @@ class Outbox:
         return "sent"
 
     def _claim(self, notification_id: int, now: datetime) -> Parcel | None:
-        lease_until = now + timedelta(seconds=self.policy.lease_seconds)
+        lease = timedelta(seconds=self.policy.lease_seconds)
         with self.db.session() as session:
+            before = session.execute(select(Notification.status, Notification.lease_until)
+                                     .where(Notification.id == notification_id)).one_or_none()
+            if before is None:
+                return None
             claimed = session.execute(
                 update(Notification)
-                .where(Notification.id == notification_id, _claimable(now))
-                .values(status="sending", lease_until=lease_until, attempts=Notification.attempts + 1)
+                .where(Notification.id == notification_id, Notification.status == before.status, _claimable(now))
+                .values(status="sending", lease_until=now + lease, attempts=Notification.attempts + 1)
                 .execution_options(synchronize_session=False)
             ).rowcount
             if claimed != 1:
                 return None
             row = session.get(Notification, notification_id)
+            # Still "sending" when claimed: its worker died during the attempt, which began a lease earlier.
+            in_doubt_since = before.lease_until - lease if before.status == "sending" else None
             return Parcel(id=row.id, kind=row.kind, channel=row.channel, openid=row.openid, phone=row.phone,
-                          payload=dict(row.payload), attempt=row.attempts, message_id=row.message_id)
+                          payload=dict(row.payload), attempt=row.attempts, message_id=row.message_id,
+                          in_doubt_since=in_doubt_since)
 
     def _failed(self, parcel: Parcel, error: str, permanent: bool) -> str:
         error = scrub_credentials(error)  # stored and listed: an unreachable API's URL carries its token

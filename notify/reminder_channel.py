@@ -14,7 +14,8 @@ from wechatpy.exceptions import WeChatClientException
 from notify.errors import DeliveryError
 from notify.outbox import Parcel
 from notify.throttle import Throttle
-from notify.wechat import OUTSIDE_WINDOW, PERMANENT, WeChatChannel, _delivery_error, fit
+from notify.sms import send_once
+from notify.wechat import OUTSIDE_WINDOW, PERMANENT, WeChatChannel, _delivery_error, client_msg_id, fit
 from rules.quiet import quiet_until
 from settings import Settings
 from store.db import Database
@@ -45,7 +46,7 @@ class ReminderChannel:
             reasons.append("没有关注公众号")
         if parcel.phone:
             self.throttle.wait("sms", self.policy.sms_per_second)
-            self.sms.send(parcel.phone, "reminder", list(parcel.payload["sms_params"]))
+            send_once(self.sms, parcel, "reminder", list(parcel.payload["sms_params"]))
             return "sms"
         reasons.append("没有手机号")
         raise DeliveryError("无法送达：" + "；".join(reasons), permanent=True)
@@ -103,7 +104,8 @@ class ReminderChannel:
         fields = parcel.payload.get("template_fields", {})
         data = {key: {"value": fit(key, fields.get(value, ""))} for key, value in self.policy.template_fields.items()}
         try:
-            self.wechat.wechat.send_template(parcel.openid, self.policy.template_id, data)
+            self.wechat.wechat.send_template(parcel.openid, self.policy.template_id, data,
+                                             client_msg_id=client_msg_id(parcel))
             return "template"
         except WeChatClientException as exc:
             if exc.errcode not in PERMANENT:

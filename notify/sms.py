@@ -3,6 +3,10 @@
 
 A provider takes a logical template name (TEMPLATES) and the template's parameters; it either returns
 the provider's serial number or raises DeliveryError, `permanent` when retrying cannot help.
+
+Each outbox message carries its notification as the session context. When a worker died while sending
+one (the outbox calls the attempt "in doubt"), the next attempt first asks the provider's own records
+whether that context went out, and sends again only when it did not.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import json
 import logging
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +37,9 @@ TEMPLATES = ("payment_done", "approved", "rejected", "review_delay", "support_re
 # Which parameter of a template is the candidate's name (notify/notices.py puts it first).
 NAME_PARAMS = {"approved": 0, "rejected": 0, "reminder": 0}
 CONSOLE_LOG_FILE = "sms.jsonl"
+# Delivery reports are looked up from this long before the attempt in doubt began (clock skew).
+IN_DOUBT_MARGIN = timedelta(minutes=1)
+PULL_LIMIT = 100  # Tencent's maximum per PullSmsSendStatusByPhoneNumber request
 SDK_LOGGER = "tencentcloud_sdk_common"
 
 # Tencent Cloud error codes (whole-request `Error.Code` or per-number `SendStatusSet[].Code`) are
@@ -56,8 +63,12 @@ _PERMANENT_CODES = frozenset({
 class SmsProvider(Protocol):
     name: str
 
-    def send(self, phone: str, template: str, params: list[str]) -> str:
+    def send(self, phone: str, template: str, params: list[str], session_context: str = "") -> str:
         """Sends one templated text; returns the provider's serial number. Raises DeliveryError."""
+
+    def find_sent(self, phone: str, session_context: str, since: datetime) -> str | None:
+        """The serial number of a message sent to `phone` with `session_context` since `since`, by the
+        provider's records; None when they show none (not sent, or not reported yet)."""
 
 
 def build_sms_provider(settings: Settings) -> SmsProvider:
@@ -102,7 +113,7 @@ class ConsoleSms:
         self.log_path = log_path
         self._lock = threading.Lock()
 
-    def send(self, phone: str, template: str, params: list[str]) -> str:
+    def send(self, phone: str, template: str, params: list[str], session_context: str = "") -> str:
         _check_template(template)
         masked = mask_phone(_e164(phone))
         shown = _masked_params(template, params)
@@ -110,8 +121,22 @@ class ConsoleSms:
         log.info("SMS %s to %s: %s (%s)", template, masked, json.dumps(shown, ensure_ascii=False), serial)
         if self.log_path is not None:
             self._append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "serial": serial,
-                          "phone": masked, "template": template, "params": shown})
+                          "phone": masked, "template": template, "params": shown, "context": session_context})
         return serial
+
+    def find_sent(self, phone: str, session_context: str, since: datetime) -> str | None:
+        """From its own log file (without one, nothing is known and the message goes again)."""
+        if self.log_path is None or not session_context:
+            return None
+        masked, begin = mask_phone(_e164(phone)), since - IN_DOUBT_MARGIN
+        with self._lock:
+            lines = self.log_path.read_text(encoding="utf-8").splitlines() if self.log_path.exists() else []
+        for line in reversed(lines):
+            record = json.loads(line)
+            if (record.get("context") == session_context and record["phone"] == masked
+                    and datetime.fromisoformat(record["at"]) >= begin):
+                return record["serial"]
+        return None
 
     def _append(self, record: dict) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -151,7 +176,7 @@ class TencentSms:
         # At DEBUG the SDK logs whole requests and responses, numbers and signatures included.
         logging.getLogger(SDK_LOGGER).setLevel(max(logging.INFO, logging.getLogger(SDK_LOGGER).level))
 
-    def send(self, phone: str, template: str, params: list[str]) -> str:
+    def send(self, phone: str, template: str, params: list[str], session_context: str = "") -> str:
         _check_template(template)
         template_id = getattr(self.settings, f"template_{template}")
         if not template_id:
@@ -164,12 +189,33 @@ class TencentSms:
         request.SignName = self.settings.sign_name
         request.TemplateId = template_id
         request.TemplateParamSet = [str(param) for param in params]
+        request.SessionContext = session_context
         try:
             response = self._client().SendSms(request)
         except TencentCloudSDKException as exc:
             detail = mask_personal_data(f"{exc.code}: {exc.message} (RequestId {exc.requestId})")
             raise DeliveryError(f"Tencent Cloud SMS: {detail}", permanent=is_permanent(exc.code or "")) from exc
         return _serial_of(response, number)
+
+    def find_sent(self, phone: str, session_context: str, since: datetime) -> str | None:
+        """From the delivery reports (PullSmsSendStatusByPhoneNumber). A report arrives once the carrier
+        confirms, usually within seconds; a message sent but not yet reported is not found."""
+        request = models.PullSmsSendStatusByPhoneNumberRequest()
+        request.BeginTime = int((since - IN_DOUBT_MARGIN).timestamp())
+        request.EndTime = int(datetime.now(timezone.utc).timestamp()) + 1
+        request.Offset = 0  # Tencent: always 0
+        request.Limit = PULL_LIMIT
+        request.PhoneNumber = _e164(phone)
+        request.SmsSdkAppId = self.settings.sdk_app_id
+        try:
+            response = self._client().PullSmsSendStatusByPhoneNumber(request)
+        except TencentCloudSDKException as exc:
+            detail = mask_personal_data(f"{exc.code}: {exc.message} (RequestId {exc.requestId})")
+            raise DeliveryError(f"Tencent Cloud SMS delivery reports: {detail}") from exc
+        for report in response.PullSmsSendStatusSet or []:
+            if report.SessionContext == session_context and report.ReportStatus == "SUCCESS":
+                return report.SerialNo
+        return None
 
     def _client(self) -> SmsClient:
         client = getattr(self._local, "client", None)
@@ -204,5 +250,23 @@ class SmsChannel:
         self.provider = provider
 
     def deliver(self, parcel) -> str:
-        self.provider.send(parcel.phone, parcel.payload["template"], list(parcel.payload["params"]))
+        send_once(self.provider, parcel, parcel.payload["template"], list(parcel.payload["params"]))
         return self.provider.name
+
+
+def send_once(provider: SmsProvider, parcel, template: str, params: list[str]) -> None:
+    """Sends the parcel's text unless its attempt is in doubt and the provider shows it went out.
+    If the provider cannot be asked, the text goes again: twice is better than never."""
+    context = f"notification-{parcel.id}"
+    if parcel.in_doubt_since is not None:
+        try:
+            serial = provider.find_sent(parcel.phone, context, parcel.in_doubt_since)
+        except DeliveryError as exc:
+            log.warning("notification %s: could not ask %s whether it was sent (%s); sending it again",
+                        parcel.id, provider.name, exc)
+            serial = None
+        if serial is not None:
+            log.info("notification %s: %s already sent it (%s) before its worker died; not sent again",
+                     parcel.id, provider.name, serial)
+            return
+    provider.send(parcel.phone, template, params, session_context=context)

@@ -1,4 +1,5 @@
-"""A local stand-in for Tencent Cloud SMS (API 3.0, action SendSms, version 2021-01-11), for tests and demos.
+"""A local stand-in for Tencent Cloud SMS (API 3.0, version 2021-01-11: SendSms, and the delivery reports of
+PullSmsSendStatusByPhoneNumber), for tests and demos.
 
 It is a real HTTP server on 127.0.0.1 that checks what the real endpoint checks: the TC3-HMAC-SHA256
 `Authorization` header (recomputed from the request with the configured SecretKey), the timestamp
@@ -9,7 +10,9 @@ It answers with Tencent Cloud's JSON (`{"Response": {"SendStatusSet": [...], "Re
 pointed at `endpoint` with scheme "http", cannot tell the difference.
 
 Test controls: `fail_next` (a per-number code, a whole-request error, an HTTP 500 or a dropped
-connection), `stall_next`/`wait_stalled`/`release` (hold a request in flight), `sent`, `wait_for`.
+connection), `stall_next`/`wait_stalled`/`release` (hold a request in flight), `withhold_reports` (the
+carrier has not reported yet), `sent`, `wait_for`, `pulls`. Every accepted message is reported delivered
+at once, with the SessionContext it was sent with.
 
 A stalled request that is released after its client went away (a timeout, a killed worker) is NOT
 recorded as sent: before recording, the handler peeks at the client's socket, and end-of-file there
@@ -40,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "sms"
 ACTION = "SendSms"
+PULL_ACTION = "PullSmsSendStatusByPhoneNumber"  # the delivery reports of one number, by time
+MAX_PULL_LIMIT = 100
 VERSION = "2021-01-11"
 MAX_CLOCK_SKEW_SECONDS = 300
 MAX_NUMBERS_PER_REQUEST = 200
@@ -69,6 +74,7 @@ class SentSms:
     sign_name: str
     serial_no: str
     accepted_at: float = field(default_factory=time.time)  # epoch seconds
+    session_context: str = ""
 
 
 @dataclass
@@ -79,6 +85,7 @@ class _Failure:
 
 @dataclass
 class _Stall:
+    after_accepting: bool = False  # held with the message already sent, its answer not yet given
     released: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -110,8 +117,10 @@ class FakeTencentSms(LoopbackServer):
         self._requests = 0
         self._abandoned = 0
         self._failures: list[_Failure] = []
-        self._stalls_wanted = 0
+        self._stalls_wanted: list[bool] = []  # after_accepting, for each stall asked for
         self._stalled: list[_Stall] = []
+        self._reports_withheld = False
+        self._pulls = 0
         self._connections: set[socket.socket] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -157,10 +166,11 @@ class FakeTencentSms(LoopbackServer):
         with self._lock:
             self._failures.extend(_Failure(kind, code) for _ in range(count))
 
-    def stall_next(self, count: int = 1) -> None:
-        """Hold the next `count` accepted requests, before they are recorded, until `release()`."""
+    def stall_next(self, count: int = 1, after_accepting: bool = False) -> None:
+        """Hold the next `count` accepted requests until `release()`: before they are recorded as sent,
+        or, `after_accepting`, once recorded and before the answer (a sender killed then never learns)."""
         with self._lock:
-            self._stalls_wanted += count
+            self._stalls_wanted += [after_accepting] * count
 
     def wait_stalled(self, count: int = 1, timeout: float = 5.0) -> None:
         """Block until at least `count` requests are being held."""
@@ -173,13 +183,19 @@ class FakeTencentSms(LoopbackServer):
         returns once each has been recorded as sent or as abandoned (its client gone)."""
         with self._lock:
             stalls, self._stalled = self._stalled, []
-            self._stalls_wanted = 0
+            self._stalls_wanted = []
         for stall in stalls:
             stall.released.set()
         if wait:
             for stall in stalls:
                 if not stall.done.wait(timeout):
                     raise TimeoutError("a released request did not finish")
+
+    def withhold_reports(self, withheld: bool = True) -> None:
+        """Delivery reports not in yet: PullSmsSendStatusByPhoneNumber finds nothing (the carrier has not
+        reported, as happens for seconds to minutes after a message is accepted)."""
+        with self._lock:
+            self._reports_withheld = withheld
 
     # --- observations ----------------------------------------------------------------------------
 
@@ -194,6 +210,12 @@ class FakeTencentSms(LoopbackServer):
         """HTTP requests received (any outcome)."""
         with self._lock:
             return self._requests
+
+    @property
+    def pulls(self) -> int:
+        """PullSmsSendStatusByPhoneNumber requests answered."""
+        with self._lock:
+            return self._pulls
 
     @property
     def abandoned(self) -> int:
@@ -228,11 +250,16 @@ class FakeTencentSms(LoopbackServer):
             self._check_signature(method, path, query, headers, body)
             self._check_headers(headers)
             params = _json_body(body)
+            if headers.get("X-TC-Action") == PULL_ACTION:
+                return 200, JSON_CONTENT_TYPE, _encode({**self._pull(params), "RequestId": request_id})
             numbers = self._check_params(params)
             stall = self._claim_stall()
-            if stall is not None:
-                stall.released.wait()
-            statuses = self._deliver(params, numbers, connection, stalled=stall is not None)
+            held_before = stall is not None and not stall.after_accepting
+            if held_before:
+                self._hold(stall)
+            statuses = self._deliver(params, numbers, connection, stalled=held_before)
+            if stall is not None and stall.after_accepting:
+                self._hold(stall)
         except TencentError as error:
             payload = {"Error": {"Code": error.code, "Message": error.message}, "RequestId": request_id}
             return 200, JSON_CONTENT_TYPE, _encode(payload)
@@ -267,7 +294,7 @@ class FakeTencentSms(LoopbackServer):
                                                                "Please check your signature is correct.")
 
     def _check_headers(self, headers: Any) -> None:
-        if headers.get("X-TC-Action") != ACTION:
+        if headers.get("X-TC-Action") not in (ACTION, PULL_ACTION):
             raise TencentError("InvalidAction", f"The action {headers.get('X-TC-Action')!r} is not found.")
         if headers.get("X-TC-Version") != VERSION:
             raise TencentError("NoSuchVersion", f"The version {headers.get('X-TC-Version')!r} is not supported.")
@@ -287,6 +314,22 @@ class FakeTencentSms(LoopbackServer):
         if failure is not None and failure.kind != "number":
             _raise_failure(failure)
         return [self._status(number, params, failure) for number in numbers]
+
+    def _pull(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The delivery reports of one number between BeginTime and EndTime (Offset is always 0)."""
+        for name in ("BeginTime", "Offset", "Limit", "PhoneNumber", "SmsSdkAppId"):
+            if params.get(name) is None:
+                raise TencentError("MissingParameter", f"The request is missing a required parameter `{name}`.")
+        if params["SmsSdkAppId"] != self.sdk_app_id:
+            raise TencentError("InvalidParameterValue.SdkAppIdNotExist", "SdkAppId does not exist.")
+        if params["Offset"] != 0 or not 0 < params["Limit"] <= MAX_PULL_LIMIT:
+            raise TencentError("InvalidParameter", "Offset must be 0 and Limit between 1 and 100.")
+        begin, end = params["BeginTime"], params.get("EndTime") or self.clock()
+        with self._lock:
+            self._pulls += 1
+            found = [] if self._reports_withheld else [
+                sms for sms in self._sent if sms.phone == params["PhoneNumber"] and begin <= sms.accepted_at <= end]
+        return {"PullSmsSendStatusSet": [_report(sms) for sms in found[:params["Limit"]]]}
 
     def _check_params(self, params: dict[str, Any]) -> list[str]:
         for name in ("PhoneNumberSet", "SmsSdkAppId", "TemplateId"):
@@ -314,14 +357,14 @@ class FakeTencentSms(LoopbackServer):
         return numbers
 
     def _claim_stall(self) -> _Stall | None:
+        with self._lock:
+            return _Stall(self._stalls_wanted.pop(0)) if self._stalls_wanted else None
+
+    def _hold(self, stall: _Stall) -> None:
         with self._changed:
-            if self._stalls_wanted <= 0:
-                return None
-            self._stalls_wanted -= 1
-            stall = _Stall()
             self._stalled.append(stall)
             self._changed.notify_all()
-            return stall
+        stall.released.wait()
 
     def _next_failure(self) -> _Failure | None:
         with self._lock:
@@ -336,7 +379,7 @@ class FakeTencentSms(LoopbackServer):
             return _status(e164, failure.code, f"injected failure {failure.code}")
         serial = f"2433:{uuid.uuid4().int % 10**28:028d}"
         record = SentSms(e164, params["TemplateId"], list(params.get("TemplateParamSet") or []),
-                         params.get("SignName", ""), serial)
+                         params.get("SignName", ""), serial, self.clock(), params.get("SessionContext", ""))
         with self._changed:
             self._sent.append(record)
             self._changed.notify_all()
@@ -357,6 +400,12 @@ def _raise_failure(failure: _Failure) -> None:
     if failure.kind == "http500":
         raise _HttpFailure(500, b"Internal Server Error")
     raise _Drop()
+
+
+def _report(sms: SentSms) -> dict[str, Any]:
+    return {"UserReceiveTime": int(sms.accepted_at), "CountryCode": "86", "SubscriberNumber": sms.phone[3:],
+            "PhoneNumber": sms.phone, "SerialNo": sms.serial_no, "ReportStatus": "SUCCESS",
+            "Description": "DELIVRD", "SessionContext": sms.session_context}
 
 
 def _status(e164: str, code: str, message: str) -> dict[str, Any]:
@@ -433,7 +482,7 @@ def _make_handler(fake: FakeTencentSms) -> type[BaseHTTPRequestHandler]:
             try:
                 self.send(status, payload, [("Content-Type", content_type)])
             except (BrokenPipeError, ConnectionResetError):
-                logger.info("client went away before the SendSms response was sent")
+                logger.info("client went away before the response was sent")
                 self.close_connection = True
 
     return Handler

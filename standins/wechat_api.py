@@ -34,6 +34,8 @@ UPLOAD_TYPES = ("image", "voice", "video", "thumb")
 # How long a category template's value may be, by field type (thing1, phrase2…); WeChat answers
 # 47003 beyond it.
 TEMPLATE_VALUE_LIMITS = {"thing": 20, "phrase": 5, "name": 10, "character_string": 32}
+# A template message's client_msg_id: one message per openid and id for this long (WeChat: 10 minutes).
+CLIENT_MSG_ID_SECONDS = 600.0
 # WeChat's wording for the errors this fake produces.
 ERROR_MESSAGES = {
     40001: "invalid credential, access_token is invalid or not latest",
@@ -54,6 +56,7 @@ ERROR_MESSAGES = {
     44004: "empty content",
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
+    45067: "clientmsgid size out of limit",
     47001: "data format error",
     47003: "argument invalid! data.keyword1.value invalid",
 }
@@ -117,6 +120,7 @@ class FakeWeChatAPI(LoopbackServer):
         self._sent: list[dict[str, Any]] = []
         self._templates: dict[str, tuple[str, ...]] = {}
         self._templates_sent: list[dict[str, Any]] = []
+        self._client_msg_ids: dict[tuple[str, str], tuple[int, float]] = {}  # (openid, id) -> (msgid, when)
         self._accepted: list[tuple[str, float]] = []  # (touser, epoch seconds) of each message sent
         self._requests: list[tuple[str, str]] = []
         self._token_fetches = 0
@@ -129,6 +133,7 @@ class FakeWeChatAPI(LoopbackServer):
         self._oauth_openid: str | None = None  # who is using WeChat's in-app browser
         self._oauth_codes: dict[str, str] = {}  # unused OAuth code -> openid
         self._path_delays: dict[str, float] = {}  # path -> seconds every request to it is held
+        self._held_answers: dict[str, threading.Event] = {}  # path -> set when its answers may leave
         self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "/cgi-bin/token"): self._handle_token,
             ("GET", "/cgi-bin/media/get"): self._handle_media_get,
@@ -193,6 +198,18 @@ class FakeWeChatAPI(LoopbackServer):
         0 answers at once again."""
         with self._lock:
             self._path_delays[path] = seconds
+
+    def hold_answers(self, path: str) -> None:
+        """Handle requests to `path` (WeChat has sent the message) but hold their answers until
+        `release_answers`: a sender killed meanwhile never learns that it went."""
+        with self._lock:
+            self._held_answers.setdefault(path, threading.Event())
+
+    def release_answers(self) -> None:
+        with self._lock:
+            held, self._held_answers = self._held_answers, {}
+        for gate in held.values():
+            gate.set()
 
     def fail_next_sends(self, count: int, errcode: int = 45015) -> None:
         """Answer the next `count` customer-service sends with `errcode` (45015: 48-hour window closed)."""
@@ -265,15 +282,19 @@ class FakeWeChatAPI(LoopbackServer):
         with self._lock:
             self._requests.append((request.method, request.path))
             delay = self._path_delays.get(request.path, 0.0)
+            held = self._held_answers.get(request.path)
         if delay:
             time.sleep(delay)
         route = self._routes.get((request.method, request.path))
         if route is None:
             return Response(b"Not Found", content_type="text/plain", status=404)
         try:
-            return route(request)
+            response = route(request)
         except WeChatAPIError as error:
-            return Response.json(error.as_json())
+            response = Response.json(error.as_json())
+        if held is not None:
+            held.wait()
+        return response
 
     def _handle_token(self, request: Request) -> Response:
         if request.query.get("grant_type") != "client_credential":
@@ -426,11 +447,21 @@ class FakeWeChatAPI(LoopbackServer):
         if any(len(item["value"]) > TEMPLATE_VALUE_LIMITS.get(key.rstrip("0123456789"), 200)
                for key, item in data.items()):
             raise WeChatAPIError(47003)
+        client_msg_id = message.get("client_msg_id")
+        if client_msg_id is not None and (not isinstance(client_msg_id, str) or len(client_msg_id) > 64):
+            raise WeChatAPIError(45067)
         with self._messages_changed:
+            now = time.time()
+            earlier = self._client_msg_ids.get((message["touser"], client_msg_id)) if client_msg_id else None
+            if earlier is not None and now - earlier[1] < CLIENT_MSG_ID_SECONDS:
+                return Response.json({"errcode": 0, "errmsg": "ok", "msgid": earlier[0]})  # sent once only
+            msgid = secrets.randbelow(10**12)
+            if client_msg_id:
+                self._client_msg_ids[(message["touser"], client_msg_id)] = (msgid, now)
             self._templates_sent.append(message)
-            self._accepted.append((message["touser"], time.time()))
+            self._accepted.append((message["touser"], now))
             self._messages_changed.notify_all()
-        return Response.json({"errcode": 0, "errmsg": "ok", "msgid": secrets.randbelow(10**12)})
+        return Response.json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
     def _parse_custom_message(self, body: bytes) -> dict[str, Any]:
         if not body:

@@ -22,6 +22,7 @@ from sqlalchemy import event, select, update
 import messages
 from loadtest.cluster import terminate_connections
 from settings import ConfigError
+from notify.sms import ConsoleSms
 from standins.sms import FakeTencentSms
 from store.models import AuditEvent, Message, Notification, Order, Photo, utcnow
 from tests.staff_fixtures import PHONE, ROWS, put_under_review, write_csv
@@ -331,6 +332,79 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(back
     assert "sent=1" in cli(app, "jobs", "run", "outbox")
     assert len(fake_sms.sent) == 1 and len(fake_wechat.messages_to("o_outbox_1")) == 1
     assert {row.status for row in notifications(app)} == {"sent"}
+
+
+def _consumer_app(outbox_app, **notifications):
+    """An app whose notifications go through a real consumer (`flask jobs work`), leases of 1 s."""
+    queue = f"test-{uuid.uuid4().hex}"
+    return outbox_app(jobs={"immediate": False, "queue_name": queue},
+                      notifications={"lease_seconds": 1, **notifications})
+
+
+def _kill_the_consumer_once(app, condition) -> None:
+    """Starts a consumer and kills it (SIGKILL) once `condition()` holds, then lets its lease run out."""
+    config = str(app.extensions["collector"].settings.data_dir.parent / "config.toml")
+    worker = _flask(config, "jobs", "work", "--workers", "2")
+    try:
+        _wait_until(condition, timeout=30)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    time.sleep(1.2)  # the dead worker's lease runs out
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["reported", "not-reported-yet"])
+def test_an_sms_whose_worker_was_killed_before_hearing_back_is_looked_up_before_it_is_sent_again(
+        reported, outbox_app, fake_wechat, fake_sms):
+    """Tencent sent the text, and the worker died before the answer reached it. The next attempt is in
+    doubt: it finds the text in the delivery reports by its session context and sends nothing. A text
+    not reported yet goes again (twice is better than never)."""
+    app = _consumer_app(outbox_app)
+    fake_sms.stall_next(1, after_accepting=True)
+    fake_sms.withhold_reports(not reported)
+    approve(app)
+    _kill_the_consumer_once(app, lambda: fake_sms.sent and by_channel(app)["wechat"].status == "sent")
+    fake_sms.release()
+    assert by_channel(app)["sms"].status == "sending"
+    assert "sent=1" in cli(app, "jobs", "run", "outbox")
+    row = by_channel(app)["sms"]
+    assert (row.status, row.attempts, fake_sms.pulls) == ("sent", 2, 1)
+    contexts = [sms.session_context for sms in fake_sms.sent]
+    assert contexts == [f"notification-{row.id}"] * (1 if reported else 2)
+    assert len(fake_wechat.messages_to("o_outbox_1")) == 1
+
+
+def test_a_template_message_whose_worker_was_killed_before_hearing_back_is_dropped_by_wechat_when_repeated(
+        outbox_app, fake_wechat, fake_sms):
+    """The same, for a template message: the repeat carries the same client_msg_id, which WeChat sends
+    once within 10 minutes."""
+    app = _consumer_app(outbox_app, wechat_template_approved="TPL_OK")
+    fake_wechat.add_template("TPL_OK", TEMPLATE_FIELDS)
+    put_under_review(app, ROWS[0], "o_outbox_1")
+    _last_heard(app, "o_outbox_1", timedelta(hours=49))
+    fake_wechat.hold_answers("/cgi-bin/message/template/send")
+    cli(app, "review", "approve", ROWS[0][1])
+    _kill_the_consumer_once(app, lambda: fake_wechat.templates_sent and fake_sms.sent)
+    fake_wechat.release_answers()
+    assert by_channel(app)["wechat"].status == "sending"
+    assert "sent=1" in cli(app, "jobs", "run", "outbox")
+    row = by_channel(app)["wechat"]
+    assert (row.status, row.attempts, row.delivered_via) == ("sent", 2, "template")
+    [template] = fake_wechat.templates_sent
+    assert template["client_msg_id"] == f"notification-{row.id}"
+    assert sum(path.endswith("/template/send") for _, path in fake_wechat.requests) == 2
+    assert len(fake_sms.sent) == 1
+
+
+def test_the_console_sms_log_answers_whether_a_message_went_out(tmp_path):
+    provider = ConsoleSms(log_path=tmp_path / "sms.jsonl")
+    started = utcnow()
+    serial = provider.send(PHONE, "approved", ["张三"], session_context="notification-7")
+    assert provider.find_sent(PHONE, "notification-7", started) == serial
+    assert provider.find_sent(PHONE, "notification-8", started) is None
+    assert provider.find_sent("13900000000", "notification-7", started) is None
+    assert provider.find_sent(PHONE, "notification-7", started + timedelta(minutes=5)) is None
+    assert ConsoleSms().find_sent(PHONE, "notification-7", started) is None
 
 
 def _forget_redis_keys(queue: str) -> None:
