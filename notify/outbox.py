@@ -25,7 +25,7 @@ from notify.errors import DeliveryError
 from notify.notices import Notice
 from rules.credentials import scrub_credentials
 from settings import Settings
-from store.db import Database, connection_lost
+from store.db import Database, connection_lost, unpinged_checkout
 from store.models import Candidate, Message, Notification, utcnow
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,11 @@ class Outbox:
                             "again", parcel.id, status)
 
     def _record(self, parcel: Parcel, values: dict, error: str | None) -> None:
-        """Idempotent: only the attempt that still holds the row changes it."""
-        with self.db.session() as session:
+        """Idempotent: only the attempt that still holds the row changes it. A message sent and not yet
+        recorded is sent again if the worker dies now, so this takes as few round trips as it can: no
+        ping (a dead connection is replaced by _finish), and the transcript row only when it shows or
+        showed an error."""
+        with unpinged_checkout(), self.db.session() as session:
             session.execute(
                 update(Notification)
                 .where(Notification.id == parcel.id, Notification.status == "sending",
@@ -224,8 +227,9 @@ class Outbox:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if parcel.message_id is not None:
-                session.get(Message, parcel.message_id).delivery_error = error
+            if parcel.message_id is not None and (error is not None or parcel.attempt > 1):
+                session.execute(update(Message).where(Message.id == parcel.message_id)
+                                .values(delivery_error=error).execution_options(synchronize_session=False))
 
     def backoff(self, attempt: int) -> timedelta:
         seconds = self.policy.retry_base_seconds * 2 ** max(attempt - 1, 0)
