@@ -31,7 +31,7 @@ from store.models import Candidate, Message, Notification, utcnow
 log = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 500
-RECORD_TRIES = 3  # recording an outcome, on a new connection each time the last one was lost
+DATABASE_TRIES = 3  # claiming a row or recording an outcome, on a new connection each time the last one was lost
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ class Outbox:
     def deliver(self, notification_id: int, now: datetime | None = None) -> str:
         """Claims the row and sends it. Returns sent | retry | dead | skipped (not due, or another
         worker holds it, or it is already sent)."""
-        parcel = self._claim(notification_id, now or utcnow())
+        parcel = self._on_new_connection(lambda: self._claim(notification_id, now or utcnow()),
+                                         f"notification {notification_id}: claiming it")
         if parcel is None:
             return "skipped"
         if parcel.in_doubt_since is not None:
@@ -204,15 +205,22 @@ class Outbox:
             values.update(sent_at=utcnow(), delivered_via=via)
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        for tries_left in reversed(range(RECORD_TRIES)):
+        # Left unrecorded, a sent message would be sent again once its lease ran out.
+        self._on_new_connection(lambda: self._record(parcel, values, error),
+                                f"notification {parcel.id}: recording it as {status}")
+
+    @staticmethod
+    def _on_new_connection(action, what: str):
+        """Runs one transaction again on a new connection when its connection was lost (a failover,
+        pg_terminate_backend). Both callers are safe to repeat: a claim and a record change a row only
+        in the state they expect it in."""
+        for tries_left in reversed(range(DATABASE_TRIES)):
             try:
-                return self._record(parcel, values, error)
+                return action()
             except Exception as exc:
-                # Left unrecorded, a sent message would be sent again once its lease ran out.
                 if not connection_lost(exc) or not tries_left:
                     raise
-                log.warning("notification %s: database connection lost while recording it as %s; recording it "
-                            "again", parcel.id, status)
+                log.warning("%s: the database connection was lost; doing it again on a new one", what)
 
     def _record(self, parcel: Parcel, values: dict, error: str | None) -> None:
         """Idempotent: only the attempt that still holds the row changes it. A message sent and not yet
