@@ -197,9 +197,10 @@ def _sample(found: Deliveries, line: str) -> None:
 class UnrecordedWindow:
     """How long each notification stayed sent at the provider but unrecorded in the outbox: a worker
     killed inside that time leaves the row to be sent again once its lease runs out."""
-    windows_ms: list[float]
+    windows_ms: list[float]  # notifications sent on their first attempt
     run_seconds: float
     consumers: int
+    retried: dict[str, int] = field(default_factory=dict)  # channel -> rows sent on a later attempt
 
     def percentile(self, share: float) -> float:
         ordered = sorted(self.windows_ms)
@@ -215,7 +216,9 @@ class UnrecordedWindow:
     def render(self) -> str:
         return (f"{len(self.windows_ms)} notifications, accepted→known p50 {self.percentile(0.5):.1f} ms, "
                 f"p99 {self.percentile(0.99):.1f} ms, max {max(self.windows_ms, default=0):.1f} ms; "
-                f"a consumer killed at random doubles one with ~{self.exposed_share:.1%} chance")
+                f"a consumer killed at random doubles one with ~{self.exposed_share:.1%} chance; sent on a later "
+                f"attempt (a failure, or a worker that died): "
+                + (", ".join(f"{channel} {n}" for channel, n in sorted(self.retried.items())) or "none"))
 
 
 def unrecorded_window(database_url: str, walks: list[Walk], wechat_accepted: list[tuple[str, float]],
@@ -231,14 +234,17 @@ def unrecorded_window(database_url: str, walks: list[Walk], wechat_accepted: lis
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT channel, openid, sent_at FROM notifications "
+            rows = connection.execute(text("SELECT channel, openid, sent_at, attempts FROM notifications "
                                            "WHERE status = 'sent' AND sent_at IS NOT NULL")).all()
     finally:
         engine.dispose()
-    windows = []
-    for channel, openid, sent_at in rows:
+    windows, retried = [], Counter()
+    for channel, openid, sent_at, attempts in rows:
+        if attempts > 1:  # its sent_at is the later attempt's, not when the first one was accepted
+            retried[channel] += 1
+            continue
         known = sent_at.timestamp()
         before = [at for at in accepted.get((channel, openid), []) if at <= known]
         if before:
             windows.append((known - max(before)) * 1000)
-    return UnrecordedWindow(windows, run_seconds, consumers)
+    return UnrecordedWindow(windows, run_seconds, consumers, dict(retried))
