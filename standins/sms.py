@@ -157,7 +157,8 @@ class FakeTencentSms(LoopbackServer):
 
     def fail_next(self, count: int = 1, code: str = "LimitExceeded.PhoneNumberDailyLimit",
                   kind: str = "number") -> None:
-        """Fail the next `count` well-formed, authenticated requests. `kind`:
+        """Fail the next `count` well-formed, authenticated requests (a look-up of delivery reports fails
+        with any kind but "number"). `kind`:
         "number": HTTP 200, `SendStatusSet[].Code = code` (how throttling and bad numbers come back);
         "request": HTTP 200, `Response.Error.Code = code` (how template, signature, auth errors come back);
         "http500": an HTTP 500 with a text body; "close": the connection is closed without an answer."""
@@ -324,6 +325,9 @@ class FakeTencentSms(LoopbackServer):
             raise TencentError("InvalidParameterValue.SdkAppIdNotExist", "SdkAppId does not exist.")
         if params["Offset"] != 0 or not 0 < params["Limit"] <= MAX_PULL_LIMIT:
             raise TencentError("InvalidParameter", "Offset must be 0 and Limit between 1 and 100.")
+        failure = self._next_failure()  # a whole-request failure (fail_next) answers a look-up too
+        if failure is not None and failure.kind != "number":
+            _raise_failure(failure)
         begin, end = params["BeginTime"], params.get("EndTime") or self.clock()
         with self._lock:
             self._pulls += 1

@@ -353,24 +353,29 @@ def _kill_the_consumer_once(app, condition) -> None:
     time.sleep(1.2)  # the dead worker's lease runs out
 
 
-@pytest.mark.parametrize("reported", [True, False], ids=["reported", "not-reported-yet"])
+@pytest.mark.parametrize("reports, sent", [("in", 1), ("not yet in", 2), ("unreadable", 2)])
 def test_an_sms_whose_worker_was_killed_before_hearing_back_is_looked_up_before_it_is_sent_again(
-        reported, outbox_app, fake_wechat, fake_sms):
+        reports, sent, outbox_app, fake_wechat, fake_sms, caplog):
     """Tencent sent the text, and the worker died before the answer reached it. The next attempt is in
     doubt: it finds the text in the delivery reports by its session context and sends nothing. A text
-    not reported yet goes again (twice is better than never)."""
+    not reported yet, or a look-up that fails, goes again (twice is better than never)."""
     app = _consumer_app(outbox_app)
     fake_sms.stall_next(1, after_accepting=True)
-    fake_sms.withhold_reports(not reported)
+    fake_sms.withhold_reports(reports == "not yet in")
     approve(app)
     _kill_the_consumer_once(app, lambda: fake_sms.sent and by_channel(app)["wechat"].status == "sent")
     fake_sms.release()
     assert by_channel(app)["sms"].status == "sending"
+    if reports == "unreadable":
+        fake_sms.fail_next(1, kind="request", code="UnauthorizedOperation.RequestPermissionDeny")
+    caplog.set_level(logging.INFO, logger="notify")
     assert "sent=1" in cli(app, "jobs", "run", "outbox")
     row = by_channel(app)["sms"]
-    assert (row.status, row.attempts, fake_sms.pulls) == ("sent", 2, 1)
-    contexts = [sms.session_context for sms in fake_sms.sent]
-    assert contexts == [f"notification-{row.id}"] * (1 if reported else 2)
+    assert (row.status, row.attempts, fake_sms.pulls) == ("sent", 2, 0 if reports == "unreadable" else 1)
+    assert [sms.session_context for sms in fake_sms.sent] == [f"notification-{row.id}"] * sent
+    assert "died while sending it" in caplog.text
+    assert ("not sent again" in caplog.text) == (sent == 1)
+    assert ("RequestPermissionDeny" in caplog.text) == (reports == "unreadable")
     assert len(fake_wechat.messages_to("o_outbox_1")) == 1
 
 
