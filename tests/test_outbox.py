@@ -444,59 +444,42 @@ def test_the_transcript_shows_support_what_was_sent_and_what_failed(outbox_app, 
     assert "IncorrectPhoneNumber" in output and PHONE not in output
 
 
-def test_a_claim_whose_connection_is_cut_is_made_again_on_a_new_one(outbox_app, fake_wechat, fake_sms, database_url,
-                                                                    caplog):
-    """As in the cohort load test: pg_terminate_backend while a worker claims a row. Without claiming it
-    again, the notification waited for the next sweep (a minute late)."""
+def _claiming(statement: str) -> bool:
+    return statement.startswith("UPDATE notifications") and "lease_until" in statement and "sent_at" not in statement
+
+
+def _recording_as_sent(statement: str) -> bool:
+    return statement.startswith("UPDATE notifications") and "sent_at" in statement
+
+
+@pytest.mark.parametrize("cut_while, said", [(_claiming, "claiming it"), (_recording_as_sent, "recording it as sent")],
+                         ids=["claiming", "recording"])
+def test_a_claim_or_record_whose_connection_is_cut_is_made_again_on_a_new_one(cut_while, said, outbox_app, fake_wechat,
+                                                                              fake_sms, database_url, caplog):
+    """As in the cohort load test: pg_terminate_backend while a worker claims a row (it waited a minute for
+    the sweep), or just after WeChat accepted the approval (unrecorded, it would be sent again once its
+    lease ran out)."""
     if not database_url.startswith("postgresql"):
         pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no connections to cut")
     app = outbox_app()
     engine = app.extensions["collector"].db.engine
     cut = []
 
-    def cut_at_the_claim(connection, cursor, statement, *_):
-        if not cut and statement.startswith("UPDATE notifications") and "lease_until" in statement \
-                and "sent_at" not in statement:
+    def cut_there(connection, cursor, statement, *_):
+        if not cut and cut_while(statement):
             cut.append(connection.connection.driver_connection.info.backend_pid)
             assert terminate_connections(database_url, pid=cut[0]) == 1
 
-    event.listen(engine, "before_cursor_execute", cut_at_the_claim)
+    event.listen(engine, "before_cursor_execute", cut_there)
     caplog.set_level(logging.WARNING, logger="notify.outbox")
     try:
         approve(app)
     finally:
-        event.remove(engine, "before_cursor_execute", cut_at_the_claim)
-    assert cut, "no notification was claimed"
-    assert "claiming it: the database connection was lost; doing it again" in caplog.text
-    assert {c: (r.status, r.attempts) for c, r in by_channel(app).items()} == {"wechat": ("sent", 1),
-                                                                               "sms": ("sent", 1)}
-    assert len(fake_wechat.messages_to("o_outbox_1")) == 1 and len(fake_sms.sent) == 1
-
-
-def test_a_sent_message_is_recorded_on_a_new_connection_when_its_own_is_cut(outbox_app, fake_wechat, database_url,
-                                                                            caplog):
-    """As in the cohort load test: pg_terminate_backend just after WeChat accepted the approval. Unrecorded,
-    the row would be sent again once its lease ran out."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no connections to cut")
-    app = outbox_app()
-    engine = app.extensions["collector"].db.engine
-    cut = []
-
-    def cut_at_the_record(connection, cursor, statement, *_):
-        if not cut and statement.startswith("UPDATE notifications") and "sent_at" in statement:
-            cut.append(connection.connection.driver_connection.info.backend_pid)
-            assert terminate_connections(database_url, pid=cut[0]) == 1
-
-    event.listen(engine, "before_cursor_execute", cut_at_the_record)
-    caplog.set_level(logging.WARNING, logger="notify.outbox")
-    try:
-        approve(app)
-    finally:
-        event.remove(engine, "before_cursor_execute", cut_at_the_record)
-    assert cut, "no notification was recorded as sent"
-    assert "recording it as sent: the database connection was lost; doing it again" in caplog.text
+        event.remove(engine, "before_cursor_execute", cut_there)
+    assert cut, "the statement to cut was never sent"
+    assert f"{said}: the database connection was lost; doing it again" in caplog.text
     assert {c: (r.status, r.attempts) for c, r in by_channel(app).items()} == {"wechat": ("sent", 1),
                                                                                "sms": ("sent", 1)}
     assert "nothing to do" in cli(app, "jobs", "run", "outbox")
     assert [m["text"]["content"] for m in fake_wechat.messages_to("o_outbox_1")] == [messages.APPROVED]
+    assert len(fake_sms.sent) == 1
