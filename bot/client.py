@@ -131,7 +131,8 @@ class WeChatApi:
 
     def send_template(self, openid: str, template_id: str, data: dict, client_msg_id: str | None = None) -> None:
         """`client_msg_id`: WeChat sends one message per openid and id within 10 minutes, so a resend after
-        a worker died mid-delivery is dropped there. wechatpy's send_template does not pass it."""
+        a worker died mid-delivery is dropped there (the outbox gives Parcel.provider_key). wechatpy's
+        send_template does not pass it."""
         payload = {"touser": openid, "template_id": template_id, "data": data}
         if client_msg_id:
             payload["client_msg_id"] = client_msg_id

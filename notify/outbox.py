@@ -47,6 +47,12 @@ class Parcel:
     message_id: int | None  # the transcript row of a WeChat notification
     in_doubt_since: datetime | None = None  # the previous attempt's start, when its worker died mid-send
 
+    @property
+    def provider_key(self) -> str:
+        """The same for every attempt at this notification: what a provider deduplicates it by or finds it
+        by (WeChat's template client_msg_id, Tencent Cloud's SMS SessionContext)."""
+        return f"notification-{self.id}"
+
 
 class Channel(Protocol):
     def deliver(self, parcel: Parcel) -> str:

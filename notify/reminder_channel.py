@@ -15,7 +15,7 @@ from notify.errors import DeliveryError
 from notify.outbox import Parcel
 from notify.throttle import Throttle
 from notify.sms import send_once
-from notify.wechat import OUTSIDE_WINDOW, PERMANENT, WeChatChannel, _delivery_error, client_msg_id, fit
+from notify.wechat import OUTSIDE_WINDOW, PERMANENT, WeChatChannel, _delivery_error, fit
 from rules.quiet import quiet_until
 from settings import Settings
 from store.db import Database
@@ -105,7 +105,7 @@ class ReminderChannel:
         data = {key: {"value": fit(key, fields.get(value, ""))} for key, value in self.policy.template_fields.items()}
         try:
             self.wechat.wechat.send_template(parcel.openid, self.policy.template_id, data,
-                                             client_msg_id=client_msg_id(parcel))
+                                             client_msg_id=parcel.provider_key)
             return "template"
         except WeChatClientException as exc:
             if exc.errcode not in PERMANENT:

@@ -257,7 +257,7 @@ class SmsChannel:
 def send_once(provider: SmsProvider, parcel, template: str, params: list[str]) -> None:
     """Sends the parcel's text unless its attempt is in doubt and the provider shows it went out.
     If the provider cannot be asked, the text goes again: twice is better than never."""
-    context = f"notification-{parcel.id}"
+    context = parcel.provider_key
     if parcel.in_doubt_since is not None:
         try:
             serial = provider.find_sent(parcel.phone, context, parcel.in_doubt_since)

@@ -72,18 +72,12 @@ class WeChatChannel:
         mapping = self.settings.template_fields(parcel.kind)
         data = {key: {"value": fit(key, fields.get(value, ""))} for key, value in mapping.items()}
         try:
-            self.wechat.send_template(parcel.openid, template_id, data, client_msg_id=client_msg_id(parcel))
+            self.wechat.send_template(parcel.openid, template_id, data, client_msg_id=parcel.provider_key)
         except WeChatClientException as exc:
             raise _delivery_error(exc) from exc
         except requests.RequestException as exc:
             raise DeliveryError(f"network: {exc}") from exc
         return "template"
-
-
-def client_msg_id(parcel: Parcel) -> str:
-    """The same for every attempt at one notification: WeChat drops a template message repeated within
-    10 minutes, which closes the outbox's at-least-once window for templates."""
-    return f"notification-{parcel.id}"
 
 
 # Category templates cap their values by field type (thing1 ≤ 20 characters…); longer ones are refused.
