@@ -118,7 +118,8 @@ class FakeTencentSms(LoopbackServer):
         self._abandoned = 0
         self._failures: list[_Failure] = []
         self._stalls_wanted: list[bool] = []  # after_accepting, for each stall asked for
-        self._stalled: list[_Stall] = []
+        self._claimed: list[_Stall] = []  # stalls given to requests, holding or about to hold
+        self._stalled: list[_Stall] = []  # those holding now
         self._reports_withheld = False
         self._pulls = 0
         self._connections: set[socket.socket] = set()
@@ -183,7 +184,7 @@ class FakeTencentSms(LoopbackServer):
         """Let every held request go on (and cancel stalls asked for but not used yet). With `wait`,
         returns once each has been recorded as sent or as abandoned (its client gone)."""
         with self._lock:
-            stalls, self._stalled = self._stalled, []
+            stalls, self._claimed, self._stalled = self._claimed, [], []
             self._stalls_wanted = []
         for stall in stalls:
             stall.released.set()
@@ -325,8 +326,8 @@ class FakeTencentSms(LoopbackServer):
             raise TencentError("InvalidParameterValue.SdkAppIdNotExist", "SdkAppId does not exist.")
         if params["Offset"] != 0 or not 0 < params["Limit"] <= MAX_PULL_LIMIT:
             raise TencentError("InvalidParameter", "Offset must be 0 and Limit between 1 and 100.")
-        failure = self._next_failure()  # a whole-request failure (fail_next) answers a look-up too
-        if failure is not None and failure.kind != "number":
+        failure = self._next_failure(whole_request_only=True)  # fail_next answers a look-up too
+        if failure is not None:
             _raise_failure(failure)
         begin, end = params["BeginTime"], params.get("EndTime") or self.clock()
         with self._lock:
@@ -361,8 +362,13 @@ class FakeTencentSms(LoopbackServer):
         return numbers
 
     def _claim_stall(self) -> _Stall | None:
+        """A stall for this request, if one was asked for; `release` lets it go even before it holds."""
         with self._lock:
-            return _Stall(self._stalls_wanted.pop(0)) if self._stalls_wanted else None
+            if not self._stalls_wanted:
+                return None
+            stall = _Stall(self._stalls_wanted.pop(0))
+            self._claimed.append(stall)
+            return stall
 
     def _hold(self, stall: _Stall) -> None:
         with self._changed:
@@ -370,9 +376,12 @@ class FakeTencentSms(LoopbackServer):
             self._changed.notify_all()
         stall.released.wait()
 
-    def _next_failure(self) -> _Failure | None:
+    def _next_failure(self, whole_request_only: bool = False) -> _Failure | None:
+        """The next injected failure; `whole_request_only` leaves a per-number one for the next SendSms."""
         with self._lock:
-            return self._failures.pop(0) if self._failures else None
+            if not self._failures or (whole_request_only and self._failures[0].kind == "number"):
+                return None
+            return self._failures.pop(0)
 
     def _status(self, number: str, params: dict[str, Any], failure: _Failure | None) -> dict[str, Any]:
         match = _MAINLAND_MOBILE.match(number)

@@ -152,6 +152,9 @@ class FakeWeChatAPI(LoopbackServer):
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         return _make_handler(self)
 
+    def _closing(self) -> None:
+        self.release_answers()  # a held answer would keep its handler thread waiting forever
+
     @property
     def base_url(self) -> str:
         return f"http://{self.address()}/cgi-bin/"
@@ -206,6 +209,7 @@ class FakeWeChatAPI(LoopbackServer):
             self._held_answers.setdefault(path, threading.Event())
 
     def release_answers(self) -> None:
+        """Lets every held answer go (stopping the fake does too)."""
         with self._lock:
             held, self._held_answers = self._held_answers, {}
         for gate in held.values():

@@ -10,6 +10,7 @@ import threading
 import time
 import tomllib
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,26 @@ def test_the_daily_limit_is_temporary_and_the_next_try_goes_through(fake):
     assert fake.sent == []
     provider.send(PHONE, "approved", ["张三"])
     assert len(fake.sent) == 1
+
+
+def test_delivery_reports_find_a_text_by_its_session_context_and_leave_a_per_number_failure_for_the_next_send(
+        fake):
+    provider = TencentSms(sms_settings(fake))
+    before = datetime.now(timezone.utc)
+    serial = provider.send(PHONE, "approved", ["张三"], session_context="notification-7")
+    fake.fail_next(1, "LimitExceeded.PhoneNumberDailyLimit")  # per number: only a SendSms can get it
+    assert provider.find_sent(PHONE, "notification-7", before) == serial
+    assert provider.find_sent(PHONE, "notification-8", before) is None
+    assert fake.pulls == 2
+    assert "LimitExceeded.PhoneNumberDailyLimit" in str(send_error(provider))
+
+
+def test_a_failed_look_up_of_delivery_reports_is_a_temporary_error(fake):
+    provider = TencentSms(sms_settings(fake))
+    fake.fail_next(1, kind="request", code="UnauthorizedOperation.RequestPermissionDeny")
+    with pytest.raises(DeliveryError, match="RequestPermissionDeny") as caught:
+        provider.find_sent(PHONE, "notification-7", datetime.now(timezone.utc))
+    assert not caught.value.permanent and PHONE not in str(caught.value)
 
 
 @pytest.mark.parametrize("kind, code, permanent", [
