@@ -162,10 +162,9 @@ def _drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: b
                             f"(a killed server's downloads and sends)")
     result.database = check_database(cluster.database_url, walks, options.review, reject_every)
     if options.review or sms is not None:
-        result.notified = check_deliveries(walks, inbox, sms.sent if sms is not None else None, options.review,
-                                             reject_every)
-        result.unrecorded = unrecorded_window(cluster.database_url, walks, fake.accepted,
-                                              sms.sent if sms is not None else None, result.seconds,
+        sms_sent = sms.sent if sms is not None else None
+        result.notified = check_deliveries(walks, inbox, sms_sent, options.review, reject_every)
+        result.unrecorded = unrecorded_window(cluster.database_url, walks, fake.accepted, sms_sent, result.seconds,
                                               len(cluster.consumers))
     return result
 

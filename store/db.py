@@ -87,11 +87,11 @@ class Database:
             self._read_engine.dispose()
 
 
-
 def connection_lost(error: BaseException | None) -> bool:
     """The database connection died under a statement (a restart, a failover, pg_terminate_backend);
     the pool has dropped it, so the next checkout gets a new one."""
     return isinstance(error, DBAPIError) and error.connection_invalidated
+
 
 def _create_engine(url: str, busy_timeout: float) -> Engine:
     parsed = make_url(url)
