@@ -18,8 +18,8 @@ from handlers.base import (ClaimLost, Context, Incoming, NO_REPLY, Outcome, PASS
 from notify import notices
 from notify.outbox import Outbox
 from settings import Settings
-from store import queries
-from store.db import Database
+from store import driver, queries
+from store.db import Database, connection_of
 from store.models import Message, utcnow
 
 log = logging.getLogger(__name__)
@@ -236,15 +236,14 @@ class _Inbound:
 
     def write(self) -> int:
         if self.id is None:
-            self.id = queries.connection_of(self.session).execute(_INSERT_MESSAGE_ID, self.values).scalar_one()
+            self.id = driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row(self.values))[0][0]
         elif self._stale:
             self._update({"state_before": self.values["state_before"]})
         return self.id
 
     def finish(self, after: dict) -> int:
         if self.id is None:
-            row = {**self.values, **after}
-            self.id = queries.connection_of(self.session).execute(_INSERT_MESSAGE_ID, row).scalar_one()
+            self.id = driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row({**self.values, **after}))[0][0]
             return self.id
         if self._stale:
             after = {"state_before": self.values["state_before"], **after}
@@ -253,24 +252,30 @@ class _Inbound:
         return self.id
 
     def finish_with_reply(self, after: dict, outbound: dict) -> None:
-        """finish() for a row not yet written, with the reply's row in the same INSERT (its id unread)."""
-        # An executemany of the cached single-row INSERT (a multi-VALUES INSERT would be compiled afresh
-        # every time): SQLite runs it in one call, psycopg in one pipelined round trip. Same keys in both.
-        rows = [{column: row.get(column) for column in _PAIR_COLUMNS} for row in ({**self.values, **after}, outbound)]
-        queries.connection_of(self.session).execute(_INSERT_MESSAGE, rows)
+        """finish() for a row not yet written, with the reply's row in the same statement (its id unread):
+        SQLite runs the two in one call, psycopg in one pipelined round trip."""
+        driver.executemany(self.session, _INSERT_MESSAGE, [_pair_row({**self.values, **after}), _pair_row(outbound)])
 
     def _update(self, values: dict) -> None:
-        queries.connection_of(self.session).execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
+        connection_of(self.session).execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
         self._stale = False
 
 
-# Core statements on the model's table, compiled once (its column types apply: sealed content, JSON checks).
+# The transcript's statements: the two INSERTs of every message on the driver (store/driver.py), with
+# every column of a transcript row but its id, so each compiles once; the rarer UPDATE through Core.
 _MESSAGES = Message.__table__
-_INSERT_MESSAGE_ID = insert(_MESSAGES).returning(_MESSAGES.c.id)
-_INSERT_MESSAGE = insert(_MESSAGES)
-_UPDATE_MESSAGE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
 _PAIR_COLUMNS = ("openid", "direction", "channel", "msg_type", "content", "wechat_msg_id", "state_before",
                  "state_after", "checks", "pending", "media_path", "created_at")
+_INSERT_MESSAGE_ID = driver.DriverStatement(insert(_MESSAGES).returning(_MESSAGES.c.id), _PAIR_COLUMNS)
+_INSERT_MESSAGE = driver.DriverStatement(insert(_MESSAGES), _PAIR_COLUMNS)
+_UPDATE_MESSAGE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
+
+
+def _pair_row(values: dict) -> dict:
+    unknown = set(values) - set(_PAIR_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a column the transcript's INSERT writes: {', '.join(sorted(unknown))}")
+    return {column: values.get(column) for column in _PAIR_COLUMNS}
 
 
 def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
@@ -280,8 +285,7 @@ def _inbound_values(incoming: Incoming, state_before: str | None) -> dict:
 
 
 def _write_outbound(session, openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> None:
-    queries.connection_of(session).execute(_INSERT_MESSAGE,
-                                           _outbound_values(openid, channel, reply, before, after, checks))
+    driver.execute(session, _INSERT_MESSAGE, _pair_row(_outbound_values(openid, channel, reply, before, after, checks)))
 
 
 def _outbound_values(openid: str, channel: str, reply: Reply, before: str, after: str, checks) -> dict:

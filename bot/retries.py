@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from bot.protocol import EMPTY_REPLY
 from handlers.base import ClaimLost, Reply
-from store import queries
+from store import driver, queries
 from store.db import Database, connection_lost, unpinged_checkout
 from store.models import InboundKey, utcnow
 
@@ -94,8 +94,7 @@ class Ticket:
         is this attempt's answer_by, and nobody waits on it through the lease (a retry waits on the
         uncommitted row in the database and reads the reply once this commits): one UPDATE."""
         passive = utcnow() < self.answer_by
-        queries.connection_of(session).execute(_SETTLE, {"claim_key": self.key,
-                                               "xml": self._render(reply) if passive else EMPTY})
+        driver.execute(session, _SETTLE, {"claim_key": self.key, "xml": self._render(reply) if passive else EMPTY})
         return passive
 
     def _render(self, reply: Reply) -> str:
@@ -384,8 +383,8 @@ def _with_render(ticket: Ticket, render: Callable[[Reply], str] | None) -> Ticke
 # Core statements on the model's table, compiled once (its column types apply: the sealed reply).
 _CLAIMS = InboundKey.__table__
 # The claim a transaction inserted and still holds, settled with its reply.
-_SETTLE = (update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
-           .values(done=True, lease_until=None, reply_xml=bindparam("xml")))
+_SETTLE = driver.DriverStatement(update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
+                                 .values(done=True, lease_until=None, reply_xml=bindparam("xml")))
 
 
 def _locked(session: Session, key: str) -> InboundKey | None:

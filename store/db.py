@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,6 +85,18 @@ class Database:
         self.engine.dispose()
         if self._read_engine is not self.engine:
             self._read_engine.dispose()
+
+
+def connection_of(session: Session) -> Connection:
+    """The session's connection in its current transaction, for Core statements on the hot path: looked
+    up through the session once per transaction (each lookup walks its transaction state)."""
+    transaction = session.get_transaction()
+    held = session.info.get("core_connection")
+    if transaction is not None and held is not None and held[0] is transaction:
+        return held[1]
+    connection = session.connection()
+    session.info["core_connection"] = (session.get_transaction(), connection)
+    return connection
 
 
 def connection_lost(error: BaseException | None) -> bool:

@@ -6,16 +6,18 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
+from store import driver
+from store.db import connection_of
 from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
 
 
 def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidate:
     """The candidate row of a WeChat account, created on first contact. With lock, two messages of
     the same candidate are handled one after the other, each seeing what the other stored."""
-    candidate = session.scalar(_candidate_by_openid(lock), {"openid": openid})
+    candidate = _loaded_candidate(session, openid, lock)
     if candidate is None:
         candidate = Candidate(openid=openid, state="welcome")
         session.add(candidate)
@@ -23,12 +25,33 @@ def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidat
     return candidate
 
 
-@functools.lru_cache(maxsize=None)
-def _candidate_by_openid(lock: bool):
-    # Built once: every text message loads its candidate, and building the SELECT and its cache key each
-    # time cost about as much as running it.
-    query = select(Candidate).where(Candidate.openid == bindparam("openid"))
-    return query.with_for_update() if lock else query
+def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | None:
+    """Every text message loads its candidate: the row is read on the driver (store/driver.py) and made
+    the session's persistent object as if the ORM had loaded it; one the session holds already is kept
+    as it is, as an ORM query would."""
+    rows = driver.execute(session, _CANDIDATE_BY_OPENID[lock], {"openid": openid})
+    if not rows:
+        return None
+    values = dict(zip(_CANDIDATE_KEYS, rows[0]))
+    held = session.identity_map.get(identity_key(Candidate, values["id"]))
+    if held is not None:
+        return held
+    candidate = Candidate(**values)
+    make_transient_to_detached(candidate)  # as freshly loaded: no changes to flush
+    session.add(candidate)
+    return candidate
+
+
+_CANDIDATES = Candidate.__table__
+_CANDIDATE_KEYS = tuple(Candidate.__mapper__.get_property_by_column(column).key for column in _CANDIDATES.columns)
+
+
+def _candidate_by_openid(lock: bool) -> driver.DriverStatement:
+    query = select(_CANDIDATES).where(_CANDIDATES.c.openid == bindparam("openid"))
+    return driver.DriverStatement(query.with_for_update() if lock else query)
+
+
+_CANDIDATE_BY_OPENID = {lock: _candidate_by_openid(lock) for lock in (False, True)}
 
 
 def find_candidate(session: Session, openid: str) -> Candidate | None:
@@ -139,33 +162,21 @@ def hour_ago(now: datetime) -> datetime:
     return now - timedelta(hours=1)
 
 
-def connection_of(session: Session) -> Connection:
-    """The session's connection in its current transaction, for Core statements on the hot path: looked
-    up through the session once per transaction (each lookup walks its transaction state)."""
-    transaction = session.get_transaction()
-    held = session.info.get("core_connection")
-    if transaction is not None and held is not None and held[0] is transaction:
-        return held[1]
-    connection = session.connection()
-    session.info["core_connection"] = (session.get_transaction(), connection)
-    return connection
-
-
 def insert_unless_taken(session: Session, table: Table, values: dict) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING into a model's table on the session's connection: True when the
-    row went in. SQLAlchemy's dialect inserts with ON CONFLICT are compiled afresh on every call (they
-    have no cache key), about 1 ms each; this one statement per table and dialect is compiled once."""
-    connection = connection_of(session)
-    statement = _insert_unless_taken(table, connection.dialect.name)
-    return connection.execute(statement, values).first() is not None
+    """INSERT … ON CONFLICT DO NOTHING into a model's table in the session's transaction: True when the
+    row went in. `values` names every column the row gets (store/driver.py fills in no defaults)."""
+    dialect = connection_of(session).dialect.name
+    return bool(driver.execute(session, _insert_unless_taken(table, dialect, tuple(values)), values))
 
 
 @functools.lru_cache(maxsize=None)
-def _insert_unless_taken(table: Table, dialect: str):
+def _insert_unless_taken(table: Table, dialect: str, columns: tuple[str, ...]) -> driver.DriverStatement:
+    # SQLAlchemy's dialect inserts with ON CONFLICT have no cache key: built once per table, dialect and
+    # columns here, and run on the driver.
     module = postgresql if dialect == "postgresql" else sqlite
     statement = _cacheable_insert(module)(table).returning(*table.primary_key.columns)
     statement._post_values_clause = _cacheable_do_nothing(module)()  # what on_conflict_do_nothing() sets
-    return statement
+    return driver.DriverStatement(statement, columns)
 
 
 @functools.lru_cache(maxsize=None)
