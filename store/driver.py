@@ -35,7 +35,7 @@ class _Compiled:
     names: tuple[str, ...] | None  # the parameters' order for a positional paramstyle (SQLite's "?")
     construct: Callable[[dict], dict]  # the statement's parameters: the caller's, and values it carries
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # each parameter's processing (sealing, dates, JSON)
-    results: tuple[Callable[[Any], Any] | None, ...]  # each selected or returned column's
+    results: tuple[Callable[[Any], Any] | None, ...]  # each selected or returned column's (none: no rows)
 
 
 class DriverStatement:
@@ -62,7 +62,10 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
-    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False)
+    if not compiled.results:
+        _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=False)
+        return []
+    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=True)
     return [_processed(row, compiled.results) for row in rows]
 
 
@@ -70,10 +73,12 @@ def executemany(session: Session, statement: DriverStatement, rows: Iterable[dic
     """Runs the statement once per set of parameters, in one driver call (psycopg pipelines them)."""
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
-    _run(connection, compiled.sql, [_arguments(compiled, params) for params in rows], many=True)
+    _run(connection, compiled.sql, [_arguments(compiled, params) for params in rows], many=True, fetch=False)
 
 
-def _run(connection: Connection, sql: str, arguments, many: bool) -> list[tuple]:
+def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -> list[tuple]:
+    """fetch: the statement returns rows (known from the statement: psycopg builds cursor.description
+    afresh, an object per column, each time it is read)."""
     dbapi_error = connection.dialect.loaded_dbapi.Error
     cursor = None
     try:
@@ -82,7 +87,7 @@ def _run(connection: Connection, sql: str, arguments, many: bool) -> list[tuple]
             cursor.executemany(sql, arguments)
             return []
         cursor.execute(sql, arguments)
-        return cursor.fetchall() if cursor.description is not None else []
+        return cursor.fetchall() if fetch else []
     except dbapi_error as error:
         # What SQLAlchemy does with a driver error (private, stable in the pinned 2.0): wraps it, and on a
         # lost connection invalidates it and the pool's older ones.

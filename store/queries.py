@@ -36,13 +36,15 @@ def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | 
     held = session.identity_map.get(identity_key(Candidate, values["id"]))
     if held is not None:
         return held
-    candidate = Candidate(**values)
-    make_transient_to_detached(candidate)  # as freshly loaded: no changes to flush
+    candidate = _CANDIDATE_CLASS.new_instance()  # filled in as ORM loading does, not attribute by attribute
+    candidate.__dict__.update(values)
+    make_transient_to_detached(candidate)  # as freshly loaded: no changes to flush, roster_entry loads lazily
     session.add(candidate)
     return candidate
 
 
 _CANDIDATES = Candidate.__table__
+_CANDIDATE_CLASS = Candidate.__mapper__.class_manager
 _CANDIDATE_KEYS = tuple(Candidate.__mapper__.get_property_by_column(column).key for column in _CANDIDATES.columns)
 
 
