@@ -236,14 +236,14 @@ class _Inbound:
 
     def write(self) -> int:
         if self.id is None:
-            self.id = driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row(self.values))[0][0]
+            self.id = self._insert(self.values)
         elif self._stale:
             self._update({"state_before": self.values["state_before"]})
         return self.id
 
     def finish(self, after: dict) -> int:
         if self.id is None:
-            self.id = driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row({**self.values, **after}))[0][0]
+            self.id = self._insert({**self.values, **after})
             return self.id
         if self._stale:
             after = {"state_before": self.values["state_before"], **after}
@@ -256,6 +256,9 @@ class _Inbound:
         SQLite runs the two in one call, psycopg in one pipelined round trip."""
         driver.executemany(self.session, _INSERT_MESSAGE, [_pair_row({**self.values, **after}), _pair_row(outbound)])
 
+    def _insert(self, row: dict) -> int:
+        return driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row(row))[0][0]
+
     def _update(self, values: dict) -> None:
         connection_of(self.session).execute(_UPDATE_MESSAGE, {"message_id": self.id, **values})
         self._stale = False
@@ -266,13 +269,14 @@ class _Inbound:
 _MESSAGES = Message.__table__
 _PAIR_COLUMNS = ("openid", "direction", "channel", "msg_type", "content", "wechat_msg_id", "state_before",
                  "state_after", "checks", "pending", "media_path", "created_at")
+_PAIR_COLUMN_SET = frozenset(_PAIR_COLUMNS)
 _INSERT_MESSAGE_ID = driver.DriverStatement(insert(_MESSAGES).returning(_MESSAGES.c.id), _PAIR_COLUMNS)
 _INSERT_MESSAGE = driver.DriverStatement(insert(_MESSAGES), _PAIR_COLUMNS)
 _UPDATE_MESSAGE = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))
 
 
 def _pair_row(values: dict) -> dict:
-    unknown = set(values) - set(_PAIR_COLUMNS)
+    unknown = values.keys() - _PAIR_COLUMN_SET
     if unknown:
         raise ValueError(f"not a column the transcript's INSERT writes: {', '.join(sorted(unknown))}")
     return {column: values.get(column) for column in _PAIR_COLUMNS}

@@ -62,10 +62,7 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
-    if not compiled.results:
-        _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=False)
-        return []
-    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=True)
+    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=bool(compiled.results))
     return [_processed(row, compiled.results) for row in rows]
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Text, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.retries import _CLAIMS
-from store import driver
+from store import driver, queries
 from store.models import Candidate, InboundKey, Message, utcnow
 from store.sealed import OPEN
 from tests.conftest import simulator_for
@@ -21,9 +21,12 @@ from tests.staff_fixtures import db
 TYPED = "身份证 11010519491231002X 收到了吗"
 
 
+def random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def fresh_privacy() -> dict:
-    key = lambda: base64.b64encode(secrets.token_bytes(32)).decode()  # noqa: E731
-    return {"keys": {"1": key()}, "active_key": "1", "lookup_key": key()}
+    return {"keys": {"1": random_key()}, "active_key": "1", "lookup_key": random_key()}
 
 
 def test_each_app_seals_the_transcript_with_its_own_keys(make_app):
@@ -58,8 +61,6 @@ def test_a_driver_error_comes_out_as_sqlalchemys_and_the_session_rolls_back(app)
 def test_the_candidate_read_on_the_driver_is_the_sessions_own_object(app, wechat):
     """Loaded without the ORM's query, it behaves as if loaded by it: changes are flushed (with the hash of
     a sealed column and the onupdate time), and one the session holds already is returned as it is."""
-    from store import queries
-
     wechat.event("o_driver_candidate", "subscribe")
     with db(app).session() as session:
         candidate = queries.candidate_for(session, "o_driver_candidate", lock=True)
