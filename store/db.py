@@ -5,11 +5,15 @@ for pages and listings that only read: it never waits for a writer (WAL lets rea
 commit while a write is in progress), and a write attempted in it fails at once."""
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import fcntl
 import functools
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -83,6 +87,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        writer = getattr(self.engine, "writer_lock", None)
+        if writer is not None:
+            writer.close()
         if self._read_engine is not self.engine:
             self._read_engine.dispose()
 
@@ -115,7 +122,7 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
     event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout=busy_timeout))
-    writer = _WriterLock()
+    writer = engine.writer_lock = _WriterLock(_lock_file_for(parsed.database))
     event.listen(engine, "begin", writer.begin)
     event.listen(engine, "commit", writer.end)
     event.listen(engine, "rollback", writer.end)
@@ -208,19 +215,41 @@ def _use_wal(cursor, busy_timeout: float) -> None:
             pause = min(pause * 2, 0.1)
 
 
+def _lock_file_for(database: str | None) -> Path | None:
+    """Where this database's writer processes queue: a file beside it (none for an in-memory one)."""
+    if not database or database == ":memory:":
+        return None
+    return Path(database).with_name(Path(database).name + ".writer-lock")
+
+
 class _WriterLock:
     """SQLite allows one writer at a time. Transactions take the write lock up front (BEGIN IMMEDIATE:
-    a read that upgrades to a write later can fail at once instead of waiting), and threads of this
-    process queue on a Python lock first, so they are woken the moment it frees instead of polling
-    in SQLite's busy handler, whose sleeps grow to 100 ms and made the latency tail."""
+    a read that upgrades to a write later can fail at once instead of waiting). Writers queue first on a
+    Python lock (the threads of this process), then on an exclusive flock of a file beside the database
+    (the processes: gunicorn's workers, the consumer, the CLI), so each is woken the moment the writer
+    before it finishes. Waiting in SQLite's busy handler instead means sleeps that grow to 100 ms: they
+    made the latency tail, within one process and then between the web workers.
 
-    def __init__(self):
+    The flock is only the queue; SQLite's own lock still guards the data, so a process that does not
+    take the flock (sqlite3 by hand) is waited for through busy_timeout as before. A process that dies
+    releases its flock with its files; a hung web worker is killed by gunicorn's timeout."""
+
+    def __init__(self, lock_path: Path | None = None):
         self._lock = threading.RLock()
+        self._depth = 0  # this process's open write transactions (the RLock lets a thread nest)
+        self._path = lock_path
+        self._file: tuple[int, int] | None = None  # (pid, fd): a forked child opens its own
+        self._closer: weakref.finalize | None = None
 
     def begin(self, connection) -> None:
         self._lock.acquire()
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            self._enter()
+            try:
+                _begin_immediate(connection)
+            except BaseException:
+                self._leave()
+                raise
         except BaseException:
             self._lock.release()
             raise
@@ -229,4 +258,55 @@ class _WriterLock:
     def end(self, connection) -> None:
         # SQLAlchemy rolls back after a failed BEGIN too; that rollback must not release again.
         if connection.info.pop("holds_writer_lock", False):
+            self._leave()
             self._lock.release()
+
+    def _enter(self) -> None:
+        if self._depth == 0:
+            fd = self._fd()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        self._depth += 1
+
+    def _leave(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._file is not None and self._file[0] == os.getpid():
+            fcntl.flock(self._file[1], fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._file is not None and self._depth == 0:
+            self._closer()  # once, here or when the lock is collected
+            self._file = None
+
+    def _fd(self) -> int | None:
+        """This process's descriptor of the lock file. A descriptor inherited through fork shares its
+        lock with the parent, so it would let both in at once: each process opens its own."""
+        if self._path is None:
+            return None
+        pid = os.getpid()
+        if self._file is None or self._file[0] != pid:
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # a read-only directory: SQLite's busy handler alone, as before
+                self._path = None
+                return None
+            self._file = (pid, fd)
+            self._closer = weakref.finalize(self, _close_in, pid, fd)
+        return self._file[1]
+
+
+def _begin_immediate(connection: Connection) -> None:
+    """BEGIN IMMEDIATE on the driver's connection: every write transaction starts with it, and SQLAlchemy's
+    statement machinery (a cursor, events, a result) cost more than the statement. A driver error comes
+    out as SQLAlchemy's, as exec_driver_sql would raise it (private, stable in the pinned 2.0)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    try:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        connection._handle_dbapi_exception(error, "BEGIN IMMEDIATE", (), None, None)
+
+
+def _close_in(pid: int, fd: int) -> None:
+    if os.getpid() == pid:  # a forked child's copy of the number is not its own descriptor
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,4 +1,8 @@
-"""The SQLite engine: WAL on a new file, and a writer that waits too long fails cleanly."""
+"""The SQLite engine: WAL on a new file, writers queue on a lock file across processes, and a writer that
+waits too long fails cleanly."""
+import fcntl
+import multiprocessing
+import os
 import sqlite3
 import threading
 
@@ -53,4 +57,68 @@ def test_a_writer_that_waits_too_long_gets_locked_and_frees_the_next_writer(db_p
     assert written == [True], "the failed BEGIN left this process's writer lock held"
     with database.session() as session:
         assert session.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 3]
+    database.dispose()
+
+
+def _lock_file_is_free(path) -> bool:
+    """Whether another process could take the writers' queue now (a descriptor of its own)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_writers_in_other_processes_queue_on_the_lock_file_while_a_write_transaction_is_open(db_path):
+    """Web workers wait on the lock file (woken at once) instead of in SQLite's busy handler (sleeps
+    that grow to 100 ms)."""
+    database = Database(f"sqlite:///{db_path}")
+    lock_file = f"{db_path}.writer-lock"
+    with database.session() as session:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+        assert not _lock_file_is_free(lock_file)
+    assert _lock_file_is_free(lock_file)
+    with pytest.raises(RuntimeError):
+        with database.session() as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+            raise RuntimeError("the step failed")
+    assert _lock_file_is_free(lock_file), "a rolled-back transaction left the lock file held"
+    with database.read() as session:  # readers never queue
+        assert not os.path.exists(lock_file) or _lock_file_is_free(lock_file)
+        assert session.execute(text("SELECT x FROM t")).scalars().all() == [1]
+    database.dispose()
+
+
+def test_a_forked_worker_queues_on_a_descriptor_of_its_own(db_path):
+    """gunicorn forks its workers after the app is built: a descriptor inherited from the parent would
+    share the parent's lock, and let both in at once."""
+    database = Database(f"sqlite:///{db_path}")
+    with database.session() as session:  # the parent has opened its descriptor
+        session.execute(text("INSERT INTO t VALUES (1)"))
+    holding, release = multiprocessing.get_context("fork").Event(), multiprocessing.get_context("fork").Event()
+
+    def child():
+        with database.session() as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+            holding.set()
+            release.wait(10)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    try:
+        assert holding.wait(10)
+        parent_fd = database.engine.writer_lock._fd()
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(parent_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        release.set()
+        process.join(10)
+    assert process.exitcode == 0
+    with database.session() as session:
+        session.execute(text("INSERT INTO t VALUES (3)"))
+    with database.read() as session:
+        assert session.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 2, 3]
     database.dispose()
