@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import threading
@@ -104,9 +105,17 @@ def warm_up_photo_models() -> None:
     Once per process; joined at exit, since killing mediapipe mid-load aborts the interpreter."""
     global _warm_up_thread
     if _warm_up_thread is None:
-        _warm_up_thread = threading.Thread(target=rules.photo.warm_up, name="photo-warm-up", daemon=True)
+        _warm_up_thread = threading.Thread(target=_warm_up_then_freeze, name="photo-warm-up", daemon=True)
         _warm_up_thread.start()
         atexit.register(_warm_up_thread.join, 60)
+
+
+def _warm_up_then_freeze() -> None:
+    rules.photo.warm_up()
+    # What a served process has built by now (the app, its libraries, the face models: some 200 000
+    # objects) lives as long as the process. Out of the collector's reach, a full collection no longer
+    # walks all of it on a request's time: it took up to 115 ms, about 0.05 ms a message on average.
+    gc.freeze()
 
 
 def check_photo(data: bytes, thresholds):
