@@ -1,0 +1,221 @@
+"""Instructions per webhook message, the app against the bare Flask app, counted by valgrind's callgrind.
+
+    .venv/bin/python bench/instructions_bench.py [--messages 200 600] [--text 帮助] [--modes plain aes]
+
+`make bench`'s webhook rows read CPU time, and on a shared 2-core machine those move by 20-50 % between two
+runs of the same code (the bare app's own rows too). An instruction count does not: the same code, given the
+same requests, executes the same instructions whatever else the machine is doing. So this bench is the
+one to compare a change to the hot path before and after (run it in both trees); `make bench` stays the one
+for throughput and latency.
+
+For each target (the bare app of bench/bare_app.py, then the app on a throw-away SQLite database) and mode
+(plain requests in compatible mode with the replay guard, AES requests in safe mode, as deployed): the
+parent records signed requests with the WeChat simulator (their candidates subscribed first), then runs a
+child under callgrind twice, with the smaller and the larger message count. The child builds the app, sends
+the same warm-up requests, then calls the WSGI app with each request, as a server would, with a fresh
+environ. The difference of the two totals over the difference of the counts is the instructions per
+message: start-up, imports and warm-up cancel out. Each child gets its own copy of the database, so both
+see the same tables.
+
+What it leaves out: the server (gunicorn's parsing and socket work, the same for both targets), the
+database server on PostgreSQL (so SQLite only), and the face models (not loaded: they are the photo step's,
+and the collector would otherwise walk them; a served process freezes them, app._warm_up_then_freeze).
+Needs valgrind (Debian's package); about a minute and a half per pair of runs.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
+sys.path.insert(0, str(ROOT / "bench"))
+
+import webhook_bench  # noqa: E402
+from standins.simulator import WeChatSimulator  # noqa: E402
+
+WARM_UP_REQUESTS = 50  # sent by both runs before the counted ones: caches filled, statements compiled
+CANDIDATES = 16
+CLOCK_SKEW_SECONDS = 3600  # the recorded requests must still be fresh when the slower child replays them
+TOTAL = re.compile(r"Collected : (\d+)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, nargs=2, default=(200, 600), metavar=("SMALL", "LARGE"))
+    parser.add_argument("--text", default=webhook_bench.TEXT)
+    parser.add_argument("--modes", nargs="+", choices=("plain", "aes"), default=("plain", "aes"))
+    parser.add_argument("--child", nargs=4, metavar=("TARGET", "CONFIG", "REQUESTS", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--subscribe", metavar="MODE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        replay(*args.child)
+        return
+    if args.subscribe:
+        subscribe_in_process(args.subscribe)
+        return
+    small, large = sorted(args.messages)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("instructions_bench: valgrind is not installed (apt-get install valgrind)")
+    print(f"instructions per message, callgrind, {small} and {large} messages of {args.text!r} after "
+          f"{WARM_UP_REQUESTS} warm-up requests, SQLite, in process (no server)")
+    print(f"{'target':8}{'mode':6}{'instructions/msg':>18}")
+    per_message: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="instructions-bench-") as tmp:
+        for mode in args.modes:
+            for target in ("bare", "app"):
+                per_message[target, mode] = measure(Path(tmp) / f"{target}-{mode}", target, mode, args.text,
+                                                    small, large)
+                print(f"{target:8}{mode:6}{per_message[target, mode]:18,.0f}", flush=True)
+    for mode in args.modes:
+        print(f"app/bare {mode}: {per_message['app', mode] / per_message['bare', mode]:.2f}x the instructions")
+
+
+def measure(workdir: Path, target: str, mode: str, text: str, small: int, large: int) -> float:
+    workdir.mkdir(parents=True)
+    config = write_config(workdir, mode)
+    if target == "app":
+        webhook_bench.upgrade_database("app", {**os.environ, "COLLECTOR_CONFIG": str(config)})
+        subscribe(config, mode)
+    requests_file = workdir / "requests.json"
+    requests_file.write_text(json.dumps(record(mode, text, WARM_UP_REQUESTS + large)), encoding="utf-8")
+    runs = []
+    for count in (small, large):
+        run_dir = workdir / f"run-{count}"
+        shutil.copytree(workdir / "db", run_dir / "db") if (workdir / "db").exists() else run_dir.mkdir()
+        runs.append((count, run_config(config, workdir, run_dir), requests_file))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        totals = dict(pool.map(lambda run: (run[0], count_instructions(target, *run)), runs))
+    return (totals[large] - totals[small]) / (large - small)
+
+
+def write_config(workdir: Path, mode: str) -> Path:
+    options = argparse.Namespace(database_url=f"sqlite:///{workdir / 'db' / 'bench.db'}", redis_url="", workers=1)
+    # No WeChat API is reached: the messages are answered passively.
+    config = webhook_bench.write_config(workdir, "http://127.0.0.1:9", options, 0,
+                                        webhook_bench.wechat_mode_for(mode, argparse.Namespace(wechat_mode=None)))
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[wechat]\n", f"[wechat]\nmax_clock_skew_seconds = {CLOCK_SKEW_SECONDS}\n"),
+                      encoding="utf-8")
+    return config
+
+
+def run_config(config: Path, workdir: Path, run_dir: Path) -> Path:
+    """The config with the run's own copy of the database and data directory."""
+    text = config.read_text(encoding="utf-8")
+    copy = run_dir / config.name
+    copy.write_text(text.replace(str(workdir / "db"), str(run_dir / "db"))
+                    .replace(str(workdir / "data"), str(run_dir / "data")), encoding="utf-8")
+    return copy
+
+
+def subscribe(config: Path, mode: str) -> None:
+    """The candidates' first contact, through the app itself (so the counted messages find their rows)."""
+    subprocess.run([sys.executable, __file__, "--subscribe", mode], cwd=ROOT, check=True,
+                   env={**os.environ, "COLLECTOR_CONFIG": str(config)})
+
+
+def subscribe_in_process(mode: str) -> None:
+    client = build("app").test_client()
+
+    def send(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        response = client.open(path, method=method, data=body, headers={"Content-Type": "text/xml"})
+        return response.status_code, response.data
+
+    simulator = WeChatSimulator(webhook_bench.TOKEN, webhook_bench.APPID, webhook_bench.AES_KEY, send,
+                                aes=mode == "aes")
+    for number in range(CANDIDATES):
+        reply = simulator.event(openid(number), "subscribe")
+        if reply.status != 200:
+            raise SystemExit(f"instructions_bench: subscribing failed with {reply.status}")
+
+
+def record(mode: str, text: str, count: int) -> list[list[str]]:
+    """`count` signed requests, [query string, base64 body], from CANDIDATES candidates in turn."""
+    recorded: list[list[str]] = []
+
+    def keep(_method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        recorded.append([urlsplit(path).query, base64.b64encode(body).decode()])
+        return 200, b"success"
+
+    simulator = WeChatSimulator(webhook_bench.TOKEN, webhook_bench.APPID, webhook_bench.AES_KEY, keep,
+                                aes=mode == "aes")
+    for number in range(count):
+        simulator.text(openid(number % CANDIDATES), text)
+    return recorded
+
+
+def openid(number: int) -> str:
+    return f"o_instructions_{number:04d}"
+
+
+def count_instructions(target: str, count: int, config: Path, requests_file: Path) -> int:
+    out = config.parent / "callgrind.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+               "--child", target, str(config), str(requests_file), str(count)]
+    run = subprocess.run(command, cwd=ROOT, env={**os.environ, "COLLECTOR_CONFIG": str(config)},
+                         capture_output=True, text=True)
+    found = TOTAL.search(run.stderr)
+    if run.returncode != 0 or found is None:
+        raise SystemExit(f"instructions_bench: the {target} run of {count} failed ({run.returncode}):\n"
+                         f"{run.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+# -- the child, under callgrind ----------------------------------------------------------------------
+
+def replay(target: str, _config: str, requests_file: str, count: str) -> None:
+    count = int(count)
+    wsgi_app = build(target)
+    recorded = json.loads(Path(requests_file).read_text(encoding="utf-8"))
+    for query, body in recorded[:WARM_UP_REQUESTS + count]:
+        call(wsgi_app, query, base64.b64decode(body))
+    if target == "app":
+        import app as collector
+
+        if collector._warm_up_thread is not None:
+            collector._warm_up_thread.join()
+
+
+def build(target: str):
+    if target == "bare":
+        import bare_app
+
+        return bare_app.create_app()
+    import app as collector
+    import rules.photo
+
+    rules.photo.warm_up = lambda: None  # the face models are the photo step's (see the module's docstring)
+    return collector.create_app()
+
+
+def call(wsgi_app, query: str, body: bytes) -> None:
+    from io import BytesIO
+
+    environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/wechat", "QUERY_STRING": query,
+               "CONTENT_TYPE": "text/xml", "CONTENT_LENGTH": str(len(body)), "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+               "HTTP_HOST": "127.0.0.1:8000", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+               "wsgi.input": BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+               "wsgi.multiprocess": True, "wsgi.run_once": False}
+    statuses = []
+    chunks = wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    if not statuses or not statuses[0].startswith("200"):
+        raise SystemExit(f"instructions_bench: a request was answered {statuses}")
+
+
+if __name__ == "__main__":
+    main()
