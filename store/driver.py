@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Delete, Insert, Select, Update
 
@@ -32,10 +33,16 @@ from store.db import connection_of
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    names: tuple[str, ...] | None  # the parameters' order for a positional paramstyle (SQLite's "?")
-    construct: Callable[[dict], dict]  # the statement's parameters: the caller's, and values it carries
-    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # each parameter's processing (sealing, dates, JSON)
-    results: tuple[Callable[[Any], Any] | None, ...]  # each selected or returned column's (none: no rows)
+    names: tuple[str, ...] | None  # the parameters' names for a named paramstyle (psycopg's); None: positional
+    # Per parameter, in the statement's order: the caller's key, the parameter's compiled name (also looked
+    # up, as construct_params does), what the statement itself carries when the caller passes neither
+    # (_REQUIRED: nothing), and its type's processing (sealing, dates, JSON) or None.
+    slots: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, processing) of the columns that have one
+    returns_rows: bool
+
+
+_REQUIRED = object()
 
 
 class DriverStatement:
@@ -62,8 +69,10 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
-    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=bool(compiled.results))
-    return [_processed(row, compiled.results) for row in rows]
+    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=compiled.returns_rows)
+    if compiled.results:
+        return [_processed(row, compiled.results) for row in rows]
+    return rows
 
 
 def executemany(session: Session, statement: DriverStatement, rows: Iterable[dict]) -> None:
@@ -96,32 +105,42 @@ def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -
 
 
 def _arguments(compiled: _Compiled, params: dict):
-    values = compiled.construct(params)
-    for name, process in compiled.binds:
-        values[name] = process(values[name])
-    if compiled.names is None:
-        return values
-    return tuple(values[name] for name in compiled.names)
+    """The driver's parameters, as SQLAlchemy's construct_params and bind processing would make them."""
+    values = []
+    for key, name, carried, process in compiled.slots:
+        value = params[key] if key in params else params[name] if name in params else carried
+        if value is _REQUIRED:
+            raise InvalidRequestError(f"A value is required for bind parameter {key!r}")
+        values.append(value if process is None else process(value))
+    return tuple(values) if compiled.names is None else dict(zip(compiled.names, values))
 
 
-def _processed(row: tuple, processors: tuple) -> tuple:
-    return tuple(value if process is None else process(value) for value, process in zip(row, processors))
+def _processed(row: tuple, results: tuple) -> tuple:
+    row = list(row)
+    for index, process in results:
+        row[index] = process(row[index])
+    return tuple(row)
 
 
 def _compile(statement, dialect: Dialect, columns: list[str] | None) -> _Compiled:
     compiled = statement.compile(dialect=dialect, column_keys=columns)
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise TypeError("a driver statement cannot have expanding (IN) or literal-execute parameters")
-    names = tuple(compiled.positiontup) if compiled.positional else None
-    binds = []
     escaped = compiled.escaped_bind_names or {}
-    for bind, name in compiled.bind_names.items():
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            binds.append((escaped.get(name, name), process))
-    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                    for column in statement.exported_columns)
-    return _Compiled(compiled.string, names, compiled.construct_params, tuple(binds), results)
+    by_name = {escaped.get(name, name): bind for bind, name in compiled.bind_names.items()}
+    names = tuple(compiled.positiontup) if compiled.positional else tuple(by_name)
+    slots = tuple(_slot(by_name[name], compiled.bind_names[by_name[name]], dialect) for name in names)
+    results = tuple((index, process) for index, column in enumerate(statement.exported_columns)
+                    if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None)
+    return _Compiled(compiled.string, None if compiled.positional else names, slots, results,
+                     returns_rows=bool(statement.exported_columns))
+
+
+def _slot(bind, name: str, dialect: Dialect) -> tuple[str, str, Any, Callable[[Any], Any] | None]:
+    if bind.callable is not None:
+        raise TypeError("a driver statement cannot have a parameter whose value is computed per call")
+    carried = _REQUIRED if bind.required else bind.value
+    return bind.key, name, carried, bind.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _refuse_defaults(statement, columns: Sequence[str] | None) -> None:

@@ -8,8 +8,8 @@ import base64
 import secrets
 
 import pytest
-from sqlalchemy import Text, insert, select, type_coerce, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 
 from bot.retries import _CLAIMS
 from store import driver, queries
@@ -44,11 +44,14 @@ def test_each_app_seals_the_transcript_with_its_own_keys(make_app):
         assert "1949" not in stored and OPEN in stored
 
 
+CLAIM_ROW_INSERT = driver.DriverStatement(insert(_CLAIMS), ["key", "done", "created_at", "owner", "lease_until",
+                                                             "waiting_until"])
+CLAIM_ROW = {"key": "msg:twice", "done": False, "created_at": utcnow(), "owner": "test", "lease_until": None,
+             "waiting_until": None}
+
+
 def test_a_driver_error_comes_out_as_sqlalchemys_and_the_session_rolls_back(app):
-    duplicate = driver.DriverStatement(insert(_CLAIMS), ["key", "done", "created_at", "owner", "lease_until",
-                                                          "waiting_until"])
-    row = {"key": "msg:twice", "done": False, "created_at": utcnow(), "owner": "test", "lease_until": None,
-           "waiting_until": None}
+    duplicate, row = CLAIM_ROW_INSERT, CLAIM_ROW
     with db(app).session() as session:
         driver.execute(session, duplicate, row)
     with pytest.raises(IntegrityError):
@@ -81,3 +84,20 @@ def test_a_statement_that_would_need_a_default_or_an_onupdate_is_refused():
         driver.DriverStatement(insert(Message.__table__))
     with pytest.raises(TypeError, match="updated_at"):  # its onupdate stamps every change
         driver.DriverStatement(update(Candidate.__table__).values(state="photo"))
+
+
+def test_a_parameter_left_out_is_refused_before_anything_runs(app):
+    """The statement's own values (done=True) go in without the caller; one the caller must give and
+    did not is an error that names it, as SQLAlchemy's would be, not a NULL written in its place."""
+    settle = driver.DriverStatement(update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
+                                    .values(done=True, reply_xml=bindparam("xml")))
+    with db(app).session() as session:
+        driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:left-out"})
+    with pytest.raises(InvalidRequestError, match="'xml'"):
+        with db(app).session() as session:
+            driver.execute(session, settle, {"claim_key": "msg:left-out"})
+    with db(app).session() as session:
+        driver.execute(session, settle, {"claim_key": "msg:left-out", "xml": "<xml/>"})
+    with db(app).read() as session:
+        row = session.get(InboundKey, "msg:left-out")
+        assert (row.done, row.reply_xml) == (True, "<xml/>")
