@@ -60,6 +60,7 @@ BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
 bench: setup
 	$(BIN)/python bench/webhook_bench.py
 	$(if $(BENCH_POSTGRES_URL),$(BIN)/python bench/webhook_bench.py --database-url $(BENCH_POSTGRES_URL) --redis-url $(BENCH_REDIS_URL))
+	$(if $(shell command -v valgrind),$(BIN)/python bench/instructions_bench.py,@echo "instructions_bench skipped: valgrind is not installed (apt-get install valgrind)")
 	$(BIN)/python bench/photo_bench.py
 	$(BIN)/python bench/outbox_bench.py
 	$(BIN)/python bench/overview_bench.py --candidates 50000
