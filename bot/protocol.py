@@ -11,8 +11,9 @@ from typing import Any, Callable, Mapping
 import wechatpy
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
-from wechatpy.replies import ImageReply, TextReply, TransferCustomerServiceReply
+from wechatpy.replies import ImageReply, TransferCustomerServiceReply
 
+from bot import wechat_xml
 from bot.replay import MemoryNonceStore, NonceStore, fingerprint, nonce_key, ttl_for
 from handlers.base import Incoming, Reply
 from settings import WeChatSettings
@@ -99,7 +100,7 @@ class WeChatProtocol:
             return TransferCustomerServiceReply(message=opened.message).render()
         if reply.image_media_id:
             return ImageReply(message=opened.message, media_id=reply.image_media_id).render()
-        return TextReply(message=opened.message, content=_cdata_safe(reply.text)).render()
+        return wechat_xml.text_reply(opened.message, wechat_xml.cdata_safe(reply.text))
 
     def seal(self, reply_xml: str, encrypted: bool) -> bytes:
         """A stored plaintext reply, encrypted afresh when the request was."""
@@ -152,12 +153,6 @@ class WeChatProtocol:
         return xml
 
 
-def _cdata_safe(text: str) -> str:
-    # wechatpy puts the text in a CDATA section as is; a "]]>" in it (say, echoed from what the
-    # candidate typed) would end the section early. Split the section around it instead.
-    return text.replace("]]>", "]]]]><![CDATA[>")
-
-
 def _sha1(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()
 
@@ -171,7 +166,7 @@ def _refuse_declarations(body: bytes) -> None:
 
 def _parse(xml: str | bytes):
     try:
-        message = wechatpy.parse_message(xml)
+        message = wechat_xml.parse_message(xml)
     except Exception as exc:  # expat errors, a root that is not <xml>, no MsgType…
         raise ProtocolError(400, f"malformed XML: {type(exc).__name__}") from None
     data = getattr(message, "_data", None)
