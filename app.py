@@ -114,7 +114,7 @@ def _warm_up_then_freeze() -> None:
     rules.photo.warm_up()
     # What a served process has built by now (the app, its libraries, the face models: some 200 000
     # objects) lives as long as the process. Out of the collector's reach, a full collection no longer
-    # walks all of it on a request's time: it took up to 115 ms, about 0.05 ms a message on average.
+    # walks all of it on a request's time: it took 127-161 ms, about 0.05 ms a message on average.
     gc.freeze()
     # A message leaves a few hundred container objects behind, nearly all freed by reference counting:
     # collecting the young generation every 10 000 instead of every 700 cut 1 % of a message's

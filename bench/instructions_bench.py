@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,7 +93,10 @@ def measure(workdir: Path, target: str, mode: str, text: str, small: int, large:
     runs = []
     for count in (small, large):
         run_dir = workdir / f"run-{count}"
-        shutil.copytree(workdir / "db", run_dir / "db") if (workdir / "db").exists() else run_dir.mkdir()
+        if (workdir / "db").exists():  # the app's database (the bare app has none)
+            shutil.copytree(workdir / "db", run_dir / "db")
+        else:
+            run_dir.mkdir()
         runs.append((count, run_config(config, workdir, run_dir), requests_file))
     with ThreadPoolExecutor(max_workers=2) as pool:
         totals = dict(pool.map(lambda run: (run[0], count_instructions(target, *run)), runs))
@@ -200,8 +204,6 @@ def build(target: str):
 
 
 def call(wsgi_app, query: str, body: bytes) -> None:
-    from io import BytesIO
-
     environ = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/wechat", "QUERY_STRING": query,
                "CONTENT_TYPE": "text/xml", "CONTENT_LENGTH": str(len(body)), "SERVER_NAME": "127.0.0.1",
                "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",

@@ -100,7 +100,7 @@ class WeChatProtocol:
             return TransferCustomerServiceReply(message=opened.message).render()
         if reply.image_media_id:
             return ImageReply(message=opened.message, media_id=reply.image_media_id).render()
-        return wechat_xml.text_reply(opened.message, wechat_xml.cdata_safe(reply.text))
+        return wechat_xml.text_reply(opened.message, reply.text)
 
     def seal(self, reply_xml: str, encrypted: bool) -> bytes:
         """A stored plaintext reply, encrypted afresh when the request was."""

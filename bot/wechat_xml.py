@@ -76,10 +76,11 @@ def _event_class(message: dict, message_type: str):
 
 
 def text_reply(message, content: str) -> str:
-    """wechatpy's TextReply(message=message, content=content).render(): to the sender, from the account,
-    stamped now. The caller makes `content` safe inside CDATA; the two user names are made so here."""
+    """wechatpy's TextReply(message=message, content=cdata_safe(content)).render(): to the sender, from the
+    account, stamped now. The content and the two user names are made safe inside their CDATA sections (a
+    "]]>" in what the candidate typed, echoed back, or in a forged push's names)."""
     return ("<xml>\n<MsgType><![CDATA[text]]></MsgType>\n"
-            f"<Content><![CDATA[{content}]]></Content>\n"
+            f"<Content><![CDATA[{cdata_safe(content)}]]></Content>\n"
             f"<FromUserName><![CDATA[{cdata_safe(message.target)}]]></FromUserName>\n"
             f"<ToUserName><![CDATA[{cdata_safe(message.source)}]]></ToUserName>\n"
             f"<CreateTime>{int(time.time())}</CreateTime>\n</xml>")

@@ -127,9 +127,9 @@ def _compile(statement, dialect: Dialect, columns: list[str] | None) -> _Compile
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise TypeError("a driver statement cannot have expanding (IN) or literal-execute parameters")
     escaped = compiled.escaped_bind_names or {}
-    by_name = {escaped.get(name, name): bind for bind, name in compiled.bind_names.items()}
+    by_name = {escaped.get(name, name): (bind, name) for bind, name in compiled.bind_names.items()}
     names = tuple(compiled.positiontup) if compiled.positional else tuple(by_name)
-    slots = tuple(_slot(by_name[name], compiled.bind_names[by_name[name]], dialect) for name in names)
+    slots = tuple(_slot(*by_name[name], dialect) for name in names)
     results = tuple((index, process) for index, column in enumerate(statement.exported_columns)
                     if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None)
     return _Compiled(compiled.string, None if compiled.positional else names, slots, results,

@@ -52,7 +52,7 @@ print(before, gc.get_freeze_count(), len(gc.get_objects()))
 
 def test_a_served_app_puts_what_it_built_out_of_the_collectors_reach_once_warmed_up(config):
     """A full collection walked all of the app, its libraries and the face models (some 200 000 objects,
-    up to 115 ms on one request's time); frozen after the warm-up, it walks only what requests made."""
+    127-161 ms on one request's time); frozen after the warm-up, it walks only what requests made."""
     env = {**os.environ, "COLLECTOR_CONFIG": str(config)}
     run = subprocess.run([sys.executable, "-c", FIRST_REQUEST_THEN_WARM_UP], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=180)

@@ -2,7 +2,7 @@
 classes, for speed: it must read and write exactly what wechatpy does."""
 from __future__ import annotations
 
-import time
+import re
 
 import pytest
 import wechatpy
@@ -89,18 +89,21 @@ def test_a_body_that_is_not_utf8_is_refused():
         wechat_xml.parse_message(PUSHES["text"].encode("utf-16"))
 
 
-@pytest.mark.parametrize("content", ["请一字不差地输入院校全称。", "a ]]]]><![CDATA[> b", ""])
+@pytest.mark.parametrize("content", ["请一字不差地输入院校全称。", "您输入的是 a ]]> b", ""])
 def test_the_text_reply_is_wechatpys(content):
     message = wechatpy.parse_message(PUSHES["text"])
     ours = wechat_xml.text_reply(message, content)
-    theirs = TextReply(message=message, content=content).render()
-    stamp = f"<CreateTime>{int(time.time())}</CreateTime>"
-    assert ours.replace(stamp, "") == theirs.replace(stamp, "") or abs(_stamp(ours) - _stamp(theirs)) <= 1
-    assert ours.split("<CreateTime>")[0] == theirs.split("<CreateTime>")[0]
+    theirs = TextReply(message=message, content=wechat_xml.cdata_safe(content)).render()
+    assert STAMP.sub("", ours) == STAMP.sub("", theirs)
+    assert abs(_stamp(ours) - _stamp(theirs)) <= 1
+    assert wechatpy.parse_message(ours).content == wechatpy.parse_message(theirs).content  # the text comes back
+
+
+STAMP = re.compile(r"<CreateTime>\d+</CreateTime>")
 
 
 def _stamp(xml: str) -> int:
-    return int(xml.split("<CreateTime>")[1].split("</CreateTime>")[0])
+    return int(STAMP.search(xml).group(0)[len("<CreateTime>"):-len("</CreateTime>")])
 
 
 def test_a_user_name_that_would_end_the_cdata_section_stays_inside_it():
