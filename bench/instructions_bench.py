@@ -17,9 +17,14 @@ environ. The difference of the two totals over the difference of the counts is t
 message: start-up, imports and warm-up cancel out. Each child gets its own copy of the database, so both
 see the same tables.
 
+With --database-url (PostgreSQL) and --redis-url, the app runs on them instead: the subscribed database is
+a template each run copies (CREATE DATABASE … TEMPLATE), and each run gets its own emptied Redis database
+(the one in the URL, plus one and two). What is counted is then the app's side only: psycopg and the Redis
+client, not the servers' own work.
+
 What it leaves out: the server (gunicorn's parsing and socket work, the same for both targets), the
-database server on PostgreSQL (so SQLite only), and the face models (not loaded: they are the photo step's,
-and the collector would otherwise walk them; a served process freezes them, app._warm_up_then_freeze).
+database and Redis servers' CPU, and the face models (not loaded: they are the photo step's, and the
+collector would otherwise walk them; a served process freezes them, app._warm_up_then_freeze).
 Needs valgrind (Debian's package); about a minute and a half per pair of runs.
 """
 from __future__ import annotations
@@ -56,6 +61,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, nargs=2, default=(200, 600), metavar=("SMALL", "LARGE"))
     parser.add_argument("--text", default=webhook_bench.TEXT)
     parser.add_argument("--modes", nargs="+", choices=("plain", "aes"), default=("plain", "aes"))
+    parser.add_argument("--database-url", default="", help="PostgreSQL for the app (default: SQLite)")
+    parser.add_argument("--redis-url", default="", help="Redis for the app, with PostgreSQL (default: none)")
     parser.add_argument("--child", nargs=4, metavar=("TARGET", "CONFIG", "REQUESTS", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", metavar="MODE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -68,43 +75,101 @@ def main() -> None:
     small, large = sorted(args.messages)
     if shutil.which("valgrind") is None:
         raise SystemExit("instructions_bench: valgrind is not installed (apt-get install valgrind)")
+    services = ServiceUrls(args.database_url, args.redis_url)
     print(f"instructions per message, callgrind, {small} and {large} messages of {args.text!r} after "
-          f"{WARM_UP_REQUESTS} warm-up requests, SQLite, in process (no server)")
+          f"{WARM_UP_REQUESTS} warm-up requests, {services.describe()}, in process (no server)")
     print(f"{'target':8}{'mode':6}{'instructions/msg':>18}")
     per_message: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="instructions-bench-") as tmp:
         for mode in args.modes:
             for target in ("bare", "app"):
                 per_message[target, mode] = measure(Path(tmp) / f"{target}-{mode}", target, mode, args.text,
-                                                    small, large)
+                                                    small, large, services)
                 print(f"{target:8}{mode:6}{per_message[target, mode]:18,.0f}", flush=True)
     for mode in args.modes:
         print(f"app/bare {mode}: {per_message['app', mode] / per_message['bare', mode]:.2f}x the instructions")
 
 
-def measure(workdir: Path, target: str, mode: str, text: str, small: int, large: int) -> float:
+class ServiceUrls:
+    """Where the app's database and Redis are: a throw-away SQLite file, or copies on the given servers."""
+
+    TEMPLATE = "instructions_template"
+
+    def __init__(self, database_url: str, redis_url: str):
+        if redis_url and not database_url:
+            raise SystemExit("instructions_bench: --redis-url goes with --database-url (PostgreSQL)")
+        self.database_url = database_url
+        self.redis_url = redis_url
+
+    def describe(self) -> str:
+        if not self.database_url:
+            return "SQLite"
+        return f"PostgreSQL{' + Redis' if self.redis_url else ''}"
+
+    def template(self, workdir: Path) -> tuple[str, str]:
+        """The URLs the subscribed state is built in."""
+        if not self.database_url:
+            return f"sqlite:///{workdir / 'db' / 'bench.db'}", ""
+        self._recreate_database(self.TEMPLATE)
+        return self._database(self.TEMPLATE), self._redis(0)
+
+    def copy_for_run(self, workdir: Path, run_dir: Path, run: int) -> tuple[str, str]:
+        """The URLs of run number `run`'s own copy of the template's state."""
+        if not self.database_url:
+            if (workdir / "db").exists():  # the app's database (the bare app has none)
+                shutil.copytree(workdir / "db", run_dir / "db")
+            return f"sqlite:///{run_dir / 'db' / 'bench.db'}", ""
+        name = f"instructions_run_{run}"
+        self._recreate_database(name, template=self.TEMPLATE)
+        return self._database(name), self._redis(run + 1)
+
+    def _database(self, name: str) -> str:
+        return urlsplit(self.database_url)._replace(path=f"/{name}").geturl()
+
+    def _redis(self, offset: int) -> str:
+        if not self.redis_url:
+            return ""
+        import redis
+
+        url = urlsplit(self.redis_url)
+        number = int(url.path.strip("/") or 0) + offset
+        address = url._replace(path=f"/{number}").geturl()
+        redis.Redis.from_url(address).flushdb()
+        return address
+
+    def _recreate_database(self, name: str, template: str | None = None) -> None:
+        import psycopg
+
+        url = urlsplit(self.database_url.replace("postgresql+psycopg://", "postgresql://"))
+        with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+
+def measure(workdir: Path, target: str, mode: str, text: str, small: int, large: int,
+            services: ServiceUrls) -> float:
     workdir.mkdir(parents=True)
-    config = write_config(workdir, mode)
+    uses_services = target == "app"  # the bare app has no database
+    database_url, redis_url = services.template(workdir) if uses_services else ("sqlite://", "")
+    config = write_config(workdir, mode, database_url, redis_url)
     if target == "app":
         webhook_bench.upgrade_database("app", {**os.environ, "COLLECTOR_CONFIG": str(config)})
         subscribe(config, mode)
     requests_file = workdir / "requests.json"
     requests_file.write_text(json.dumps(record(mode, text, WARM_UP_REQUESTS + large)), encoding="utf-8")
     runs = []
-    for count in (small, large):
+    for run, count in enumerate((small, large)):
         run_dir = workdir / f"run-{count}"
-        if (workdir / "db").exists():  # the app's database (the bare app has none)
-            shutil.copytree(workdir / "db", run_dir / "db")
-        else:
-            run_dir.mkdir()
-        runs.append((count, run_config(config, workdir, run_dir), requests_file))
+        run_dir.mkdir()
+        run_urls = services.copy_for_run(workdir, run_dir, run) if uses_services else ("", "")
+        runs.append((count, run_config(config, run_dir, (database_url, redis_url), run_urls), requests_file))
     with ThreadPoolExecutor(max_workers=2) as pool:
         totals = dict(pool.map(lambda run: (run[0], count_instructions(target, *run)), runs))
     return (totals[large] - totals[small]) / (large - small)
 
 
-def write_config(workdir: Path, mode: str) -> Path:
-    options = argparse.Namespace(database_url=f"sqlite:///{workdir / 'db' / 'bench.db'}", redis_url="", workers=1)
+def write_config(workdir: Path, mode: str, database_url: str, redis_url: str) -> Path:
+    options = argparse.Namespace(database_url=database_url, redis_url=redis_url, workers=1)
     # No WeChat API is reached: the messages are answered passively.
     config = webhook_bench.write_config(workdir, "http://127.0.0.1:9", options, 0,
                                         webhook_bench.wechat_mode_for(mode, argparse.Namespace(wechat_mode=None)))
@@ -114,12 +179,15 @@ def write_config(workdir: Path, mode: str) -> Path:
     return config
 
 
-def run_config(config: Path, workdir: Path, run_dir: Path) -> Path:
-    """The config with the run's own copy of the database and data directory."""
+def run_config(config: Path, run_dir: Path, template_urls: tuple[str, str], run_urls: tuple[str, str]) -> Path:
+    """The config with the run's own copy of the database, Redis and data directory."""
     text = config.read_text(encoding="utf-8")
+    for template_url, run_url in zip(template_urls, run_urls):
+        if template_url and run_url:
+            text = text.replace(json.dumps(template_url), json.dumps(run_url))
+    text = text.replace(json.dumps(str(config.parent / "data")), json.dumps(str(run_dir / "data")))
     copy = run_dir / config.name
-    copy.write_text(text.replace(str(workdir / "db"), str(run_dir / "db"))
-                    .replace(str(workdir / "data"), str(run_dir / "data")), encoding="utf-8")
+    copy.write_text(text, encoding="utf-8")
     return copy
 
 
