@@ -92,9 +92,11 @@ class Ticket:
     def _settle_fresh(self, session: Session, reply: Reply) -> bool:
         """The claim was inserted in this very transaction: the row is this attempt's, its waiting_until
         is this attempt's answer_by, and nobody waits on it through the lease (a retry waits on the
-        uncommitted row in the database and reads the reply once this commits): one UPDATE."""
+        uncommitted row in the database and reads the reply once this commits): one UPDATE, sent with the
+        COMMIT."""
         passive = utcnow() < self.answer_by
-        driver.execute(session, _SETTLE, {"claim_key": self.key, "xml": self._render(reply) if passive else EMPTY})
+        driver.execute_at_commit(session, _SETTLE,
+                                 {"claim_key": self.key, "xml": self._render(reply) if passive else EMPTY})
         return passive
 
     def _render(self, reply: Reply) -> str:

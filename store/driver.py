@@ -14,6 +14,12 @@ see these statements). A driver error goes through the connection's own error ha
 out exactly as from SQLAlchemy: wrapped (IntegrityError, OperationalError, ...), and a lost connection
 invalidated with `connection_invalidated` set (store.db.connection_lost), the pool's other connections
 too, which is what the webhook's reconnect relies on.
+
+Round trips (psycopg): each statement is one, and so is the COMMIT. The writes whose results nobody reads
+(`execute_at_commit`: the settled reply, the transcript rows) are held until the session commits and then
+sent with the COMMIT in one pipeline: a text message makes four round trips to PostgreSQL instead of six
+(BEGIN, the claim, the candidate's row, then the rest). The BEGIN psycopg sends before a transaction's first
+statement cannot ride with it: in a pipeline psycopg waits for the BEGIN's answer before going on.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
@@ -68,6 +75,7 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     """Runs the statement with one set of parameters in the session's transaction; the rows it
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
+    _send_held(session, connection)
     compiled = statement.compiled(connection.dialect)
     rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=compiled.returns_rows)
     if compiled.results:
@@ -78,8 +86,82 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
 def executemany(session: Session, statement: DriverStatement, rows: Iterable[dict]) -> None:
     """Runs the statement once per set of parameters, in one driver call (psycopg pipelines them)."""
     connection = connection_of(session)
+    _send_held(session, connection)
     compiled = statement.compiled(connection.dialect)
     _run(connection, compiled.sql, [_arguments(compiled, params) for params in rows], many=True, fetch=False)
+
+
+def execute_at_commit(session: Session, statement: DriverStatement, params: dict) -> None:
+    """The statement, run when the session commits its transaction (never if it rolls back): after the
+    ORM's flush, before the COMMIT, and on psycopg in the COMMIT's round trip. Nothing can read its
+    result, so it is only for a transaction's last writes: a later driver statement in the same transaction
+    runs the held ones first, but an ORM query does not see them."""
+    _hold(session, statement, [params], many=False)
+
+
+def executemany_at_commit(session: Session, statement: DriverStatement, rows: Iterable[dict]) -> None:
+    """executemany, held for the commit as execute_at_commit."""
+    _hold(session, statement, list(rows), many=True)
+
+
+_HELD = "driver_held"  # session.info: (the transaction, [(sql, arguments, many)]) held for its commit
+
+
+def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
+    connection = connection_of(session)
+    compiled = statement.compiled(connection.dialect)
+    arguments = [_arguments(compiled, params) for params in rows]
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD)
+    if held is None or held[0] is not transaction:  # none yet, or a rolled-back transaction's
+        held = session.info[_HELD] = (transaction, [])
+    held[1].append((compiled.sql, arguments if many else arguments[0], many))
+
+
+def _take_held(session: Session) -> list[tuple]:
+    held = session.info.pop(_HELD, None)
+    if held is None or held[0] is not session.get_transaction():
+        return []
+    return held[1]
+
+
+def _send_held(session: Session, connection: Connection) -> None:
+    """The held statements now, before a statement that might read what they write."""
+    if _HELD in session.info:
+        for sql, arguments, many in _take_held(session):
+            _run(connection, sql, arguments, many, fetch=False)
+
+
+@event.listens_for(Session, "before_commit")
+def _commit_held(session: Session) -> None:
+    """Every session's commit (a class-wide listener: only a session holding statements does anything).
+    The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
+    the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
+    if _HELD not in session.info:
+        return
+    held = _take_held(session)
+    if not held:
+        return
+    session.flush()
+    connection = connection_of(session)
+    if connection.dialect.driver != "psycopg":
+        for sql, arguments, many in held:
+            _run(connection, sql, arguments, many, fetch=False)
+        return
+    statements = "; ".join([sql for sql, _, _ in held] + ["COMMIT"])  # for the error's message
+    _guarded(connection, statements, [arguments for _, arguments, _ in held],
+             lambda: _pipeline_with_commit(connection, held))
+
+
+def _pipeline_with_commit(connection: Connection, held: list[tuple]) -> None:
+    dbapi_connection = connection.connection.dbapi_connection
+    with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
+        for sql, arguments, many in held:
+            if many:
+                cursor.executemany(sql, arguments)
+            else:
+                cursor.execute(sql, arguments)
+        cursor.execute("COMMIT")
 
 
 def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -> list[tuple]:
@@ -102,6 +184,14 @@ def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -
         if cursor is not None:
             with contextlib.suppress(dbapi_error):  # a connection lost under it may refuse even this
                 cursor.close()
+
+
+def _guarded(connection: Connection, sql: str, arguments, work: Callable[[], None]) -> None:
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        work()
+    except dbapi_error as error:
+        connection._handle_dbapi_exception(error, sql, arguments, None, None)
 
 
 def _arguments(compiled: _Compiled, params: dict):

@@ -101,3 +101,85 @@ def test_a_parameter_left_out_is_refused_before_anything_runs(app):
     with db(app).read() as session:
         row = session.get(InboundKey, "msg:left-out")
         assert (row.done, row.reply_xml) == (True, "<xml/>")
+
+
+HELD_ROW = {**CLAIM_ROW, "key": "msg:held"}
+
+
+def claim_owners(app, key: str) -> list[str]:
+    with db(app).read() as session:
+        return session.scalars(select(InboundKey.owner).where(InboundKey.key == key)).all()
+
+
+def test_a_statement_held_for_the_commit_is_written_by_the_commit_and_only_then(app):
+    with db(app).session() as session:
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+        assert claim_owners(app, "msg:held") == []  # not sent yet (another session would wait on it otherwise)
+    assert claim_owners(app, "msg:held") == ["test"]
+
+
+def test_a_held_statement_goes_with_a_rollback_and_not_into_the_sessions_next_transaction(app):
+    session_factory = db(app)
+    with pytest.raises(RuntimeError):
+        with session_factory.session() as session:
+            driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+            raise RuntimeError("the step failed")
+    assert claim_owners(app, "msg:held") == []
+    with session_factory.session() as session:
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+        session.rollback()  # the same session goes on in a new transaction
+        driver.execute(session, CLAIM_ROW_INSERT, {**HELD_ROW, "key": "msg:after"})
+    assert claim_owners(app, "msg:held") == [] and claim_owners(app, "msg:after") == ["test"]
+
+
+def test_a_driver_statement_after_held_ones_sees_what_they_write(app):
+    """Held statements keep their order: a later driver statement in the transaction runs them first."""
+    settle = driver.DriverStatement(update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
+                                    .values(owner=bindparam("new_owner")))
+    with db(app).session() as session:
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+        driver.executemany_at_commit(session, settle, [{"claim_key": "msg:held", "new_owner": "second"}])
+        owners = driver.execute(session, driver.DriverStatement(
+            select(_CLAIMS.c.owner).where(_CLAIMS.c.key == bindparam("claim_key"))), {"claim_key": "msg:held"})
+        assert owners == [("second",)]
+    assert claim_owners(app, "msg:held") == ["second"]
+
+
+def test_a_held_statement_that_fails_fails_the_commit_and_keeps_nothing_of_the_transaction(app):
+    with db(app).session() as session:
+        driver.execute(session, CLAIM_ROW_INSERT, HELD_ROW)
+    with pytest.raises(IntegrityError):
+        with db(app).session() as session:
+            driver.execute(session, CLAIM_ROW_INSERT, {**HELD_ROW, "key": "msg:before"})
+            driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)  # taken: the commit fails
+    assert claim_owners(app, "msg:before") == []
+    with db(app).session() as session:  # and the connection it failed on works again
+        driver.execute(session, CLAIM_ROW_INSERT, {**HELD_ROW, "key": "msg:next"})
+    assert claim_owners(app, "msg:next") == ["test"]
+
+
+def test_on_postgresql_the_held_statements_and_the_commit_make_one_round_trip(app, tmp_path):
+    """libpq's protocol trace of the commit: everything goes out before the client waits, with one Sync."""
+    session_factory = db(app)
+    if session_factory.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL): SQLite has no round trips")
+    trace = tmp_path / "libpq.trace"
+    with session_factory.session() as session:
+        driver.execute(session, CLAIM_ROW_INSERT, {**HELD_ROW, "key": "msg:first"})
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+        driver.executemany_at_commit(session, CLAIM_ROW_INSERT, [{**HELD_ROW, "key": f"msg:many{n}"} for n in range(2)])
+        pgconn = session.connection().connection.dbapi_connection.pgconn
+        with trace.open("w") as out:
+            pgconn.trace(out.fileno())
+            try:
+                session.commit()
+            finally:
+                pgconn.untrace()
+    messages = [line.split("\t")[1:4:2] for line in trace.read_text().splitlines()]  # timestamp, F/B, length, type
+    sent = [kind for side, kind in messages if side == "F"]
+    received = [kind for side, kind in messages if side == "B"]
+    sides = [side for side, _ in messages]
+    assert sides == sorted(sides, key="FB".index)  # all sent before the first answer: the client waited once
+    assert sent.count("Sync") == 1 and sent.count("Execute") == 4  # the three INSERTs and the COMMIT
+    assert received.count("ReadyForQuery") == 1 and received[-1] == "ReadyForQuery"
+    assert sorted(claim_owners(app, key)[0] for key in ("msg:first", "msg:held", "msg:many0", "msg:many1")) == ["test"] * 4
