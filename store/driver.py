@@ -213,6 +213,9 @@ def _processed(row: tuple, results: tuple) -> tuple:
 
 
 def _compile(statement, dialect: Dialect, columns: list[str] | None) -> _Compiled:
+    if isinstance(statement, Insert) and not statement.exported_columns:
+        # Without it SQLAlchemy adds RETURNING of the primary key, for a result nobody reads here.
+        statement = statement.inline()
     compiled = statement.compile(dialect=dialect, column_keys=columns)
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise TypeError("a driver statement cannot have expanding (IN) or literal-execute parameters")
