@@ -104,6 +104,9 @@ def test_a_parameter_left_out_is_refused_before_anything_runs(app):
 
 
 HELD_ROW = {**CLAIM_ROW, "key": "msg:held"}
+TRANSCRIPT_ROW = {"openid": "o_held", "direction": "in", "channel": "webhook", "msg_type": "text", "content": "帮助",
+                  "created_at": utcnow()}
+TRANSCRIPT_INSERT = driver.DriverStatement(insert(Message.__table__), list(TRANSCRIPT_ROW))
 
 
 def claim_owners(app, key: str) -> list[str]:
@@ -168,6 +171,7 @@ def test_on_postgresql_the_held_statements_and_the_commit_make_one_round_trip(ap
         driver.execute(session, CLAIM_ROW_INSERT, {**HELD_ROW, "key": "msg:first"})
         driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
         driver.executemany_at_commit(session, CLAIM_ROW_INSERT, [{**HELD_ROW, "key": f"msg:many{n}"} for n in range(2)])
+        driver.execute_at_commit(session, TRANSCRIPT_INSERT, TRANSCRIPT_ROW)  # its id is generated
         pgconn = session.connection().connection.dbapi_connection.pgconn
         with trace.open("w") as out:
             pgconn.trace(out.fileno())
@@ -180,7 +184,7 @@ def test_on_postgresql_the_held_statements_and_the_commit_make_one_round_trip(ap
     received = [kind for side, kind in messages if side == "B"]
     sides = [side for side, _ in messages]
     assert sides == sorted(sides, key="FB".index)  # all sent before the first answer: the client waited once
-    assert sent.count("Sync") == 1 and sent.count("Execute") == 4  # the three INSERTs and the COMMIT
+    assert sent.count("Sync") == 1 and sent.count("Execute") == 5  # the four INSERTs and the COMMIT
     assert received.count("ReadyForQuery") == 1 and received[-1] == "ReadyForQuery"
     assert "DataRow" not in received  # no RETURNING added to INSERTs whose results nobody reads
     assert sorted(claim_owners(app, key)[0] for key in ("msg:first", "msg:held", "msg:many0", "msg:many1")) == ["test"] * 4
