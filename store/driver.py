@@ -155,13 +155,25 @@ def _commit_held(session: Session) -> None:
 
 def _pipeline_with_commit(connection: Connection, held: list[tuple]) -> None:
     dbapi_connection = connection.connection.dbapi_connection
-    with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
-        for sql, arguments, many in held:
-            if many:
-                cursor.executemany(sql, arguments)
-            else:
-                cursor.execute(sql, arguments)
-        cursor.execute("COMMIT")
+    try:
+        with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
+            for sql, arguments, many in held:
+                if many:
+                    cursor.executemany(sql, arguments)
+                else:
+                    cursor.execute(sql, arguments)
+            cursor.execute("COMMIT")
+    except Exception:
+        if dbapi_connection.pgconn.pipeline_status != _PIPELINE_OFF:
+            # The server went away with results still owed (pg_terminate_backend mid-pipeline, seen in the
+            # cohort load test): psycopg cannot leave pipeline mode and raises that instead of the
+            # termination, on a connection not yet marked broken. Closed, it counts as lost: SQLAlchemy
+            # invalidates it and the webhook runs the message again, instead of the pool's reset failing on it.
+            dbapi_connection.close()
+        raise
+
+
+_PIPELINE_OFF = 0  # psycopg.pq.PipelineStatus.OFF (not imported: psycopg is only there with PostgreSQL)
 
 
 def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -> list[tuple]:

@@ -10,12 +10,16 @@ Runs on PostgreSQL only (TEST_DATABASE_URL), skipped with that reason on SQLite.
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from loadtest.cluster import terminate_connections
 from messages import SYSTEM_ERROR
+from store import driver
+from store.db import connection_of
 from store.models import Candidate, Message, Photo
 from tests.journey import GRADUATES
 
@@ -79,3 +83,34 @@ def test_a_photo_step_cut_off_after_its_early_commit_runs_again(postgres_app, da
         inbound = session.scalars(select(Message.state_after).where(
             Message.openid == chat.openid, Message.direction == "in", Message.msg_type == "image")).all()
         assert inbound == ["payment"]  # one row for the photo, finished by the run that answered
+
+
+def test_a_connection_cut_while_the_reply_is_committed_runs_the_message_again(postgres_app, database_url, wechat,
+                                                                              caplog):
+    """The settled reply and the transcript go out with the COMMIT in one pipeline (store/driver.py). The
+    connection terminated while the server works through that pipeline is found lost (psycopg then fails to
+    leave pipeline mode, which hid the termination), not handed back to the pool half in pipeline mode."""
+    wechat.event("o_cut_commit", "subscribe")
+    cut = []
+
+    def cut_during_the_commit(session):
+        if not cut and session.info.get(driver._HELD):
+            cut.append(connection_of(session).connection.driver_connection.info.backend_pid)
+            driver.execute_at_commit(session, SERVER_BUSY, {})  # the server is busy in the pipeline when cut
+            threading.Timer(0.2, terminate_connections, (database_url,), {"pid": cut[0]}).start()
+
+    event.listen(Session, "before_commit", cut_during_the_commit, insert=True)  # before the driver's own
+    caplog.set_level(logging.WARNING)
+    try:
+        reply = wechat.text("o_cut_commit", "北京市高等教育自学考试")
+    finally:
+        event.remove(Session, "before_commit", cut_during_the_commit)
+    assert cut, "no commit held statements"
+    assert "专科" in reply.content and SYSTEM_ERROR not in reply.content
+    assert "Exception during reset" not in caplog.text and "pipeline mode" not in caplog.text, caplog.text
+    assert inbound_rows(postgres_app, "o_cut_commit", "北京市高等教育自学考试") == 1
+    with postgres_app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_cut_commit")) == "level"
+
+
+SERVER_BUSY = driver.DriverStatement(select(func.pg_sleep(1)))
