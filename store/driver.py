@@ -137,7 +137,7 @@ def _commit_held(session: Session) -> None:
     """Every session's commit (a class-wide listener: only a session holding statements does anything).
     The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
-    if _HELD not in session.info:
+    if _HELD not in session.info or session.in_nested_transaction():  # a savepoint's release: not yet
         return
     held = _take_held(session)
     if not held:

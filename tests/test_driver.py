@@ -135,6 +135,16 @@ def test_a_held_statement_goes_with_a_rollback_and_not_into_the_sessions_next_tr
     assert claim_owners(app, "msg:held") == [] and claim_owners(app, "msg:after") == ["test"]
 
 
+def test_held_statements_wait_for_the_outer_commit_not_a_savepoints(app):
+    """The outbox adds its row in a savepoint (begin_nested), which may come after a held statement."""
+    with db(app).session() as session:
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, HELD_ROW)
+        with session.begin_nested():
+            session.add(InboundKey(**{**HELD_ROW, "key": "msg:in-savepoint"}))  # through the ORM, as the outbox
+        assert claim_owners(app, "msg:held") == []  # still the transaction's, and still to come
+    assert claim_owners(app, "msg:held") == ["test"] and claim_owners(app, "msg:in-savepoint") == ["test"]
+
+
 def test_a_driver_statement_after_held_ones_sees_what_they_write(app):
     """Held statements keep their order: a later driver statement in the transaction runs them first."""
     settle = driver.DriverStatement(update(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key"))
