@@ -254,7 +254,8 @@ class _Inbound:
     def finish_with_reply(self, after: dict, outbound: dict) -> None:
         """finish() for a row not yet written, with the reply's row in the same statement (its id unread):
         SQLite runs the two in one call when the step commits, psycopg in the COMMIT's round trip."""
-        driver.executemany_at_commit(self.session, _INSERT_MESSAGE, [_pair_row({**self.values, **after}), _pair_row(outbound)])
+        driver.executemany_at_commit(self.session, _INSERT_MESSAGE,
+                                     [_pair_row({**self.values, **after}), _pair_row(outbound)])
 
     def _insert(self, row: dict) -> int:
         return driver.execute(self.session, _INSERT_MESSAGE_ID, _pair_row(row))[0][0]

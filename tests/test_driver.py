@@ -197,4 +197,5 @@ def test_on_postgresql_the_held_statements_and_the_commit_make_one_round_trip(ap
     assert sent.count("Sync") == 1 and sent.count("Execute") == 5  # the four INSERTs and the COMMIT
     assert received.count("ReadyForQuery") == 1 and received[-1] == "ReadyForQuery"
     assert "DataRow" not in received  # no RETURNING added to INSERTs whose results nobody reads
-    assert sorted(claim_owners(app, key)[0] for key in ("msg:first", "msg:held", "msg:many0", "msg:many1")) == ["test"] * 4
+    for key in ("msg:first", "msg:held", "msg:many0", "msg:many1"):
+        assert claim_owners(app, key) == ["test"]
