@@ -401,12 +401,14 @@ def report_autovacuum(database_url: str) -> None:
     with _admin(database_url) as connection:
         if connection.execute("SHOW autovacuum").fetchone()[0] != "on":
             print("note: the PostgreSQL server runs with autovacuum off (production must not); the bench runs "
-                  "VACUUM ANALYZE on its database before each server")
+                  "VACUUM ANALYZE on its database after each warm-up")
 
 
 def vacuum(database_url: str) -> None:
     """VACUUM ANALYZE, as autovacuum would have: each message leaves a dead claim row (the claim is
-    inserted, then settled, in its transaction)."""
+    inserted, then settled, in its transaction). After the warm-up, not before: tables analysed while
+    empty give the hot statements, which psycopg prepares, generic plans that scan the whole table, kept
+    by the server's connections until the next ANALYZE."""
     with _admin(database_url) as connection:
         connection.execute("VACUUM ANALYZE")
 
@@ -479,8 +481,6 @@ def main() -> int:
             report_autovacuum(args.database_url)
         for label, factory, mode in [(label, factory, mode) for label, factory in targets for mode in args.modes]:
             log_path = workdir / f"server-{label}-{mode}.log"
-            if args.database_url:
-                vacuum(args.database_url)
             env = {**os.environ, "COLLECTOR_CONFIG": str(configs[mode])}
             server = start_server(factory, port, env, log_path, args.server)
             try:
@@ -504,6 +504,8 @@ def run_mode(label: str, mode: str, base_url: str, args: argparse.Namespace, ser
     if args.warmup:
         warmup = run(base_url, RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text), args.processes)
         failures += report_problems(warmup, "warm-up ")
+        if args.database_url:
+            vacuum(args.database_url)
         wait_until_idle(server_pid)
     for clients in args.clients:
         spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
