@@ -139,18 +139,12 @@ def _commit_held(session: Session) -> None:
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
     if _HELD not in session.info or session.in_nested_transaction():  # a savepoint's release: not yet
         return
-    held = _take_held(session)
-    if not held:
-        return
     session.flush()
     connection = connection_of(session)
     if connection.dialect.driver != "psycopg":
-        for sql, arguments, many in held:
-            _run(connection, sql, arguments, many, fetch=False)
-        return
-    statements = "; ".join([sql for sql, _, _ in held] + ["COMMIT"])  # for the error's message
-    _guarded(connection, statements, [arguments for _, arguments, _ in held],
-             lambda: _pipeline_with_commit(connection, held))
+        _send_held(session, connection)
+    elif held := _take_held(session):
+        _pipeline_with_commit(connection, held)
 
 
 def _pipeline_with_commit(connection: Connection, held: list[tuple]) -> None:
@@ -163,13 +157,16 @@ def _pipeline_with_commit(connection: Connection, held: list[tuple]) -> None:
                 else:
                     cursor.execute(sql, arguments)
             cursor.execute("COMMIT")
-    except Exception:
+    except Exception as error:
         if dbapi_connection.pgconn.pipeline_status != _PIPELINE_OFF:
             # The server went away with results still owed (pg_terminate_backend mid-pipeline, seen in the
             # cohort load test): psycopg cannot leave pipeline mode and raises that instead of the
             # termination, on a connection not yet marked broken. Closed, it counts as lost: SQLAlchemy
             # invalidates it and the webhook runs the message again, instead of the pool's reset failing on it.
             dbapi_connection.close()
+        if isinstance(error, connection.dialect.loaded_dbapi.Error):  # as _run: wrapped, a lost one invalidated
+            connection._handle_dbapi_exception(error, "; ".join([sql for sql, _, _ in held] + ["COMMIT"]),
+                                               [arguments for _, arguments, _ in held], None, None)
         raise
 
 
@@ -196,14 +193,6 @@ def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -
         if cursor is not None:
             with contextlib.suppress(dbapi_error):  # a connection lost under it may refuse even this
                 cursor.close()
-
-
-def _guarded(connection: Connection, sql: str, arguments, work: Callable[[], None]) -> None:
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    try:
-        work()
-    except dbapi_error as error:
-        connection._handle_dbapi_exception(error, sql, arguments, None, None)
 
 
 def _arguments(compiled: _Compiled, params: dict):

@@ -99,11 +99,11 @@ def test_the_text_reply_is_wechatpys(content):
     assert wechatpy.parse_message(ours).content == wechatpy.parse_message(theirs).content  # the text comes back
 
 
-STAMP = re.compile(r"<CreateTime>\d+</CreateTime>")
+STAMP = re.compile(r"<CreateTime>(\d+)</CreateTime>")
 
 
 def _stamp(xml: str) -> int:
-    return int(STAMP.search(xml).group(0)[len("<CreateTime>"):-len("</CreateTime>")])
+    return int(STAMP.search(xml).group(1))
 
 
 def test_a_user_name_that_would_end_the_cdata_section_stays_inside_it():
