@@ -43,6 +43,8 @@ from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 sys.path.insert(0, str(ROOT / "bench"))
@@ -124,7 +126,7 @@ class ServiceUrls:
         return self._database(name), self._redis(run + 1)
 
     def _database(self, name: str) -> str:
-        return urlsplit(self.database_url)._replace(path=f"/{name}").geturl()
+        return make_url(self.database_url).set(database=name).render_as_string(hide_password=False)
 
     def _redis(self, offset: int) -> str:
         if not self.redis_url:
@@ -138,12 +140,9 @@ class ServiceUrls:
         return address
 
     def _recreate_database(self, name: str, template: str | None = None) -> None:
-        import psycopg
-
-        url = urlsplit(self.database_url.replace("postgresql+psycopg://", "postgresql://"))
-        with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        with webhook_bench.admin_connection(self.database_url, database="postgres") as admin:
+            admin.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
 
 
 def measure(workdir: Path, target: str, mode: str, text: str, small: int, large: int,
@@ -152,7 +151,7 @@ def measure(workdir: Path, target: str, mode: str, text: str, small: int, large:
     uses_services = target == "app"  # the bare app has no database
     database_url, redis_url = services.template(workdir) if uses_services else ("sqlite://", "")
     config = write_config(workdir, mode, database_url, redis_url)
-    if target == "app":
+    if uses_services:
         webhook_bench.upgrade_database("app", {**os.environ, "COLLECTOR_CONFIG": str(config)})
         subscribe(config, mode)
     requests_file = workdir / "requests.json"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import math
 import multiprocessing
@@ -45,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 from wechatpy.exceptions import InvalidSignatureException
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,8 +401,8 @@ def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) 
 def report_autovacuum(database_url: str) -> None:
     """A server with autovacuum off (this machine's was, on 30 Nov 2026) lets every run's dead claim rows
     and unanalysed tables slow the next: say so, since the bench vacuums its scratch database itself."""
-    with _admin(database_url) as connection:
-        if connection.execute("SHOW autovacuum").fetchone()[0] != "on":
+    with admin_connection(database_url) as connection:
+        if connection.exec_driver_sql("SHOW autovacuum").scalar() != "on":
             print("note: the PostgreSQL server runs with autovacuum off (production must not); the bench runs "
                   "VACUUM ANALYZE on its database after each warm-up")
 
@@ -409,14 +412,21 @@ def vacuum(database_url: str) -> None:
     inserted, then settled, in its transaction). After the warm-up, not before: tables analysed while
     empty give the hot statements, which psycopg prepares, generic plans that scan the whole table, kept
     by the server's connections until the next ANALYZE."""
-    with _admin(database_url) as connection:
-        connection.execute("VACUUM ANALYZE")
+    with admin_connection(database_url) as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")
 
 
-def _admin(database_url: str):
-    import psycopg  # only with PostgreSQL
-
-    return psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+@contextlib.contextmanager
+def admin_connection(database_url: str, database: str | None = None):
+    """An AUTOCOMMIT connection to `database_url`'s server (VACUUM and CREATE DATABASE refuse a transaction),
+    to `database` on it if given."""
+    url = make_url(database_url)
+    engine = create_engine(url.set(database=database) if database else url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
 
 
 def wait_until_idle(pid: int, limit_seconds: float = 60.0) -> None:
