@@ -24,6 +24,11 @@ also runs paced (open loop) at the largest client count: the clients send at ran
 a total rate of `--paced-share` × the bare app's closed-loop throughput in this run (0.3: the
 throughput target), and a request's latency counts from when it was due, so time spent behind a slow
 reply counts too. Those rows (clients shown as e.g. "64p") give the p99 a webhook has at that load.
+
+Every message's transaction is durable: on PostgreSQL its COMMIT waits for the WAL's fsync. A disk whose
+fsync stalls (this VM's took over 30 ms in 24 of 41 idle seconds, up to 584 ms, on 30 Nov 2026) stalls
+every commit behind it, whatever the app does. So each paced run also times lone durable writes beside it
+(DurabilityProbe) and prints their p99 next to the app's.
 """
 from __future__ import annotations
 
@@ -398,6 +403,82 @@ def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) 
             (services_cpu_seconds() - services_before) * 1000 / requests_done)
 
 
+class DurabilityProbe:
+    """While a paced run goes on: how long a lone durable write takes on this machine, so a p99 can be read
+    against the floor the disk sets. On PostgreSQL, one-row INSERT + COMMIT on a connection of its own (the
+    COMMIT waits for the WAL's fsync, as every message's does); on SQLite, whose commits do not fsync in WAL
+    mode with synchronous=NORMAL but whose checkpoints do, an 8 KiB write + fdatasync beside the database.
+    PROBE_EVERY_SECONDS apart: a few dozen a second, too few to load the machine."""
+
+    PROBE_EVERY_SECONDS = 0.05
+
+    def __init__(self, database_url: str, directory: Path):
+        self.database_url = database_url
+        self.directory = directory
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "DurabilityProbe":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        what = "commit" if self.database_url else "fsync"
+        latencies = sorted(self.latencies_ms)
+        if not latencies:
+            return f"lone {what}: none measured"
+        return (f"lone {what} p50 {percentile(latencies, 0.5):.1f} p99 {percentile(latencies, 0.99):.1f} "
+                f"max {latencies[-1]:.1f} ms")
+
+    def p99(self) -> float:
+        return percentile(sorted(self.latencies_ms), 0.99)
+
+    def _run(self) -> None:
+        with contextlib.ExitStack() as stack:
+            write = stack.enter_context(self._commit() if self.database_url else self._fsync())
+            while not self._stop.wait(self.PROBE_EVERY_SECONDS):
+                started = time.perf_counter()
+                write()
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    @contextlib.contextmanager
+    def _commit(self):
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS bench_durability_probe (at timestamptz)")
+                connection.commit()
+
+                def write() -> None:
+                    connection.exec_driver_sql("INSERT INTO bench_durability_probe VALUES (now())")
+                    connection.commit()
+
+                yield write
+        finally:
+            engine.dispose()
+
+    @contextlib.contextmanager
+    def _fsync(self):
+        path = self.directory / "durability-probe"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        block = b"\0" * 8192
+        try:
+            def write() -> None:
+                os.pwrite(descriptor, block, 0)
+                os.fdatasync(descriptor)
+
+            yield write
+        finally:
+            os.close(descriptor)
+            path.unlink(missing_ok=True)
+
+
 def report_autovacuum(database_url: str) -> None:
     """A server with autovacuum off (this machine's was, on 30 Nov 2026) lets every run's dead claim rows
     and unanalysed tables slow the next: say so, since the bench vacuums its scratch database itself."""
@@ -473,7 +554,7 @@ def main() -> int:
     args = parse_args()
     targets = [("bare", args.baseline), ("app", args.app)] if args.baseline else [("app", args.app)]
     with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp, FakeWeChatAPI(APPID, SECRET) as fake:
-        workdir = Path(tmp)
+        workdir = args.workdir = Path(tmp)  # also where the SQLite runs' durability probe writes
         port = free_port()
         base_url = f"http://{HOST}:{port}"
         configs = {mode: write_config(workdir, fake.base_url, args, port, wechat_mode_for(mode, args))
@@ -537,11 +618,13 @@ def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: i
         rate = share * bare[0]
         spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
                        rate=rate)
-        result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
-        print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s ({share:g}x bare)",
-              flush=True)
+        with DurabilityProbe(args.database_url, args.workdir) as probe:
+            result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
+        print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s ({share:g}x bare)"
+              f"   {probe.summary()}", flush=True)
         latencies = sorted(result.latencies_ms)
-        rates[(label, mode, ("paced", share))] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99))
+        rates[(label, mode, ("paced", share))] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99),
+                                                  probe.p99())
         failures += report_problems(result)
     return failures
 
@@ -560,10 +643,11 @@ def print_ratios(rates: dict) -> None:
     paced = [(key[1], key[2][1], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
              if key[0] == "app" and _paced(key)]
     if paced:
-        print(f"{'paced':<8}{'share':>6}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}"
-              "   (ms, latency from when due)")
-    for mode, share, (rate, p50, p99), bare in paced:
-        print(f"{mode:<8}{share:>5g}x{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}")
+        print(f"{'paced':<8}{'share':>6}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}{'lone write p99':>16}"
+              "   (ms, latency from when due; a lone durable write's in the app's run, see DurabilityProbe)")
+    for mode, share, (rate, p50, p99, write_p99), bare in paced:
+        print(f"{mode:<8}{share:>5g}x{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}"
+              f"{write_p99:>16.1f}")
     print_targets(pairs, paced)
 
 
@@ -582,12 +666,14 @@ def print_targets(pairs: list, paced: list) -> None:
         p99s = {share: value[2] for m, share, value, _ in paced if m == mode}
         under = [share for share, p99 in sorted(p99s.items()) if p99 < TARGET_P99_MS]
         at_target = p99s.get(TARGET_SHARE)
+        write_p99 = {share: value[3] for m, share, value, _ in paced if m == mode}.get(TARGET_SHARE)
         verdicts = [_verdict(f"throughput >= {TARGET_SHARE}x", min(shares) >= TARGET_SHARE, f"min {min(shares):.3f}x"),
                     _verdict(f"cpu <= {TARGET_CPU_MS:g} ms", max(cpus) <= TARGET_CPU_MS, f"max {max(cpus):.3f}")]
         if at_target is not None:
             verdicts.append(_verdict(f"paced p99 < {TARGET_P99_MS:g} ms at {TARGET_SHARE}x", at_target < TARGET_P99_MS,
-                                     f"{at_target:.1f} ms; under {TARGET_P99_MS:g} ms up to "
-                                     f"{max(under):g}x" if under else f"{at_target:.1f} ms"))
+                                     (f"{at_target:.1f} ms; under {TARGET_P99_MS:g} ms up to "
+                                      f"{max(under):g}x" if under else f"{at_target:.1f} ms")
+                                     + f"; a lone durable write's p99 meanwhile {write_p99:.1f} ms"))
         print(f"targets {mode:<6}" + "   ".join(verdicts))
 
 
