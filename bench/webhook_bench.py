@@ -13,7 +13,9 @@ compatible, with the replay guard; AES: safe), then for each client count: every
 fresh MsgIds, timed, until the run's request budget or time limit is used up. Clients are threads spread
 over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
 read from its processes' CPU times (/proc) before and after each run, and PostgreSQL's and Redis's
-(`db+redis`: every such process on this machine, so keep it otherwise quiet). Prints one row per run, then the
+(`db+redis`: every such process on this machine, so keep it otherwise quiet), and the share of the machine's
+CPU time its hypervisor gave to other guests meanwhile (`steal%`: on a virtual machine with a busy host every
+figure of the row is worse). Prints one row per run, then the
 app's throughput as a share of the baseline's; exits non-zero if any request failed.
 
 Those runs are closed loops: each client sends its next message the moment it has the reply, so the
@@ -335,13 +337,15 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[max(index, 0)]
 
 
-def table_row(label: str, spec: RunSpec, result: WorkerResult, cpu_ms: float, services_ms: float) -> str:
+def table_row(label: str, spec: RunSpec, measured: "Measured") -> str:
+    result = measured.result
     latencies = sorted(result.latencies_ms)
     done = len(latencies) + result.errors
     clients = f"{spec.clients}p" if spec.rate else str(spec.clients)
     return (
         f"{label:<8}{spec.mode:<6}{clients:>8}{done:>10}{throughput(result):>12.1f}"
-        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{cpu_ms:>10.2f}{services_ms:>10.2f}{result.errors:>8}"
+        f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{measured.cpu_ms:>10.2f}"
+        f"{measured.services_ms:>10.2f}{result.errors:>8}{measured.steal_percent:>8.1f}"
     )
 
 
@@ -394,13 +398,31 @@ def services_cpu_seconds() -> float:
     return sum(used for name, used in ticks if name in SERVICES) / CLOCK_TICKS
 
 
-def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> tuple[WorkerResult, float, float]:
-    """The run, the server's CPU ms per request, and PostgreSQL's and Redis's CPU ms per request."""
-    server_before, services_before = cpu_seconds(server_pid), services_cpu_seconds()
+@dataclass(frozen=True)
+class Measured:
+    result: WorkerResult
+    cpu_ms: float  # the server's CPU per request
+    services_ms: float  # PostgreSQL's and Redis's CPU per request
+    steal_percent: float  # of the machine's CPU time, taken by the hypervisor for other guests (/proc/stat)
+
+
+def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> Measured:
+    server_before, services_before, machine_before = cpu_seconds(server_pid), services_cpu_seconds(), machine_ticks()
     result = run(base_url, spec, processes)
     requests_done = max(1, len(result.latencies_ms) + result.errors)
-    return (result, (cpu_seconds(server_pid) - server_before) * 1000 / requests_done,
-            (services_cpu_seconds() - services_before) * 1000 / requests_done)
+    steal, total = (after - before for before, after in zip(machine_before, machine_ticks()))
+    return Measured(result, (cpu_seconds(server_pid) - server_before) * 1000 / requests_done,
+                    (services_cpu_seconds() - services_before) * 1000 / requests_done,
+                    100 * steal / total if total else math.nan)
+
+
+def machine_ticks() -> tuple[int, int]:
+    """The machine's stolen and total CPU ticks so far. On a virtual machine whose host is busy the guest
+    waits for a CPU (steal) and every process runs slower on the CPU it gets (one machine here: 0 % steal at
+    the start of a session, 3-21 % an hour later, when the same code cost 40 % more CPU per message)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    steal = fields[7] if len(fields) > 7 else 0  # user nice system idle iowait irq softirq steal ...
+    return steal, sum(fields[:8])
 
 
 class DurabilityProbe:
@@ -565,7 +587,7 @@ def main() -> int:
               f"{'  redis' if args.redis_url else ''}  [wechat] mode: "
               + ", ".join(f"{mode} requests {wechat_mode_for(mode, args)}" for mode in args.modes))
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}")
+              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}{'steal%':>8}")
         failures, rates = 0, {}
         # A server per target and mode: its config's [wechat] mode. The bare app first (the paced runs need its rate).
         if args.database_url:
@@ -600,10 +622,10 @@ def run_mode(label: str, mode: str, base_url: str, args: argparse.Namespace, ser
         wait_until_idle(server_pid)
     for clients in args.clients:
         spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
-        result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
-        print(table_row(label, spec, result, cpu_ms, services_ms), flush=True)
-        rates[(label, mode, clients)] = (throughput(result), cpu_ms)
-        failures += report_problems(result)
+        measured = measured_run(base_url, spec, args.processes, server_pid)
+        print(table_row(label, spec, measured), flush=True)
+        rates[(label, mode, clients)] = (throughput(measured.result), measured.cpu_ms)
+        failures += report_problems(measured.result)
     return failures + run_paced(label, base_url, args, server_pid, mode, rates)
 
 
@@ -619,8 +641,9 @@ def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: i
         spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
                        rate=rate)
         with DurabilityProbe(args.database_url, args.workdir) as probe:
-            result, cpu_ms, services_ms = measured_run(base_url, spec, args.processes, server_pid)
-        print(table_row(label, spec, result, cpu_ms, services_ms) + f"   offered {rate:.0f}/s ({share:g}x bare)"
+            measured = measured_run(base_url, spec, args.processes, server_pid)
+        result = measured.result
+        print(table_row(label, spec, measured) + f"   offered {rate:.0f}/s ({share:g}x bare)"
               f"   {probe.summary()}", flush=True)
         latencies = sorted(result.latencies_ms)
         rates[(label, mode, ("paced", share))] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99),
