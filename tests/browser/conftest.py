@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import waitress
+from waitress import wasyncore
 from flask import Flask
 
 from staff import accounts
@@ -91,8 +92,11 @@ def serve():
 
     yield start
     for server, thread in servers:
-        server.close()
+        # Closed in the server's own thread: closing its sockets from here while its loop sits in select()
+        # made that select fail now and then (EBADF, an unhandled exception in the server thread).
+        server.trigger.pull_trigger(lambda server=server: wasyncore.close_all(server._map))
         thread.join(5)
+        server.task_dispatcher.shutdown()
 
 
 @dataclass
