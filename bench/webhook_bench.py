@@ -462,8 +462,7 @@ class DurabilityProbe:
         return percentile(sorted(self.latencies_ms), 0.99)
 
     def _run(self) -> None:
-        with contextlib.ExitStack() as stack:
-            write = stack.enter_context(self._commit() if self.database_url else self._fsync())
+        with self._commit() if self.database_url else self._fsync() as write:
             while not self._stop.wait(self.PROBE_EVERY_SECONDS):
                 started = time.perf_counter()
                 write()
