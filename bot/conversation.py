@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -20,7 +21,7 @@ from notify.outbox import Outbox
 from settings import Settings
 from store import driver, queries
 from store.db import Database, connection_of
-from store.models import Message, utcnow
+from store.models import Candidate, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,38 @@ class Conversation:
             with self.db.session() as session:
                 return self.record_failure(incoming, session, route)
 
-    def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE) -> Reply:
+    def read_ahead(self, incoming: Incoming, started: float) -> ReadAhead | None:
+        """SQLite: the answer to a command that only reads (states.reads_only), worked out in a snapshot of
+        the last committed state before the message's write transaction begins, so that the one writer
+        lock is held only for the claim, the transcript and the settled reply, not while the answer is
+        made. None for any other message, for a candidate not yet stored, and where reads do not run
+        beside the writer (PostgreSQL takes no lock for them anyway: one transaction is cheaper there)."""
+        command = states.command_for(incoming.kind, incoming.text)
+        if command not in states.READ_ONLY_COMMANDS or not self.db.reads_beside_writer:
+            return None
+        try:
+            with self.db.read() as session:
+                candidate = queries.stored_candidate(session, incoming.openid)
+                if candidate is None or not states.reads_only(command, candidate):
+                    return None
+                ctx = Context(session=session, settings=self.settings, services=self.services, candidate=candidate,
+                              now=self.now(), started=started, locked=False)
+                return ReadAhead(candidate, ctx.now, started, self._route(ctx, incoming, command))
+        except Exception:  # the step, in its transaction, answers it or records the failure
+            log.exception("reading ahead for message %s from %s failed", incoming.msg_id, incoming.openid)
+            return None
+
+    def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE,
+             ahead: ReadAhead | None = None) -> Reply:
         """The reply to send back now; empty when it went out as a customer-service message instead
         (route.settle decides). The candidate's row lock (not for a command that only reads:
         states.reads_only), the transcript in and out, the new state and the settled reply go in
         `session`'s one transaction; the inbound row is written once, at the end
         with what came of it, or when the step commits early (Context.release) so that nothing the
         candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
-        once the transaction has committed."""
+        once the transaction has committed. `ahead`: the answer read_ahead made, which only needs storing."""
+        if ahead is not None and not route.taken_over:
+            return self._store_read_ahead(incoming, session, route, ahead)
         command = states.command_for(incoming.kind, incoming.text)
         ctx = self._context(session, incoming.openid, started, lock=command not in states.READ_ONLY_COMMANDS)
         if not ctx.locked and not states.reads_only(command, ctx.candidate):
@@ -70,6 +95,14 @@ class Conversation:
             Database.after_commit(session, partial(job.add_done_callback,
                                                    self._finisher(incoming.openid, inbound.id, kind)))
         return outcome.reply if channel == "passive" else NO_REPLY
+
+    def _store_read_ahead(self, incoming: Incoming, session, route: ReplyRoute, ahead: ReadAhead) -> Reply:
+        """The transcript and the settled reply of an answer read_ahead made, in `session`'s transaction."""
+        ctx = Context(session=session, settings=self.settings, services=self.services, candidate=ahead.candidate,
+                      now=ahead.now, started=ahead.started, locked=False)
+        inbound = _Inbound(session, _inbound_values(incoming, ahead.candidate.state))
+        channel = self._settle(ctx, ahead.outcome, inbound, channel="passive", route=route)
+        return ahead.outcome.reply if channel == "passive" else NO_REPLY
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -222,6 +255,16 @@ class Conversation:
                         openid)
             self._finisher(openid, inbound_id, kind)(redo(self.services, self.settings, checks or {}))
         return {"resumed": len(lost)}
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """A read-only command's answer, made from the candidate's last committed state (Conversation.read_ahead);
+    the candidate as read then, detached from the snapshot's session."""
+    candidate: Candidate
+    now: datetime
+    started: float
+    outcome: Outcome
 
 
 class _Inbound:

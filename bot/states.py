@@ -89,7 +89,8 @@ COMMANDS: dict[str, Handler] = {
 }
 
 # Commands that only read: answered from the candidate's last committed state without their row lock, so
-# that they never wait behind the candidate's own step in flight or a staff action on them.
+# that they never wait behind the candidate's own step in flight or a staff action on them (on SQLite, which
+# has one writer lock and no row locks, the answer is made before that lock is taken: Conversation.read_ahead).
 READ_ONLY_COMMANDS = frozenset({commands.help_, commands.progress})
 
 # Work a step deferred past its reply: name → (redo(services, settings, inbound checks) → Future, used

@@ -56,9 +56,10 @@ def _answer(opened: Opened, arrived: float) -> str:
     key = opened.retry_key
     answer_by = retries.answer_by(arrived)
     render = partial(protocol.render, opened=opened)
+    ahead = conversation.read_ahead(opened.incoming, arrived)  # before the claim: outside SQLite's writer lock
 
     def step(session, ticket: Ticket):
-        return conversation.step(opened.incoming, arrived, session, ticket)
+        return conversation.step(opened.incoming, arrived, session, ticket, ahead)
 
     take_nonce = partial(protocol.take_nonce, opened)  # first in the claim's transaction
     found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce))

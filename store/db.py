@@ -70,6 +70,12 @@ class Database:
         finally:
             session.close()
 
+    @property
+    def reads_beside_writer(self) -> bool:
+        """SQLite on a file: every write transaction takes the one writer lock, and read() runs in a
+        snapshot of its own beside it. False on PostgreSQL (no such lock) and for an in-memory database."""
+        return self._read_engine is not self.engine
+
     @staticmethod
     def after_commit(session: Session, callback) -> None:
         """Runs callback once the session's transaction has committed (never if it rolls back)."""

@@ -25,6 +25,11 @@ def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidat
     return candidate
 
 
+def stored_candidate(session: Session, openid: str) -> Candidate | None:
+    """The candidate row of a WeChat account, or None before their first message is stored (a read)."""
+    return _loaded_candidate(session, openid, lock=False)
+
+
 def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | None:
     """Every text message loads its candidate: the row is read on the driver (store/driver.py) and made
     the session's persistent object as if the ORM had loaded it; one the session holds already is kept

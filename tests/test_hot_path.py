@@ -1,8 +1,11 @@
 """A text message costs one transaction: the replay guard's nonce, the retry claim, the candidate's row
 lock and state, the inbound and outbound transcript rows and the stored reply commit together. The
-commands that only read (帮助, 进度) take no row lock: they answer while the candidate's row is locked."""
+commands that only read (帮助, 进度) take no row lock: they answer while the candidate's row is locked. On
+SQLite, which has one writer lock and no row locks, they work out their answer before taking it, and hold it
+only to store the claim, the transcript and the reply."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -46,7 +49,9 @@ def test_help_takes_one_transaction(app, aes):
     counts = count_transactions(app)
     reply = wechat.text("o_hot_help", "帮助")
     assert "院校名称" in reply.content
-    assert counts == {"writer": 1, "reader": 0, "commit": 1}
+    # On SQLite the answer is worked out in a snapshot before the write transaction takes the writer lock.
+    snapshots = 1 if app.extensions["collector"].db.reads_beside_writer else 0
+    assert counts == {"writer": 1, "reader": snapshots, "commit": 1}
     assert transcript(app, "o_hot_help")[-2:] == [("in", "institution", "institution"),
                                                   ("out", "institution", "institution")]
 
@@ -146,3 +151,97 @@ def test_progress_at_the_payment_step_takes_the_row_lock_as_it_may_open_the_orde
     assert chat.pay_link(replies[0])
     with app.extensions["collector"].db.read() as session:
         assert session.scalar(select(func.count()).select_from(Order).where(Order.openid == chat.openid)) == 1
+
+
+# -- SQLite: read-only commands make their answer outside the one writer lock -----------------------------------
+
+
+@pytest.fixture
+def hold_writer_lock(app):
+    """hold_writer_lock(): another thread holds SQLite's writer lock in an open write transaction, as a step
+    in flight or a staff action does, until the returned release() is called."""
+    db = app.extensions["collector"].db
+    if not db.reads_beside_writer:
+        pytest.skip("SQLite only: PostgreSQL has no writer lock (row locks: the tests above)")
+    release = threading.Event()
+    threads = []
+
+    def writer(held: threading.Event) -> None:
+        with db.session() as session:
+            session.execute(text("UPDATE inbound_keys SET done = done WHERE 0"))  # the transaction is open
+            held.set()
+            release.wait(timeout=30)
+
+    def hold():
+        held = threading.Event()
+        thread = threading.Thread(target=writer, args=(held,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        assert held.wait(timeout=10)
+        return release.set
+
+    yield hold
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def candidate_reads(app) -> threading.Event:
+    """Set once a read-only connection has read a candidate's row (SQLite's own statement trace)."""
+    seen = threading.Event()
+
+    def trace(statement: str) -> None:
+        if "FROM candidates" in statement:
+            seen.set()
+
+    event.listen(app.extensions["collector"].db._read_engine, "checkout",
+                 lambda dbapi_connection, _record, _proxy: dbapi_connection.set_trace_callback(trace))
+    return seen
+
+
+@pytest.mark.parametrize("command, answer", [("帮助", "院校名称"), ("进度", "当前进度")])
+def test_help_and_progress_are_worked_out_while_another_write_holds_the_sqlite_writer_lock(
+        app, wechat, hold_writer_lock, command, answer):
+    wechat.event("o_hot_snapshot", "subscribe")
+    read = candidate_reads(app)
+    release = hold_writer_lock()
+    thread, replies = in_background(lambda: wechat.text("o_hot_snapshot", command))
+    worked_out = read.wait(timeout=10)
+    stored_meanwhile = bool(replies)
+    release()
+    thread.join(timeout=10)
+    assert worked_out, f"{command} waited for the writer lock before reading the candidate"
+    assert not stored_meanwhile, "the reply went out before its transcript could be written"
+    assert answer in replies[0].content
+    assert transcript(app, "o_hot_snapshot")[-2:] == [("in", "institution", "institution"),
+                                                      ("out", "institution", "institution")]
+
+
+def test_a_step_that_changes_the_candidate_reads_them_under_the_sqlite_writer_lock(app, wechat, hold_writer_lock):
+    wechat.event("o_hot_queued", "subscribe")
+    read = candidate_reads(app)
+    release = hold_writer_lock()
+    thread, replies = in_background(lambda: wechat.text("o_hot_queued", "北京市高等教育自学考试"))
+    read_early = read.wait(timeout=1.0)
+    release()
+    thread.join(timeout=10)
+    assert not read_early, "a step that changes the candidate read them outside its write transaction"
+    assert "专科" in replies[0].content
+
+
+def test_a_snapshot_that_fails_leaves_the_command_to_its_write_transaction(app, wechat, caplog):
+    db = app.extensions["collector"].db
+    if not db.reads_beside_writer:
+        pytest.skip("SQLite only: elsewhere the answer is made in the write transaction")
+    wechat.event("o_hot_fallback", "subscribe")
+
+    def deny_candidates(action, table, *_):  # the read-only connection failing on the candidate's row
+        return sqlite3.SQLITE_DENY if table == "candidates" else sqlite3.SQLITE_OK
+
+    event.listen(db._read_engine, "checkout",
+                 lambda dbapi_connection, _record, _proxy: dbapi_connection.set_authorizer(deny_candidates))
+    reply = wechat.text("o_hot_fallback", "帮助")
+    assert "院校名称" in reply.content
+    assert "reading ahead for message" in caplog.text and "access to candidates.id is prohibited" in caplog.text
+    assert transcript(app, "o_hot_fallback")[-2:] == [("in", "institution", "institution"),
+                                                      ("out", "institution", "institution")]
