@@ -58,8 +58,8 @@ class Conversation:
         if command not in states.READ_ONLY_COMMANDS or not self.db.reads_beside_writer:
             return None
         try:
-            with self.db.read() as session:
-                candidate = queries.stored_candidate(session, incoming.openid)
+            with self.db.snapshot() as (connection, session):
+                candidate = queries.snapshot_candidate(connection, incoming.openid)
                 if candidate is None or not states.reads_only(command, candidate):
                     return None
                 ctx = Context(session=session, settings=self.settings, services=self.services, candidate=candidate,

@@ -76,6 +76,11 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
     _send_held(session, connection)
+    return execute_on(connection, statement, params)
+
+
+def execute_on(connection: Connection, statement: DriverStatement, params: dict) -> list[tuple]:
+    """execute() on a connection in a transaction of its own, with no session (store.db.snapshot)."""
     compiled = statement.compiled(connection.dialect)
     rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=compiled.returns_rows)
     if compiled.results:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
@@ -25,9 +26,11 @@ def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidat
     return candidate
 
 
-def stored_candidate(session: Session, openid: str) -> Candidate | None:
-    """The candidate row of a WeChat account, or None before their first message is stored (a read)."""
-    return _loaded_candidate(session, openid, lock=False)
+def snapshot_candidate(connection: Connection, openid: str) -> Candidate | None:
+    """The candidate row of a WeChat account as a snapshot connection (store.db.snapshot) reads it, or None
+    before their first message is stored: detached, its columns loaded, nothing loaded lazily."""
+    rows = driver.execute_on(connection, _CANDIDATE_BY_OPENID[False], {"openid": openid})
+    return _candidate_from(rows[0]) if rows else None
 
 
 def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | None:
@@ -37,20 +40,25 @@ def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | 
     rows = driver.execute(session, _CANDIDATE_BY_OPENID[lock], {"openid": openid})
     if not rows:
         return None
-    values = dict(zip(_CANDIDATE_KEYS, rows[0]))
-    held = session.identity_map.get(identity_key(Candidate, values["id"]))
+    held = session.identity_map.get(identity_key(Candidate, rows[0][_CANDIDATE_ID]))
     if held is not None:
         return held
+    candidate = _candidate_from(rows[0])
+    session.add(candidate)  # roster_entry loads lazily
+    return candidate
+
+
+def _candidate_from(row: tuple) -> Candidate:
     candidate = _CANDIDATE_CLASS.new_instance()  # filled in as ORM loading does, not attribute by attribute
-    candidate.__dict__.update(values)
-    make_transient_to_detached(candidate)  # as freshly loaded: no changes to flush, roster_entry loads lazily
-    session.add(candidate)
+    candidate.__dict__.update(zip(_CANDIDATE_KEYS, row))
+    make_transient_to_detached(candidate)  # as freshly loaded: no changes to flush
     return candidate
 
 
 _CANDIDATES = Candidate.__table__
 _CANDIDATE_CLASS = Candidate.__mapper__.class_manager
 _CANDIDATE_KEYS = tuple(Candidate.__mapper__.get_property_by_column(column).key for column in _CANDIDATES.columns)
+_CANDIDATE_ID = _CANDIDATE_KEYS.index("id")
 
 
 def _candidate_by_openid(lock: bool) -> driver.DriverStatement:
