@@ -54,8 +54,10 @@ class Conversation:
         lock is held only for the claim, the transcript and the settled reply, not while the answer is
         made. None for any other message, for a candidate not yet stored, and where reads do not run
         beside the writer (PostgreSQL takes no lock for them anyway: one transaction is cheaper there)."""
+        if not self.db.reads_beside_writer:
+            return None
         command = states.command_for(incoming.kind, incoming.text)
-        if command not in states.READ_ONLY_COMMANDS or not self.db.reads_beside_writer:
+        if command not in states.READ_ONLY_COMMANDS:
             return None
         try:
             with self.db.snapshot() as (connection, session):
