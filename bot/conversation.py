@@ -262,7 +262,7 @@ class Conversation:
 @dataclass(frozen=True)
 class ReadAhead:
     """A read-only command's answer, made from the candidate's last committed state (Conversation.read_ahead);
-    the candidate as read then, detached from the snapshot's session."""
+    the candidate as read then, detached (it belongs to no session)."""
     candidate: Candidate
     now: datetime
     started: float
