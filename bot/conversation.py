@@ -64,9 +64,8 @@ class Conversation:
                 candidate = queries.snapshot_candidate(connection, incoming.openid)
                 if candidate is None or not states.reads_only(command, candidate):
                     return None
-                ctx = Context(session=session, settings=self.settings, services=self.services, candidate=candidate,
-                              now=self.now(), started=started, locked=False)
-                return ReadAhead(candidate, ctx.now, started, self._route(ctx, incoming, command))
+                ctx = self._context_with(session, candidate, started, locked=False)
+                return ReadAhead(candidate, ctx.now, self._route(ctx, incoming, command))
         except Exception:  # the step, in its transaction, answers it or records the failure
             log.exception("reading ahead for message %s from %s failed", incoming.msg_id, incoming.openid)
             return None
@@ -81,7 +80,7 @@ class Conversation:
         candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
         once the transaction has committed. `ahead`: the answer read_ahead made, which only needs storing."""
         if ahead is not None and not route.taken_over:
-            return self._store_read_ahead(incoming, session, route, ahead)
+            return self._store_read_ahead(incoming, started, session, route, ahead)
         command = states.command_for(incoming.kind, incoming.text)
         ctx = self._context(session, incoming.openid, started, lock=command not in states.READ_ONLY_COMMANDS)
         if not ctx.locked and not states.reads_only(command, ctx.candidate):
@@ -98,10 +97,10 @@ class Conversation:
                                                    self._finisher(incoming.openid, inbound.id, kind)))
         return outcome.reply if channel == "passive" else NO_REPLY
 
-    def _store_read_ahead(self, incoming: Incoming, session, route: ReplyRoute, ahead: ReadAhead) -> Reply:
+    def _store_read_ahead(self, incoming: Incoming, started: float, session, route: ReplyRoute,
+                          ahead: ReadAhead) -> Reply:
         """The transcript and the settled reply of an answer read_ahead made, in `session`'s transaction."""
-        ctx = Context(session=session, settings=self.settings, services=self.services, candidate=ahead.candidate,
-                      now=ahead.now, started=ahead.started, locked=False)
+        ctx = self._context_with(session, ahead.candidate, started, locked=False, now=ahead.now)
         inbound = _Inbound(session, _inbound_values(incoming, ahead.candidate.state))
         channel = self._settle(ctx, ahead.outcome, inbound, channel="passive", route=route)
         return ahead.outcome.reply if channel == "passive" else NO_REPLY
@@ -149,9 +148,11 @@ class Conversation:
     def _context(self, session, openid: str, started: float, lock: bool = True) -> Context:
         """With lock, the candidate's row is locked until the step's transaction ends (see
         queries.candidate_for); without it the candidate is only read, for a command that reads only."""
-        return Context(session=session, settings=self.settings, services=self.services,
-                       candidate=queries.candidate_for(session, openid, lock=lock), now=self.now(),
-                       started=started, locked=lock)
+        return self._context_with(session, queries.candidate_for(session, openid, lock=lock), started, locked=lock)
+
+    def _context_with(self, session, candidate, started: float, locked: bool, now: datetime | None = None) -> Context:
+        return Context(session=session, settings=self.settings, services=self.services, candidate=candidate,
+                       now=self.now() if now is None else now, started=started, locked=locked)
 
     def now(self) -> datetime:
         return datetime.now(self.settings.window.tz)
@@ -265,7 +266,6 @@ class ReadAhead:
     the candidate as read then, detached (it belongs to no session)."""
     candidate: Candidate
     now: datetime
-    started: float
     outcome: Outcome
 
 

@@ -186,6 +186,12 @@ def hold_writer_lock(app):
         thread.join(timeout=10)
 
 
+def on_each_read_connection(app, configure) -> None:
+    """configure(sqlite3 connection) on every checkout from the read-only pool (snapshots, read())."""
+    event.listen(app.extensions["collector"].db._read_engine, "checkout",
+                 lambda dbapi_connection, _record, _proxy: configure(dbapi_connection))
+
+
 def candidate_reads(app) -> threading.Event:
     """Set once a read-only connection has read a candidate's row (SQLite's own statement trace)."""
     seen = threading.Event()
@@ -194,8 +200,7 @@ def candidate_reads(app) -> threading.Event:
         if "FROM candidates" in statement:
             seen.set()
 
-    event.listen(app.extensions["collector"].db._read_engine, "checkout",
-                 lambda dbapi_connection, _record, _proxy: dbapi_connection.set_trace_callback(trace))
+    on_each_read_connection(app, lambda connection: connection.set_trace_callback(trace))
     return seen
 
 
@@ -238,8 +243,7 @@ def test_a_snapshot_that_fails_leaves_the_command_to_its_write_transaction(app, 
     def deny_candidates(action, table, *_):  # the read-only connection failing on the candidate's row
         return sqlite3.SQLITE_DENY if table == "candidates" else sqlite3.SQLITE_OK
 
-    event.listen(db._read_engine, "checkout",
-                 lambda dbapi_connection, _record, _proxy: dbapi_connection.set_authorizer(deny_candidates))
+    on_each_read_connection(app, lambda connection: connection.set_authorizer(deny_candidates))
     reply = wechat.text("o_hot_fallback", "帮助")
     assert "院校名称" in reply.content
     assert "reading ahead for message" in caplog.text and "access to candidates.id is prohibited" in caplog.text
