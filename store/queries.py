@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from store import driver
@@ -56,6 +56,9 @@ def _candidate_from(row: tuple) -> Candidate:
 
 
 _CANDIDATES = Candidate.__table__
+# _candidate_from fills in instances as ORM loading does, which needs the mappers' attributes set up. Any ORM
+# query would do that first; a fresh web worker whose first message is read ahead (帮助 on SQLite) makes none.
+configure_mappers()
 _CANDIDATE_CLASS = Candidate.__mapper__.class_manager
 _CANDIDATE_KEYS = tuple(Candidate.__mapper__.get_property_by_column(column).key for column in _CANDIDATES.columns)
 _CANDIDATE_ID = _CANDIDATE_KEYS.index("id")
