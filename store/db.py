@@ -141,6 +141,8 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(url, pool_size=10, max_overflow=20)
         _ping_on_checkout(engine)
+        if engine.dialect.driver == "psycopg":
+            _begin_with_first_statement(engine)
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,44 @@ def _ping_on_checkout(engine: Engine) -> None:
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out another (up to three times).
             raise DisconnectionError(f"pooled connection is dead: {error}") from error
+
+
+# psycopg sends BEGIN on its own before a transaction's first statement, and waits for its answer before
+# anything else goes out, pipeline or not: a round trip of its own per transaction. So its connections run
+# in psycopg's autocommit mode and the transaction's BEGIN is sent by whoever sends its first statement: the
+# hook below for SQLAlchemy's statements, store/driver.py in the same pipeline as its own (the webhook's
+# claim rides with it). commit() and rollback() go by the server's transaction status, not by that mode.
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (not imported: psycopg is only there with PostgreSQL)
+
+
+def begin_owed(connection: Connection) -> bool:
+    """SQLAlchemy holds a transaction open on this psycopg connection, and its BEGIN has not gone out yet
+    (nothing has been sent in it). False on a connection psycopg begins itself (not in its autocommit mode:
+    SQLAlchemy's first connect, before the hook below sets it) and on an AUTOCOMMIT one (nothing to begin)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    return (dbapi_connection.autocommit and connection.in_transaction()
+            and dbapi_connection.pgconn.transaction_status == _IDLE
+            and connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
+
+
+def _begin_with_first_statement(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connected(dbapi_connection, _record) -> None:
+        dbapi_connection.autocommit = True
+        # psycopg prepares what it runs 5 times, and after any ROLLBACK deallocates all prepared statements,
+        # store/wire.py's too. So psycopg prepares nothing here: the hot statements are store/wire.py's,
+        # prepared by name.
+        dbapi_connection.prepare_threshold = None
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before_statement(connection, cursor, statement, parameters, context, executemany) -> None:
+        if begin_owed(connection):
+            try:
+                cursor.execute("BEGIN")
+            except connection.dialect.loaded_dbapi.Error as error:
+                # Outside SQLAlchemy's own error handling (this hook runs before it): wrapped and, for a lost
+                # connection, invalidated as the statement's own error would be (private, stable in 2.0).
+                connection._handle_dbapi_exception(error, "BEGIN", (), cursor, context)
 
 
 def _create_read_engine(url: str, busy_timeout: float) -> Engine | None:

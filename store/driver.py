@@ -1,9 +1,9 @@
 """The webhook's hot statements, run straight on the database driver.
 
-A text message runs four statements (the retry claim, the candidate's row, the settled reply, the two
-transcript rows). Through SQLAlchemy's execution layer each cost about as much CPU again as the
-driver's own work: a cache key built from the statement, a compiled-cache lookup, an execution
-context, a result object. `DriverStatement` compiles a Core statement once per dialect and keeps what
+A text message runs five statements (the replay guard's nonce, the retry claim, the candidate's row, the
+settled reply, the two transcript rows). Through SQLAlchemy's execution layer each cost about as much CPU
+again as the driver's own work: a cache key built from the statement, a compiled-cache lookup, an
+execution context, a result object. `DriverStatement` compiles a Core statement once per dialect and keeps what
 that layer would work out on every call (the SQL text, the order of its parameters, each column type's
 bind and result processing, which is how sealed columns are sealed and opened), then runs it on the
 session's own DBAPI connection, inside the session's transaction.
@@ -15,15 +15,18 @@ out exactly as from SQLAlchemy: wrapped (IntegrityError, OperationalError, ...),
 invalidated with `connection_invalidated` set (store.db.connection_lost), the pool's other connections
 too, which is what the webhook's reconnect relies on.
 
-Round trips (psycopg): each statement is one, and so is the COMMIT. The writes whose results nobody reads
-(`execute_at_commit`: the settled reply, the transcript rows) are held until the session commits and then
-sent with the COMMIT in one pipeline: a text message makes four round trips to PostgreSQL instead of six
-(BEGIN, the claim, the candidate's row, then the rest). The BEGIN psycopg sends before a transaction's first
-statement cannot ride with it: in a pipeline psycopg waits for the BEGIN's answer before going on.
+Round trips (psycopg): the statements go out through store/wire.py, straight on libpq, and a batch of them
+makes one round trip. The transaction's BEGIN rides with its first batch (store/db.begin_owed); the writes
+whose results nobody reads (`execute_at_commit`: the settled reply, the transcript rows) are held until the
+session commits and go out with the COMMIT; `queue` holds statements until some statement's rows are needed,
+so that the replay guard's nonce, the retry claim and the candidate's row go out together. A text message
+makes two round trips to PostgreSQL, and none to Redis: the nonce, the claim and the candidate's row with the
+BEGIN; the rest with the COMMIT. A step that changes the candidate adds the ORM's UPDATE of its row.
 """
 from __future__ import annotations
 
 import contextlib
+import re
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -34,13 +37,13 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Delete, Insert, Select, Update
 
-from store.db import connection_of
+from store import wire
+from store.db import begin_owed, connection_of
 
 
 @dataclass(frozen=True)
 class _Compiled:
-    sql: str
-    names: tuple[str, ...] | None  # the parameters' names for a named paramstyle (psycopg's); None: positional
+    sql: str | bytes  # psycopg: bytes with $1, $2, ... in the order of slots (store/wire.py sends it)
     # Per parameter, in the statement's order: the caller's key, the parameter's compiled name (also looked
     # up, as construct_params does), what the statement itself carries when the caller passes neither
     # (_REQUIRED: nothing), and its type's processing (sealing, dates, JSON) or None.
@@ -75,25 +78,61 @@ def execute(session: Session, statement: DriverStatement, params: dict) -> list[
     """Runs the statement with one set of parameters in the session's transaction; the rows it
     selected or returned, processed as SQLAlchemy would (empty for a statement returning none)."""
     connection = connection_of(session)
-    _send_held(session, connection)
-    return execute_on(connection, statement, params)
+    compiled = statement.compiled(connection.dialect)
+    rows = _send(connection, _before(session) + [(compiled.sql, _arguments(compiled, params), False,
+                                                  compiled.returns_rows)])[-1]
+    return _processed_rows(rows, compiled)
 
 
 def execute_on(connection: Connection, statement: DriverStatement, params: dict) -> list[tuple]:
     """execute() on a connection in a transaction of its own, with no session (store.db.snapshot)."""
     compiled = statement.compiled(connection.dialect)
-    rows = _run(connection, compiled.sql, _arguments(compiled, params), many=False, fetch=compiled.returns_rows)
-    if compiled.results:
-        return [_processed(row, compiled.results) for row in rows]
-    return rows
+    rows = _send(connection, [(compiled.sql, _arguments(compiled, params), False, compiled.returns_rows)])[0]
+    return _processed_rows(rows, compiled)
 
 
 def executemany(session: Session, statement: DriverStatement, rows: Iterable[dict]) -> None:
     """Runs the statement once per set of parameters, in one driver call (psycopg pipelines them)."""
     connection = connection_of(session)
-    _send_held(session, connection)
     compiled = statement.compiled(connection.dialect)
-    _run(connection, compiled.sql, [_arguments(compiled, params) for params in rows], many=True, fetch=False)
+    _send(connection, _before(session) + [(compiled.sql, [_arguments(compiled, params) for params in rows], True,
+                                           False)])
+
+
+class Queued:
+    """A statement queue() took: its rows once they are in."""
+
+    __slots__ = ("_session", "_compiled", "_rows")
+
+    def __init__(self, session: Session, compiled: _Compiled, rows: list[tuple] | None = None):
+        self._session = session
+        self._compiled = compiled
+        self._rows = rows
+
+    def rows(self) -> list[tuple]:
+        """Sends what the transaction has queued, this statement included, if that has not happened yet."""
+        if self._rows is None:
+            _send_queued(self._session)
+            if self._rows is None:
+                raise InvalidRequestError("a queued statement's transaction ended before it was sent")
+        return self._rows
+
+
+def queue(session: Session, statement: DriverStatement, params: dict) -> Queued:
+    """The statement, to be sent with the ones queued after it: on psycopg nothing goes out until some
+    statement's rows are asked for (Queued.rows(), a later execute(), the commit), and then every statement
+    queued meanwhile goes out in order in one pipeline, the transaction's BEGIN first when it is owed (one
+    round trip where each would cost its own). Elsewhere it runs at once. A statement queued after another
+    runs after it, so it may depend on what that one wrote; only an ORM query in between would not see them."""
+    connection = connection_of(session)
+    compiled = statement.compiled(connection.dialect)
+    arguments = _arguments(compiled, params)
+    if connection.dialect.driver != "psycopg":
+        rows = _send(connection, [(compiled.sql, arguments, False, compiled.returns_rows)])[0]
+        return Queued(session, compiled, _processed_rows(rows, compiled))
+    queued = Queued(session, compiled)
+    _transactions_list(session, _QUEUED).append((compiled.sql, arguments, False, compiled.returns_rows, queued))
+    return queued
 
 
 def execute_at_commit(session: Session, statement: DriverStatement, params: dict) -> None:
@@ -109,32 +148,45 @@ def executemany_at_commit(session: Session, statement: DriverStatement, rows: It
     _hold(session, statement, list(rows), many=True)
 
 
-_HELD = "driver_held"  # session.info: (the transaction, [(sql, arguments, many)]) held for its commit
+# session.info: (the transaction, [...]) of statements waiting to be sent in it
+_HELD = "driver_held"  # for its commit: (sql, arguments, many, fetch)
+_QUEUED = "driver_queued"  # until some statement's rows are needed: (sql, arguments, many, fetch, Queued)
 
 
 def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
     arguments = [_arguments(compiled, params) for params in rows]
+    _transactions_list(session, _HELD).append((compiled.sql, arguments if many else arguments[0], many, False))
+
+
+def _transactions_list(session: Session, name: str) -> list:
     transaction = session.get_transaction()
-    held = session.info.get(_HELD)
-    if held is None or held[0] is not transaction:  # none yet, or a rolled-back transaction's
-        held = session.info[_HELD] = (transaction, [])
-    held[1].append((compiled.sql, arguments if many else arguments[0], many))
+    waiting = session.info.get(name)
+    if waiting is None or waiting[0] is not transaction:  # none yet, or a rolled-back transaction's
+        waiting = session.info[name] = (transaction, [])
+    return waiting[1]
 
 
-def _take_held(session: Session) -> list[tuple]:
-    held = session.info.pop(_HELD, None)
-    if held is None or held[0] is not session.get_transaction():
+def _take(session: Session, name: str) -> list[tuple]:
+    waiting = session.info.pop(name, None)
+    if waiting is None or waiting[0] is not session.get_transaction():
         return []
-    return held[1]
+    return waiting[1]
 
 
-def _send_held(session: Session, connection: Connection) -> None:
-    """The held statements now, before a statement that might read what they write."""
-    if _HELD in session.info:
-        for sql, arguments, many in _take_held(session):
-            _run(connection, sql, arguments, many, fetch=False)
+def _before(session: Session) -> list[tuple]:
+    """What must go out before a statement in the session's transaction: what it queued, then what it held
+    for the commit (a statement that might read what they write must come after them)."""
+    if _QUEUED not in session.info and _HELD not in session.info:
+        return []
+    return _take(session, _QUEUED) + _take(session, _HELD)
+
+
+def _send_queued(session: Session) -> None:
+    batch = _before(session)
+    if batch:
+        _send(connection_of(session), batch)
 
 
 @event.listens_for(Session, "before_commit")
@@ -142,62 +194,92 @@ def _commit_held(session: Session) -> None:
     """Every session's commit (a class-wide listener: only a session holding statements does anything).
     The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
-    if _HELD not in session.info or session.in_nested_transaction():  # a savepoint's release: not yet
-        return
+    if (_HELD not in session.info and _QUEUED not in session.info) or session.in_nested_transaction():
+        return  # nothing waiting, or a savepoint's release: not yet
     session.flush()
     connection = connection_of(session)
-    if connection.dialect.driver != "psycopg":
-        _send_held(session, connection)
-    elif held := _take_held(session):
-        _pipeline_with_commit(connection, held)
-
-
-def _pipeline_with_commit(connection: Connection, held: list[tuple]) -> None:
-    dbapi_connection = connection.connection.dbapi_connection
-    try:
-        with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
-            for sql, arguments, many in held:
-                if many:
-                    cursor.executemany(sql, arguments)
-                else:
-                    cursor.execute(sql, arguments)
-            cursor.execute("COMMIT")
-    except Exception as error:
-        if dbapi_connection.pgconn.pipeline_status != _PIPELINE_OFF:
-            # The server went away with results still owed (pg_terminate_backend mid-pipeline, seen in the
-            # cohort load test): psycopg cannot leave pipeline mode and raises that instead of the
-            # termination, on a connection not yet marked broken. Closed, it counts as lost: SQLAlchemy
-            # invalidates it and the webhook runs the message again, instead of the pool's reset failing on it.
-            dbapi_connection.close()
-        if isinstance(error, connection.dialect.loaded_dbapi.Error):  # as _run: wrapped, a lost one invalidated
-            connection._handle_dbapi_exception(error, "; ".join([sql for sql, _, _ in held] + ["COMMIT"]),
-                                               [arguments for _, arguments, _ in held], None, None)
-        raise
+    batch = _before(session)
+    if batch:
+        _send(connection, batch, commit=connection.dialect.driver == "psycopg")
 
 
 _PIPELINE_OFF = 0  # psycopg.pq.PipelineStatus.OFF (not imported: psycopg is only there with PostgreSQL)
 
 
-def _run(connection: Connection, sql: str, arguments, many: bool, fetch: bool) -> list[tuple]:
-    """fetch: the statement returns rows (known from the statement: psycopg builds cursor.description
-    afresh, an object per column, each time it is read)."""
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    cursor = None
+def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> list[list[tuple]]:
+    """Runs each statement of the batch in order, (sql, arguments, many, fetch[, Queued]), and with commit a
+    COMMIT after them; each statement's rows (fetch: it returns rows, known from the statement, since
+    psycopg builds cursor.description afresh each time it is read), also handed to its Queued. On psycopg
+    more than one statement, or one owed the transaction's BEGIN (store.db.begin_owed), go out in one
+    pipeline: one round trip. A driver error comes out as SQLAlchemy's (see the module's docstring)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    psycopg = connection.dialect.driver == "psycopg"
+    begin = psycopg and begin_owed(connection)
+    cursors = []
     try:
-        cursor = connection.connection.dbapi_connection.cursor()
-        if many:
-            cursor.executemany(sql, arguments)
-            return []
-        cursor.execute(sql, arguments)
-        return cursor.fetchall() if fetch else []
-    except dbapi_error as error:
+        if psycopg:
+            results = wire.send(dbapi_connection, _prepared_on(connection), batch, begin, commit)
+            return [_hand_over(statement, rows) for statement, rows in zip(batch, results)]
+        results = []
+        for statement in batch:  # one at a time, each fetched before the next runs (sqlite3's cursors share)
+            cursors.append(_execute(dbapi_connection, statement))
+            results.append(_hand_over(statement, cursors[-1].fetchall() if statement[3] else []))
+        return results
+    except connection.dialect.loaded_dbapi.Error as error:
+        if psycopg and dbapi_connection.pgconn.pipeline_status != _PIPELINE_OFF:
+            # The connection failed with results still owed (pg_terminate_backend mid-pipeline, seen in the
+            # cohort load test): libpq cannot leave pipeline mode, and the connection is not yet marked
+            # broken. Closed, it counts as lost: SQLAlchemy invalidates it and the webhook runs the message
+            # again, instead of the pool's reset failing on it.
+            dbapi_connection.close()
         # What SQLAlchemy does with a driver error (private, stable in the pinned 2.0): wraps it, and on a
         # lost connection invalidates it and the pool's older ones.
-        connection._handle_dbapi_exception(error, sql, arguments, cursor, None)
+        sql = "; ".join((["BEGIN"] if begin else []) + [_text(statement[0]) for statement in batch]
+                        + (["COMMIT"] if commit else []))
+        connection._handle_dbapi_exception(error, sql, [statement[1] for statement in batch], None, None)
+        raise  # not reached: the call above raises
     finally:
-        if cursor is not None:
-            with contextlib.suppress(dbapi_error):  # a connection lost under it may refuse even this
+        for cursor in cursors:
+            with contextlib.suppress(connection.dialect.loaded_dbapi.Error):  # a lost connection may refuse
                 cursor.close()
+
+
+_PREPARED = "driver_prepared"  # the DBAPI connection's info: (that connection, store/wire.py's prepared names)
+
+
+def _prepared_on(connection: Connection) -> dict:
+    info = connection.connection.info
+    held = info.get(_PREPARED)
+    if held is None or held[0] is not connection.connection.dbapi_connection:
+        held = info[_PREPARED] = (connection.connection.dbapi_connection, {})
+    return held[1]
+
+
+def _text(sql: str | bytes) -> str:
+    return sql.decode() if isinstance(sql, bytes) else sql
+
+
+def _hand_over(statement: tuple, rows: list[tuple]) -> list[tuple]:
+    """The statement's rows, handed to its Queued (processed) when it has one."""
+    if len(statement) > 4:
+        statement[4]._rows = _processed_rows(rows, statement[4]._compiled)
+    return rows
+
+
+def _execute(dbapi_connection, statement: tuple):
+    sql, arguments, many = statement[:3]
+    cursor = dbapi_connection.cursor()
+    if many:
+        cursor.executemany(sql, arguments)
+    else:
+        cursor.execute(sql, arguments)
+    return cursor
+
+
+def _processed_rows(rows: list[tuple], compiled: _Compiled) -> list[tuple]:
+    if compiled.results:
+        return [_processed(row, compiled.results) for row in rows]
+    return rows
 
 
 def _arguments(compiled: _Compiled, params: dict):
@@ -208,7 +290,7 @@ def _arguments(compiled: _Compiled, params: dict):
         if value is _REQUIRED:
             raise InvalidRequestError(f"A value is required for bind parameter {key!r}")
         values.append(value if process is None else process(value))
-    return tuple(values) if compiled.names is None else dict(zip(compiled.names, values))
+    return tuple(values)
 
 
 def _processed(row: tuple, results: tuple) -> tuple:
@@ -229,10 +311,24 @@ def _compile(statement, dialect: Dialect, columns: list[str] | None) -> _Compile
     by_name = {escaped.get(name, name): (bind, name) for bind, name in compiled.bind_names.items()}
     names = tuple(compiled.positiontup) if compiled.positional else tuple(by_name)
     slots = tuple(_slot(*by_name[name], dialect) for name in names)
+    sql = compiled.string
+    if dialect.driver == "psycopg":
+        sql = _numbered(sql, names).encode()
+    elif not compiled.positional:
+        raise TypeError(f"driver statements run on sqlite3 and psycopg, not {dialect.driver}")
     results = tuple((index, process) for index, column in enumerate(statement.exported_columns)
                     if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None)
-    return _Compiled(compiled.string, None if compiled.positional else names, slots, results,
+    return _Compiled(sql, slots, results,
                      returns_rows=bool(statement.exported_columns))
+
+
+_PYFORMAT = re.compile(r"%%|%\(([^)]+)\)s")
+
+
+def _numbered(sql: str, names: tuple[str, ...]) -> str:
+    """SQLAlchemy's psycopg SQL (%(name)s, a literal % doubled) with PostgreSQL's own $n, n the name's place."""
+    number = {name: index for index, name in enumerate(names, 1)}
+    return _PYFORMAT.sub(lambda found: "%" if found.group(1) is None else f"${number[found.group(1)]}", sql)
 
 
 def _slot(bind, name: str, dialect: Dialect) -> tuple[str, str, Any, Callable[[Any], Any] | None]:

@@ -10,6 +10,7 @@ import secrets
 import pytest
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
+from sqlalchemy.orm import Session
 
 from bot.retries import _CLAIMS
 from store import driver, queries
@@ -199,3 +200,80 @@ def test_on_postgresql_the_held_statements_and_the_commit_make_one_round_trip(ap
     assert "DataRow" not in received  # no RETURNING added to INSERTs whose results nobody reads
     for key in ("msg:first", "msg:held", "msg:many0", "msg:many1"):
         assert claim_owners(app, key) == ["test"]
+
+
+# -- queued statements (driver.queue) -------------------------------------------------------------------------
+
+
+OWNER_OF = driver.DriverStatement(select(_CLAIMS.c.owner).where(_CLAIMS.c.key == bindparam("claim_key")))
+
+
+def test_queued_statements_run_in_order_and_each_gets_its_own_rows(app):
+    """Sent together on PostgreSQL, each at once on SQLite: a statement sees what the ones queued before it
+    wrote, and the rows are the same either way."""
+    with db(app).session() as session:
+        inserted = driver.queue(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:queued"})
+        owner = driver.queue(session, OWNER_OF, {"claim_key": "msg:queued"})
+        missing = driver.queue(session, OWNER_OF, {"claim_key": "msg:nobody"})
+        assert owner.rows() == [("test",)]
+        assert inserted.rows() == [] and missing.rows() == []
+    assert claim_owners(app, "msg:queued") == ["test"]
+
+
+def test_a_queued_statement_left_unread_goes_out_with_the_commit(app):
+    with db(app).session() as session:
+        driver.queue(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:unread"})
+    assert claim_owners(app, "msg:unread") == ["test"]
+
+
+def test_a_queued_statement_goes_with_a_rollback(app):
+    session_factory = db(app)
+    with session_factory.session() as session:
+        queued = driver.queue(session, OWNER_OF, {"claim_key": "msg:rolled-back"})
+        session.rollback()
+        if session_factory.engine.dialect.name == "postgresql":  # SQLite ran it at once
+            with pytest.raises(InvalidRequestError):
+                queued.rows()
+        driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:after-rollback"})
+    assert claim_owners(app, "msg:after-rollback") == ["test"]
+
+
+# -- PostgreSQL's wire: statements prepared by name, per connection (store/wire.py) ------------------------
+
+
+def on_one_connection(app):
+    session_factory = db(app)
+    if session_factory.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL): SQLite prepares nothing by name")
+    return session_factory.engine.connect()
+
+
+def test_on_postgresql_the_prepared_statements_outlive_rollbacks_and_orm_queries(app):
+    """psycopg, left to prepare statements itself, deallocates every prepared statement after a ROLLBACK:
+    the driver's would be gone from the connection under it."""
+    with on_one_connection(app) as connection:
+        for attempt in range(2):
+            session = Session(bind=connection)
+            driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": f"msg:outlive{attempt}"})
+            for _ in range(6):  # more than psycopg's prepare threshold
+                session.scalars(select(InboundKey).where(InboundKey.key == f"msg:outlive{attempt}")).all()
+            (session.commit if attempt else session.rollback)()
+            session.close()
+    assert claim_owners(app, "msg:outlive0") == [] and claim_owners(app, "msg:outlive1") == ["test"]
+
+
+def test_on_postgresql_a_statement_cut_off_by_an_earlier_failure_is_prepared_again(app):
+    """A failed statement makes the server skip the rest of its round trip, the prepares in it too: the
+    connection must not take a statement for prepared that never was."""
+    fresh = driver.DriverStatement(select(_CLAIMS.c.owner, _CLAIMS.c.done).where(_CLAIMS.c.key == bindparam("k")))
+    with on_one_connection(app) as connection:
+        session = Session(bind=connection)
+        driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:cut-off"})
+        session.commit()
+        driver.queue(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:cut-off"})  # taken: fails
+        skipped = driver.queue(session, fresh, {"k": "msg:cut-off"})
+        with pytest.raises(IntegrityError):
+            skipped.rows()
+        session.rollback()
+        assert driver.execute(session, fresh, {"k": "msg:cut-off"}) == [("test", False)]
+        session.close()
