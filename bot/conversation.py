@@ -70,19 +70,27 @@ class Conversation:
             log.exception("reading ahead for message %s from %s failed", incoming.msg_id, incoming.openid)
             return None
 
+    def read_with_claim(self, incoming: Incoming):
+        """The step's read of the candidate's row, for the retry guard to queue with the message's claim
+        (RetryGuard.claim's `along`): on PostgreSQL both go out in one round trip."""
+        lock = states.command_for(incoming.kind, incoming.text) not in states.READ_ONLY_COMMANDS
+        return partial(_queue_candidate, openid=incoming.openid, lock=lock)
+
     def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE,
-             ahead: ReadAhead | None = None) -> Reply:
+             ahead: ReadAhead | None = None, read: queries.CandidateRead | None = None) -> Reply:
         """The reply to send back now; empty when it went out as a customer-service message instead
         (route.settle decides). The candidate's row lock (not for a command that only reads:
         states.reads_only), the transcript in and out, the new state and the settled reply go in
         `session`'s one transaction; the inbound row is written once, at the end
         with what came of it, or when the step commits early (Context.release) so that nothing the
         candidate sent is lost. `started`: time.monotonic() of the request. Deferred work is followed
-        once the transaction has committed. `ahead`: the answer read_ahead made, which only needs storing."""
+        once the transaction has committed. `ahead`: the answer read_ahead made, which only needs storing.
+        `read`: the candidate's row, read with the claim (read_with_claim)."""
         if ahead is not None and not route.taken_over:
             return self._store_read_ahead(incoming, started, session, route, ahead)
         command = states.command_for(incoming.kind, incoming.text)
-        ctx = self._context(session, incoming.openid, started, lock=command not in states.READ_ONLY_COMMANDS)
+        ctx = self._context(session, incoming.openid, started, lock=command not in states.READ_ONLY_COMMANDS,
+                            read=read)
         if not ctx.locked and not states.reads_only(command, ctx.candidate):
             ctx.reload()
         existing = self._unfinished_inbound(session, incoming) if route.taken_over else None
@@ -145,10 +153,12 @@ class Conversation:
 
     # -- transcript and state --------------------------------------------------------------------
 
-    def _context(self, session, openid: str, started: float, lock: bool = True) -> Context:
+    def _context(self, session, openid: str, started: float, lock: bool = True,
+                 read: queries.CandidateRead | None = None) -> Context:
         """With lock, the candidate's row is locked until the step's transaction ends (see
         queries.candidate_for); without it the candidate is only read, for a command that reads only."""
-        return self._context_with(session, queries.candidate_for(session, openid, lock=lock), started, locked=lock)
+        return self._context_with(session, queries.candidate_for(session, openid, lock=lock, read=read), started,
+                                  locked=lock)
 
     def _context_with(self, session, candidate, started: float, locked: bool, now: datetime | None = None) -> Context:
         return Context(session=session, settings=self.settings, services=self.services, candidate=candidate,
@@ -267,6 +277,10 @@ class ReadAhead:
     candidate: Candidate
     now: datetime
     outcome: Outcome
+
+
+def _queue_candidate(session, claim_key: str, claim_owner: str, openid: str, lock: bool) -> queries.CandidateRead:
+    return queries.queue_candidate(session, claim_key, claim_owner, openid, lock)
 
 
 class _Inbound:

@@ -84,13 +84,19 @@ class WeChatProtocol:
         return Opened(message=message, incoming=to_incoming(message), encrypted=encrypted,
                       retry_key=retry_key(message), nonce=pending)
 
-    def take_nonce(self, opened: Opened, session) -> None:
-        """The replay check open() left to the message's transaction (`session`)."""
+    def take_nonce(self, opened: Opened, session) -> Callable[[], None] | None:
+        """The replay check open() left to the message's transaction (`session`): the pair's INSERT is queued
+        there (store/driver.queue, to go out with the statements queued after it); the check it returns
+        refuses the message once that has gone out. None: nothing was left to check."""
         if opened.nonce is None:
-            return
+            return None
         key, mine, ttl = opened.nonce
-        if self.nonces.take_in(session, key, mine, ttl) != mine:
-            raise ProtocolError(403, "nonce already used by another message (replayed query string)")
+        holder = self.nonces.queue_in(session, key, mine, ttl)
+
+        def check() -> None:
+            if holder() != mine:
+                raise ProtocolError(403, "nonce already used by another message (replayed query string)")
+        return check
 
     def render(self, reply: Reply, opened: Opened) -> str:
         """The plaintext passive reply (kept for retries); seal() encrypts it per request."""
@@ -128,7 +134,7 @@ class WeChatProtocol:
         mine = fingerprint(message._data)
         ttl = ttl_for(timestamp, self.settings.max_clock_skew_seconds, self.clock())
         key = nonce_key(timestamp, nonce)
-        if defer and hasattr(self.nonces, "take_in"):
+        if defer and hasattr(self.nonces, "queue_in"):
             self.nonces.maybe_purge()
             return key, mine, ttl
         if self.nonces.take(key, mine, ttl) != mine:

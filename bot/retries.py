@@ -72,6 +72,7 @@ class Ticket:
     # The transaction that inserted the claim, while nothing else can have seen or changed the row.
     fresh: Any = None
     rendered: tuple[Reply, str] | None = None  # the settled reply and its XML
+    along: Any = None  # what claim()'s `along` queued with the claim, for the step (its candidate's row)
 
     def settle(self, session: Session, reply: Reply) -> bool:
         """Marks the message done with its reply. True: the reply is the passive answer (this attempt's
@@ -112,7 +113,8 @@ class Ticket:
 
 
 OnClaim = Callable[[Session, Ticket], Any]
-Before = Callable[[Session], None]
+Before = Callable[[Session], Callable[[], None] | None]
+Along = Callable[[Session, str, str], Any]  # (session, the claim's key, its owner) → what it queued
 
 
 class StepFailed(Exception):
@@ -147,24 +149,33 @@ class RetryGuard:
         return utcnow() + timedelta(seconds=self.answer_within - (time.monotonic() - arrived))
 
     def claim(self, key: str, answer_by: datetime, on_claim: OnClaim | None = None,
-              render: Callable[[Reply], str] | None = None, before: Before | None = None) -> Ticket | None | Answered:
+              render: Callable[[Reply], str] | None = None, before: Before | None = None,
+              along: Along | None = None) -> Ticket | None | Answered:
         """A Ticket when this attempt ran the message (first, or the owner died); None when another
         attempt is running it (wait()); Answered when it is done. `on_claim(session, ticket)` (the step)
         runs in the claim's own transaction when this attempt wins it, so claim and step commit together;
         what it returns is `ticket.result`. It raising ClaimLost passes through; anything else rolls the
         transaction back and raises StepFailed. `before(session)` runs first in the same transaction (the
-        replay guard's nonce)."""
+        replay guard's nonce): what it queues goes out with the claim, and the check it may return runs once
+        that has gone out, before anything else. `along(session, key, owner)` queues statements to go out with the claim's
+        INSERT (store/driver.queue: one round trip on PostgreSQL); what it returns is `ticket.along` when this
+        attempt inserted the claim, and is dropped otherwise (a statement queued there must check that
+        the claim is that owner's before it locks anything)."""
         self._maybe_purge()
         owner = self._new_owner()
         return self._again_if_cut_off(lambda: self._in_transaction(owner, lambda session: self._claim(
-            session, key, owner, answer_by, on_claim, render, before)), on_claim)
+            session, key, owner, answer_by, on_claim, render, before, along)), on_claim)
 
     def _claim(self, session: Session, key: str, owner: str, answer_by: datetime, on_claim: OnClaim | None,
-               render: Callable[[Reply], str] | None, before: Before | None) -> Ticket | None | Answered:
-        if before is not None:
-            before(session)
-        if self._insert(session, key, owner, answer_by):
-            ticket = Ticket(key, owner, answer_by, self, fresh=session.get_transaction())
+               render: Callable[[Reply], str] | None, before: Before | None,
+               along: Along | None) -> Ticket | None | Answered:
+        check = before(session) if before is not None else None
+        inserted = self._queue_insert(session, key, owner, answer_by)
+        queued = along(session, key, owner) if along is not None else None
+        if check is not None:
+            check()
+        if inserted.rows():
+            ticket = Ticket(key, owner, answer_by, self, fresh=session.get_transaction(), along=queued)
             return self._won(session, _with_render(ticket, render), on_claim)
         return self._visit(session, key, owner, answer_by, giving_up=False, on_claim=on_claim, render=render)
 
@@ -265,10 +276,12 @@ class RetryGuard:
     # -- claiming ---------------------------------------------------------------------------------
 
     def _insert(self, session: Session, key: str, owner: str, answer_by: datetime) -> bool:
+        return bool(self._queue_insert(session, key, owner, answer_by).rows())
+
+    def _queue_insert(self, session: Session, key: str, owner: str, answer_by: datetime) -> driver.Queued:
         now = utcnow()
-        return queries.insert_unless_taken(session, _CLAIMS, dict(key=key, done=False, created_at=now, owner=owner,
-                                                                  lease_until=now + self.lease,
-                                                                  waiting_until=answer_by))
+        return queries.queue_insert_unless_taken(session, _CLAIMS, dict(
+            key=key, done=False, created_at=now, owner=owner, lease_until=now + self.lease, waiting_until=answer_by))
 
     def _visit(self, session: Session, key: str, owner: str, answer_by: datetime, giving_up: bool,
                on_claim: OnClaim | None = None, render: Callable[[Reply], str] | None = None

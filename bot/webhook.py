@@ -59,10 +59,12 @@ def _answer(opened: Opened, arrived: float) -> str:
     ahead = conversation.read_ahead(opened.incoming, arrived)  # before the claim: outside SQLite's writer lock
 
     def step(session, ticket: Ticket):
-        return conversation.step(opened.incoming, arrived, session, ticket, ahead)
+        return conversation.step(opened.incoming, arrived, session, ticket, ahead, read=ticket.along)
 
     take_nonce = partial(protocol.take_nonce, opened)  # first in the claim's transaction
-    found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce))
+    read = None if ahead is not None else conversation.read_with_claim(opened.incoming)  # with the claim
+    found = _attempt(opened, lambda: retries.claim(key, answer_by, on_claim=step, render=render, before=take_nonce,
+                                                   along=read))
     while not isinstance(found, (Ticket, Answered)):
         log.info("retry of %s waits for the attempt running it", key)
         found = _attempt(opened, lambda: retries.wait(key, answer_by, on_claim=step, render=render))

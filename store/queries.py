@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
@@ -12,13 +13,31 @@ from sqlalchemy.orm.util import identity_key
 
 from store import driver
 from store.db import connection_of
-from store.models import Candidate, MatchAttempt, Order, Photo, RosterEntry, utcnow
+from store.models import Candidate, InboundKey, MatchAttempt, Order, Photo, RosterEntry, utcnow
 
 
-def candidate_for(session: Session, openid: str, lock: bool = False) -> Candidate:
+@dataclass(frozen=True)
+class CandidateRead:
+    """candidate_for's read of a row, queued to go out with the statement before it (queue_candidate)."""
+    openid: str
+    lock: bool
+    queued: driver.Queued
+
+
+def queue_candidate(session: Session, claim_key: str, claim_owner: str, openid: str, lock: bool) -> CandidateRead:
+    """candidate_for's read, queued right after the retry claim `claim_key` of `claim_owner` (bot/retries.py):
+    on PostgreSQL the claim and the read make one round trip. The read finds the row only if the claim is that
+    owner's: a claim another attempt holds means the message is not this one's to run, and its row lock (with
+    lock) is not taken then, so an attempt never waits for a candidate while holding another's claim."""
+    return CandidateRead(openid, lock, driver.queue(session, _CLAIMED_CANDIDATE_BY_OPENID[lock], {
+        "openid": openid, "claim_key": claim_key, "claim_owner": claim_owner}))
+
+
+def candidate_for(session: Session, openid: str, lock: bool = False, read: CandidateRead | None = None) -> Candidate:
     """The candidate row of a WeChat account, created on first contact. With lock, two messages of
-    the same candidate are handled one after the other, each seeing what the other stored."""
-    candidate = _loaded_candidate(session, openid, lock)
+    the same candidate are handled one after the other, each seeing what the other stored. `read`: the same
+    read, queued with the claim this session's transaction holds (queue_candidate)."""
+    candidate = _loaded_candidate(session, openid, lock, read)
     if candidate is None:
         candidate = Candidate(openid=openid, state="welcome")
         session.add(candidate)
@@ -33,11 +52,14 @@ def snapshot_candidate(connection: Connection, openid: str) -> Candidate | None:
     return _candidate_from(rows[0]) if rows else None
 
 
-def _loaded_candidate(session: Session, openid: str, lock: bool) -> Candidate | None:
+def _loaded_candidate(session: Session, openid: str, lock: bool, read: CandidateRead | None) -> Candidate | None:
     """Every text message loads its candidate: the row is read on the driver (store/driver.py) and made
     the session's persistent object as if the ORM had loaded it; one the session holds already is kept
     as it is, as an ORM query would."""
-    rows = driver.execute(session, _CANDIDATE_BY_OPENID[lock], {"openid": openid})
+    if read is not None and (read.openid, read.lock) != (openid, lock):
+        raise ValueError(f"the queued read is of {read.openid} (lock {read.lock}), not {openid} (lock {lock})")
+    rows = read.queued.rows() if read is not None else driver.execute(session, _CANDIDATE_BY_OPENID[lock],
+                                                                       {"openid": openid})
     if not rows:
         return None
     held = session.identity_map.get(identity_key(Candidate, rows[0][_CANDIDATE_ID]))
@@ -70,6 +92,16 @@ def _candidate_by_openid(lock: bool) -> driver.DriverStatement:
 
 
 _CANDIDATE_BY_OPENID = {lock: _candidate_by_openid(lock) for lock in (False, True)}
+_CLAIMS = InboundKey.__table__
+
+
+def _claimed_candidate_by_openid(lock: bool) -> driver.DriverStatement:
+    claimed = exists().where(_CLAIMS.c.key == bindparam("claim_key"), _CLAIMS.c.owner == bindparam("claim_owner"))
+    query = select(_CANDIDATES).where(_CANDIDATES.c.openid == bindparam("openid"), claimed)
+    return driver.DriverStatement(query.with_for_update(of=_CANDIDATES) if lock else query)
+
+
+_CLAIMED_CANDIDATE_BY_OPENID = {lock: _claimed_candidate_by_openid(lock) for lock in (False, True)}
 
 
 def find_candidate(session: Session, openid: str) -> Candidate | None:
@@ -185,6 +217,12 @@ def insert_unless_taken(session: Session, table: Table, values: dict) -> bool:
     row went in. `values` names every column the row gets (store/driver.py fills in no defaults)."""
     dialect = connection_of(session).dialect.name
     return bool(driver.execute(session, _insert_unless_taken(table, dialect, tuple(values)), values))
+
+
+def queue_insert_unless_taken(session: Session, table: Table, values: dict) -> driver.Queued:
+    """insert_unless_taken, queued (store/driver.queue): its rows, one when the row went in."""
+    dialect = connection_of(session).dialect.name
+    return driver.queue(session, _insert_unless_taken(table, dialect, tuple(values)), values)
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,10 @@ import threading
 import pytest
 from sqlalchemy import create_engine, event, func, select, text, update
 
-from store.models import Candidate, InboundKey, Message, Order
+from sqlalchemy.exc import OperationalError
+
+from store import queries
+from store.models import Candidate, InboundKey, Message, Order, utcnow
 from tests.conftest import simulator_for
 from tests.journey import GRADUATES
 
@@ -249,3 +252,98 @@ def test_a_snapshot_that_fails_leaves_the_command_to_its_write_transaction(app, 
     assert "reading ahead for message" in caplog.text and "access to candidates.id is prohibited" in caplog.text
     assert transcript(app, "o_hot_fallback")[-2:] == [("in", "institution", "institution"),
                                                       ("out", "institution", "institution")]
+
+
+# -- round trips to PostgreSQL (SQLite has none) ------------------------------------------------------------
+
+
+@pytest.fixture
+def round_trips(app, tmp_path):
+    """round_trips() → the client's waits on PostgreSQL so far in this thread, each as the protocol messages it
+    sent before waiting (libpq's own trace of every connection this thread checked out)."""
+    db = app.extensions["collector"].db
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL): SQLite has no round trips")
+    trace, me, traced = tmp_path / "libpq.trace", threading.get_ident(), []
+    out = trace.open("w")
+
+    def checked_out(dbapi_connection, _record, _proxy) -> None:
+        if threading.get_ident() == me:
+            dbapi_connection.pgconn.trace(out.fileno())
+            traced.append(dbapi_connection.pgconn)
+
+    event.listen(db.engine, "checkout", checked_out)
+
+    def waits() -> list[list[str]]:
+        out.flush()
+        groups: list[tuple[str, list[str]]] = []
+        for line in trace.read_text().splitlines():
+            if "\t" not in line:  # a message's text running over lines
+                continue
+            side, kind = line.split("\t")[1:4:2]
+            if not groups or groups[-1][0] != side:
+                groups.append((side, []))
+            groups[-1][1].append(kind)
+        return [sent for side, sent in groups if side == "F"]
+
+    yield waits
+    event.remove(db.engine, "checkout", checked_out)
+    for pgconn in traced:
+        pgconn.untrace()
+    out.close()
+
+
+def test_on_postgresql_help_makes_two_round_trips(app, wechat, round_trips):
+    """The nonce, the claim and the candidate's row go out with the transaction's BEGIN; the settled reply
+    and the transcript with its COMMIT."""
+    wechat.event("o_hot_trips", "subscribe")
+    before = len(round_trips())
+    reply = wechat.text("o_hot_trips", "帮助")
+    assert "院校名称" in reply.content
+    waits = round_trips()[before:]
+    assert len(waits) == 2, waits
+    assert [wait.count("Sync") for wait in waits] == [1, 1]
+    # BEGIN, the nonce, the claim, the candidate; the reply, the message in and out, COMMIT
+    assert [wait.count("Execute") for wait in waits] == [4, 4]
+    assert transcript(app, "o_hot_trips")[-2:] == [("in", "institution", "institution"),
+                                                   ("out", "institution", "institution")]
+
+
+def test_on_postgresql_a_step_that_moves_on_adds_only_the_candidates_update(app, wechat, round_trips):
+    """The ORM flushes the candidate's new state before the COMMIT's round trip: one wait more than help."""
+    wechat.event("o_hot_trips_step", "subscribe")
+    before = len(round_trips())
+    reply = wechat.text("o_hot_trips_step", "北京市高等教育自学考试")
+    assert "专科" in reply.content
+    assert len(round_trips()[before:]) == 3
+    with app.extensions["collector"].db.read() as session:
+        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_hot_trips_step")) == "level"
+
+
+def test_on_postgresql_the_row_read_with_a_claim_is_locked_only_under_this_attempts_claim(app, wechat, database_url):
+    """The candidate's row goes out with the claim, before the claim's result is known: under a claim another
+    attempt holds (a retry's, or a dead process's being taken over) it must not be locked, or two attempts
+    could each hold what the other waits for."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL): SQLite has no row locks, one writer at a time")
+    wechat.event("o_hot_guard", "subscribe")
+    db = app.extensions["collector"].db
+    with db.session() as session:
+        session.add(InboundKey(key="msg:guard", done=False, created_at=utcnow(), owner="another attempt"))
+    engine = create_engine(database_url)
+    try:
+        # The claim is another attempt's: this attempt's read finds and locks nothing, its owner's both.
+        for reader, locked in (("this attempt", False), ("another attempt", True)):
+            with db.session() as session:
+                read = queries.queue_candidate(session, "msg:guard", reader, "o_hot_guard", lock=True)
+                assert len(read.queued.rows()) == int(locked)
+                with engine.connect() as other:
+                    other.execute(text("SET lock_timeout = '200ms'"))
+                    lock = text("SELECT id FROM candidates WHERE openid = 'o_hot_guard' FOR UPDATE")
+                    if locked:
+                        with pytest.raises(OperationalError, match="lock"):
+                            other.execute(lock)
+                    else:
+                        assert len(other.execute(lock).all()) == 1
+    finally:
+        engine.dispose()
