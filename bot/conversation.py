@@ -74,7 +74,7 @@ class Conversation:
         """The step's read of the candidate's row, for the retry guard to queue with the message's claim
         (RetryGuard.claim's `along`): on PostgreSQL both go out in one round trip."""
         lock = states.command_for(incoming.kind, incoming.text) not in states.READ_ONLY_COMMANDS
-        return partial(_queue_candidate, openid=incoming.openid, lock=lock)
+        return partial(queries.queue_candidate, openid=incoming.openid, lock=lock)
 
     def step(self, incoming: Incoming, started: float, session, route: ReplyRoute = PASSIVE,
              ahead: ReadAhead | None = None, read: queries.CandidateRead | None = None) -> Reply:
@@ -277,10 +277,6 @@ class ReadAhead:
     candidate: Candidate
     now: datetime
     outcome: Outcome
-
-
-def _queue_candidate(session, claim_key: str, claim_owner: str, openid: str, lock: bool) -> queries.CandidateRead:
-    return queries.queue_candidate(session, claim_key, claim_owner, openid, lock)
 
 
 class _Inbound:

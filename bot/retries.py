@@ -157,10 +157,10 @@ class RetryGuard:
         what it returns is `ticket.result`. It raising ClaimLost passes through; anything else rolls the
         transaction back and raises StepFailed. `before(session)` runs first in the same transaction (the
         replay guard's nonce): what it queues goes out with the claim, and the check it may return runs once
-        that has gone out, before anything else. `along(session, key, owner)` queues statements to go out with the claim's
-        INSERT (store/driver.queue: one round trip on PostgreSQL); what it returns is `ticket.along` when this
-        attempt inserted the claim, and is dropped otherwise (a statement queued there must check that
-        the claim is that owner's before it locks anything)."""
+        that has gone out, before anything else. `along(session, key, owner)` queues statements to go out
+        with the claim's INSERT (store/driver.queue: one round trip on PostgreSQL); what it returns is
+        `ticket.along` when this attempt inserted the claim, and is dropped otherwise (a statement queued
+        there must check that the claim is that owner's before it locks anything)."""
         self._maybe_purge()
         owner = self._new_owner()
         return self._again_if_cut_off(lambda: self._in_transaction(owner, lambda session: self._claim(
