@@ -225,13 +225,15 @@ def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> l
             cursors.append(_execute(dbapi_connection, statement))
             results.append(_hand_over(statement, cursors[-1].fetchall() if statement[3] else []))
         return results
-    except connection.dialect.loaded_dbapi.Error as error:
+    except BaseException as error:
         if psycopg and dbapi_connection.pgconn.pipeline_status != _PIPELINE_OFF:
-            # The connection failed with results still owed (pg_terminate_backend mid-pipeline, seen in the
-            # cohort load test): libpq cannot leave pipeline mode, and the connection is not yet marked
-            # broken. Closed, it counts as lost: SQLAlchemy invalidates it and the webhook runs the message
-            # again, instead of the pool's reset failing on it.
+            # Cut off with results still owed (pg_terminate_backend mid-pipeline, seen in the cohort load
+            # test, or a value that failed to dump halfway through the batch): libpq cannot leave pipeline
+            # mode, and the connection is not yet marked broken. Closed, it counts as lost: SQLAlchemy
+            # invalidates it and the webhook runs the message again, instead of the pool's reset failing on it.
             dbapi_connection.close()
+        if not isinstance(error, connection.dialect.loaded_dbapi.Error):
+            raise
         # What SQLAlchemy does with a driver error (private, stable in the pinned 2.0): wraps it, and on a
         # lost connection invalidates it and the pool's older ones.
         sql = "; ".join((["BEGIN"] if begin else []) + [_text(statement[0]) for statement in batch]

@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
-from sqlalchemy.exc import IntegrityError, InvalidRequestError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from bot.retries import _CLAIMS
@@ -277,3 +277,18 @@ def test_on_postgresql_a_statement_cut_off_by_an_earlier_failure_is_prepared_aga
         session.rollback()
         assert driver.execute(session, fresh, {"k": "msg:cut-off"}) == [("test", False)]
         session.close()
+
+
+def test_on_postgresql_a_value_that_cannot_be_sent_fails_its_transaction_and_not_the_next(app):
+    """A parameter psycopg cannot adapt stops the batch halfway, with part of it queued in libpq: the
+    connection is dropped (it cannot leave pipeline mode) and the pool's next one works."""
+    session_factory = db(app)
+    if session_factory.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL): SQLite sends statements one at a time")
+    with pytest.raises(ProgrammingError, match="cannot adapt"):
+        with session_factory.session() as session:
+            driver.queue(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:before-the-bad-one"})
+            driver.execute(session, OWNER_OF, {"claim_key": object()})
+    with session_factory.session() as session:
+        driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:after-the-bad-one"})
+    assert claim_owners(app, "msg:before-the-bad-one") == [] and claim_owners(app, "msg:after-the-bad-one") == ["test"]
