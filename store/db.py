@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import wire
 from store.crypto import KeyRing
 from store.sealed import attach_ring
 
@@ -224,7 +225,7 @@ def _begin_with_first_statement(engine: Engine) -> None:
     def before_statement(connection, cursor, statement, parameters, context, executemany) -> None:
         if begin_owed(connection):
             try:
-                cursor.execute("BEGIN")
+                wire.begin(connection.connection.dbapi_connection)
             except connection.dialect.loaded_dbapi.Error as error:
                 # Outside SQLAlchemy's own error handling (this hook runs before it): wrapped and, for a lost
                 # connection, invalidated as the statement's own error would be (private, stable in 2.0).

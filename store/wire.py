@@ -56,6 +56,17 @@ def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool,
     return _receive(dbapi_connection, transformer, prepared, batch, expected)
 
 
+def begin(dbapi_connection: Any) -> None:
+    """BEGIN on its own, as psycopg sends it when it begins a transaction itself: a simple query, without the
+    cursor's Python around it (for SQLAlchemy's own statements, store/db.begin_owed)."""
+    psycopg = _psycopg()
+    pgconn = dbapi_connection.pgconn
+    pgconn.send_query(b"BEGIN")
+    for result in dbapi_connection.wait(psycopg.generators.execute(pgconn)):
+        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=dbapi_connection.info.encoding)
+
+
 def _receive(dbapi_connection: Any, transformer: Any, prepared: dict, batch: list[tuple],
              expected: list) -> list[list[tuple]]:
     psycopg = _psycopg()
