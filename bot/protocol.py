@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import wechatpy
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import ImageReply, TransferCustomerServiceReply
@@ -147,7 +146,7 @@ class WeChatProtocol:
         if self.crypto is None:
             raise ProtocolError(403, "encrypted request, but no encoding_aes_key is configured")
         try:
-            envelope = wechatpy.utils.to_text(body)
+            envelope = wechat_xml.read_envelope(body)
             xml = self.crypto.decrypt_message(envelope, msg_signature, timestamp, nonce)
         except InvalidSignatureException:
             raise ProtocolError(403, "bad msg_signature") from None

@@ -121,3 +121,26 @@ def test_an_encrypted_push_carrying_a_declaration_is_a_400(app):
              b"</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&a;</Content>"
              b"<MsgId>5</MsgId></xml>")
     assert wechat.post_xml(inner).status == 400
+
+
+def test_an_envelope_is_read_as_xmltodict_reads_it_and_opens_the_same():
+    """wechatpy's decrypt_message reads a string envelope through xmltodict; given ours, it opens the same."""
+    import xmltodict
+    from wechatpy.crypto import WeChatCrypto
+
+    from tests.conftest import AES_KEY, APPID, TOKEN
+
+    crypto = WeChatCrypto(TOKEN, AES_KEY, APPID)
+    envelope = crypto.encrypt_message(PUSHES["text"], "nonce-1", "1700000000")
+    signature = xmltodict.parse(envelope)["xml"]["MsgSignature"]
+    envelope = envelope.replace("<xml>", "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName>", 1)
+    ours = wechat_xml.read_envelope(envelope.encode())
+    assert ours == xmltodict.parse(envelope)["xml"]
+    assert crypto.decrypt_message(ours, signature, "1700000000", "nonce-1") == PUSHES["text"]
+
+
+@pytest.mark.parametrize("envelope", [b"<xml>just text</xml>", b"<notxml><Encrypt>x</Encrypt></notxml>", b"<xml>",
+                                      b'<!DOCTYPE x [<!ENTITY a "a">]><xml><Encrypt>&a;</Encrypt></xml>'])
+def test_an_envelope_that_is_not_one_is_refused(envelope):
+    with pytest.raises(Exception):
+        wechat_xml.read_envelope(envelope)
