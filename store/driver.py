@@ -196,6 +196,8 @@ def _commit_held(session: Session) -> None:
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
     if (_HELD not in session.info and _QUEUED not in session.info) or session.in_nested_transaction():
         return  # nothing waiting, or a savepoint's release: not yet
+    if _QUEUED in session.info and (session.new or session.dirty or session.deleted):
+        _send_queued(session)  # queued before the ORM's changes: they go out first
     session.flush()
     connection = connection_of(session)
     batch = _before(session)
@@ -210,8 +212,8 @@ def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> l
     """Runs each statement of the batch in order, (sql, arguments, many, fetch[, Queued]), and with commit a
     COMMIT after them; each statement's rows (fetch: it returns rows, known from the statement, since
     psycopg builds cursor.description afresh each time it is read), also handed to its Queued. On psycopg
-    more than one statement, or one owed the transaction's BEGIN (store.db.begin_owed), go out in one
-    pipeline: one round trip. A driver error comes out as SQLAlchemy's (see the module's docstring)."""
+    the batch goes out through store/wire.py in one round trip, the transaction's BEGIN first when it is owed
+    (store.db.begin_owed). A driver error comes out as SQLAlchemy's (see the module's docstring)."""
     dbapi_connection = connection.connection.dbapi_connection
     psycopg = connection.dialect.driver == "psycopg"
     begin = psycopg and begin_owed(connection)

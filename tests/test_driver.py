@@ -8,7 +8,7 @@ import base64
 import secrets
 
 import pytest
-from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, delete, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -292,3 +292,13 @@ def test_on_postgresql_a_value_that_cannot_be_sent_fails_its_transaction_and_not
     with session_factory.session() as session:
         driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:after-the-bad-one"})
     assert claim_owners(app, "msg:before-the-bad-one") == [] and claim_owners(app, "msg:after-the-bad-one") == ["test"]
+
+
+def test_statements_queued_before_the_orms_changes_go_out_before_them(app):
+    with db(app).session() as session:
+        driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:replaced"})
+    delete_claim = driver.DriverStatement(delete(_CLAIMS).where(_CLAIMS.c.key == bindparam("claim_key")))
+    with db(app).session() as session:
+        driver.queue(session, delete_claim, {"claim_key": "msg:replaced"})
+        session.add(InboundKey(**{**CLAIM_ROW, "key": "msg:replaced", "owner": "the orm"}))  # flushed at commit
+    assert claim_owners(app, "msg:replaced") == ["the orm"]
