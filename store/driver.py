@@ -126,12 +126,12 @@ def queue(session: Session, statement: DriverStatement, params: dict) -> Queued:
     runs after it, so it may depend on what that one wrote; only an ORM query in between would not see them."""
     connection = connection_of(session)
     compiled = statement.compiled(connection.dialect)
-    arguments = _arguments(compiled, params)
     if connection.dialect.driver != "psycopg":
-        rows = _send(connection, [(compiled.sql, arguments, False, compiled.returns_rows)])[0]
-        return Queued(session, compiled, _processed_rows(rows, compiled))
+        return Queued(session, compiled, execute(session, statement, params))
     queued = Queued(session, compiled)
-    _transactions_list(session, _QUEUED).append((compiled.sql, arguments, False, compiled.returns_rows, queued))
+    waiting = _transactions_list(session, _QUEUED)
+    waiting.extend(_take(session, _HELD))  # held before it: they go out first, as before execute()
+    waiting.append((compiled.sql, _arguments(compiled, params), False, compiled.returns_rows, queued))
     return queued
 
 

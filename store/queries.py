@@ -212,15 +212,10 @@ def hour_ago(now: datetime) -> datetime:
     return now - timedelta(hours=1)
 
 
-def insert_unless_taken(session: Session, table: Table, values: dict) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING into a model's table in the session's transaction: True when the
-    row went in. `values` names every column the row gets (store/driver.py fills in no defaults)."""
-    dialect = connection_of(session).dialect.name
-    return bool(driver.execute(session, _insert_unless_taken(table, dialect, tuple(values)), values))
-
-
 def queue_insert_unless_taken(session: Session, table: Table, values: dict) -> driver.Queued:
-    """insert_unless_taken, queued (store/driver.queue): its rows, one when the row went in."""
+    """INSERT … ON CONFLICT DO NOTHING into a model's table, queued in the session's transaction
+    (store/driver.queue): its rows, one when the row went in. `values` names every column the row gets
+    (store/driver.py fills in no defaults)."""
     dialect = connection_of(session).dialect.name
     return driver.queue(session, _insert_unless_taken(table, dialect, tuple(values)), values)
 

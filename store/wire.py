@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_PREPARE = object()  # the expected result of a prepare (its key and name follow)
-_COMMAND = object()  # the expected result of BEGIN or COMMIT
+# What each result before the sync is: _COMMAND (BEGIN, COMMIT), a prepare's (key, name), a statement's index.
+_COMMAND = object()
 
 
 def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool, commit: bool) -> list[list[tuple]]:
@@ -46,7 +46,7 @@ def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool,
             if name is None:
                 name = preparing[key] = f"collector_{len(prepared) + len(preparing)}".encode()
                 pgconn.send_prepare(name, sql, param_types=transformer.types)
-                expected.append((_PREPARE, key, name))
+                expected.append((key, name))
             pgconn.send_query_prepared(name, parameters, param_formats=transformer.formats)
             expected.append(index)
     if commit:
@@ -82,7 +82,8 @@ def _receive(dbapi_connection: Any, transformer: Any, prepared: dict, batch: lis
         elif result.status == status.PIPELINE_ABORTED:
             continue  # after an error: the server skipped it
         elif isinstance(expect, tuple):
-            prepared[expect[1]] = expect[2]
+            key, name = expect
+            prepared[key] = name
         elif expect is not _COMMAND and result.status == status.TUPLES_OK and batch[expect][3]:
             transformer.set_pgresult(result)
             rows[expect] = transformer.load_rows(0, result.ntuples, tuple)

@@ -302,3 +302,12 @@ def test_statements_queued_before_the_orms_changes_go_out_before_them(app):
         driver.queue(session, delete_claim, {"claim_key": "msg:replaced"})
         session.add(InboundKey(**{**CLAIM_ROW, "key": "msg:replaced", "owner": "the orm"}))  # flushed at commit
     assert claim_owners(app, "msg:replaced") == ["the orm"]
+
+
+def test_a_statement_queued_after_held_ones_sees_what_they_write(app):
+    """As for execute(): what the transaction held for its commit goes out before a statement queued after it."""
+    with db(app).session() as session:
+        driver.execute_at_commit(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:held-first"})
+        owner = driver.queue(session, OWNER_OF, {"claim_key": "msg:held-first"})
+        assert owner.rows() == [("test",)]
+    assert claim_owners(app, "msg:held-first") == ["test"]
