@@ -19,9 +19,10 @@ Round trips (psycopg): the statements go out through store/wire.py, straight on 
 makes one round trip. The transaction's BEGIN rides with its first batch (store/db.begin_owed); the writes
 whose results nobody reads (`execute_at_commit`: the settled reply, the transcript rows) are held until the
 session commits and go out with the COMMIT; `queue` holds statements until some statement's rows are needed,
-so that the replay guard's nonce, the retry claim and the candidate's row go out together. A text message
-makes two round trips to PostgreSQL, and none to Redis: the nonce, the claim and the candidate's row with the
-BEGIN; the rest with the COMMIT. A step that changes the candidate adds the ORM's UPDATE of its row.
+so that the replay guard's nonce, the retry claim and the candidate's row go out together; and a locked row's
+changes (`update_at_commit`) go out as one UPDATE in the COMMIT's batch instead of through the ORM's flush. A
+text message makes two round trips to PostgreSQL, and none to Redis: the nonce, the claim and the candidate's
+row with the BEGIN; the candidate's new state, the transcript and the reply with the COMMIT.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, inspect, update
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ColumnProperty, Mapper, Session
 from sqlalchemy.sql import Delete, Insert, Select, Update
 
 from store import wire
@@ -148,9 +149,24 @@ def executemany_at_commit(session: Session, statement: DriverStatement, rows: It
     _hold(session, statement, list(rows), many=True)
 
 
+def update_at_commit(session: Session, instance: Any) -> None:
+    """`instance`'s changed columns, written when the session commits by one UPDATE in the commit's batch (on
+    psycopg the COMMIT's round trip) instead of by the ORM's flush: a round trip less, and none of the flush's
+    bookkeeping. Only for a row this transaction holds locked (FOR UPDATE, or SQLite's one writer): the ORM's
+    flush checks that its UPDATE found the row, and this cannot, but a locked row cannot go away. The changes
+    are the ones the instance has when the session commits; before_update listeners run and onupdate columns
+    are set, as the flush would. An instance the statement cannot express (a changed relationship, a version
+    column, an after_update listener, more than one table) is left to the flush, as is one that is flushed
+    before the commit anyway (autoflush). Rows of one transaction, like its held statements."""
+    updates = _transactions_list(session, _UPDATES)
+    if not any(held is instance for held in updates):
+        updates.append(instance)
+
+
 # session.info: (the transaction, [...]) of statements waiting to be sent in it
 _HELD = "driver_held"  # for its commit: (sql, arguments, many, fetch)
 _QUEUED = "driver_queued"  # until some statement's rows are needed: (sql, arguments, many, fetch, Queued)
+_UPDATES = "driver_updates"  # instances whose changes go out with the commit (update_at_commit)
 
 
 def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
@@ -194,15 +210,90 @@ def _commit_held(session: Session) -> None:
     """Every session's commit (a class-wide listener: only a session holding statements does anything).
     The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
-    if (_HELD not in session.info and _QUEUED not in session.info) or session.in_nested_transaction():
+    if not any(name in session.info for name in (_HELD, _QUEUED, _UPDATES)) or session.in_nested_transaction():
         return  # nothing waiting, or a savepoint's release: not yet
+    connection = connection_of(session)
+    updates = [statement for instance in _take(session, _UPDATES)
+               if (statement := _update_of(session, connection, instance)) is not None]
     if _QUEUED in session.info and (session.new or session.dirty or session.deleted):
         _send_queued(session)  # queued before the ORM's changes: they go out first
     session.flush()
-    connection = connection_of(session)
-    batch = _before(session)
+    batch = _take(session, _QUEUED) + updates + _take(session, _HELD)
     if batch:
         _send(connection, batch, commit=connection.dialect.driver == "psycopg")
+
+
+def _update_of(session: Session, connection: Connection, instance: Any) -> tuple | None:
+    """update_at_commit's statement for `instance`, which is then as the flush leaves it (nothing to write);
+    None when it has nothing to write or is left to the flush."""
+    state = inspect(instance)
+    if not state.modified or not state.persistent or state.session is not session:
+        return None
+    mapper = state.mapper
+    columns = _plain_columns(mapper)
+    if columns is None or any(key not in columns for key in state.committed_state):
+        return None
+    mapper.dispatch.before_update(mapper, connection, state)  # listeners get the instance, as from the flush
+    changed = [key for key in state.committed_state if state.attrs[key].history.has_changes()]
+    if any(key not in columns for key in state.committed_state):
+        return None  # a listener changed what the statement cannot write: the flush does it all
+    if changed:
+        for key, default in _onupdates(mapper).items():
+            if key not in changed:
+                state.dict[key] = default.arg if default.is_scalar else default.arg.__wrapped__()
+                changed.append(key)
+    values = {key: state.dict[key] for key in changed}
+    state._commit_all(state.dict, session.identity_map)  # as the flush leaves a row it wrote (private, pinned 2.0)
+    if not values:
+        return None
+    statement = _update_statement(mapper, tuple(sorted(values)))
+    compiled = statement.compiled(connection.dialect)
+    params = {f"set_{key}": value for key, value in values.items()}
+    params.update((f"key_{index}", value) for index, value in enumerate(state.key[1]))
+    return compiled.sql, _arguments(compiled, params), False, False
+
+
+# Per mapper: its attributes that are one plain column of its one table ({key: column}), or None if
+# update_at_commit cannot write its rows at all; and its onupdate defaults that need no context.
+_PLAIN: dict[Mapper, dict | None] = {}
+_ONUPDATES: dict[Mapper, dict] = {}
+_UPDATE_STATEMENTS: dict[tuple, DriverStatement] = {}
+
+
+def _plain_columns(mapper: Mapper) -> dict | None:
+    if mapper not in _PLAIN:
+        _PLAIN[mapper] = _plain_columns_of(mapper)
+    return _PLAIN[mapper]
+
+
+def _plain_columns_of(mapper: Mapper) -> dict | None:
+    if (mapper.version_id_col is not None or len(mapper.tables) != 1 or mapper.dispatch.after_update
+            or any(not (column.onupdate.is_scalar or hasattr(column.onupdate.arg, "__wrapped__"))
+                   for column in mapper.local_table.columns if column.onupdate is not None)):
+        return None  # a version check, a joined table, a listener after the write, an onupdate needing a context
+    columns = {}
+    for prop in mapper.column_attrs:
+        if isinstance(prop, ColumnProperty) and len(prop.columns) == 1 and prop.columns[0].table is mapper.local_table:
+            if not prop.columns[0].primary_key:
+                columns[prop.key] = prop.columns[0]
+    return columns
+
+
+def _onupdates(mapper: Mapper) -> dict:
+    if mapper not in _ONUPDATES:
+        _ONUPDATES[mapper] = {mapper.get_property_by_column(column).key: column.onupdate
+                              for column in mapper.local_table.columns if column.onupdate is not None}
+    return _ONUPDATES[mapper]
+
+
+def _update_statement(mapper: Mapper, keys: tuple[str, ...]) -> DriverStatement:
+    found = _UPDATE_STATEMENTS.get((mapper, keys))
+    if found is None:
+        table, columns = mapper.local_table, _plain_columns(mapper)
+        where = [column == bindparam(f"key_{index}") for index, column in enumerate(mapper.primary_key)]
+        statement = update(table).where(*where).values({columns[key]: bindparam(f"set_{key}") for key in keys})
+        found = _UPDATE_STATEMENTS[(mapper, keys)] = DriverStatement(statement)
+    return found
 
 
 _PIPELINE_OFF = 0  # psycopg.pq.PipelineStatus.OFF (not imported: psycopg is only there with PostgreSQL)

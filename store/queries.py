@@ -55,18 +55,20 @@ def snapshot_candidate(connection: Connection, openid: str) -> Candidate | None:
 def _loaded_candidate(session: Session, openid: str, lock: bool, read: CandidateRead | None) -> Candidate | None:
     """Every text message loads its candidate: the row is read on the driver (store/driver.py) and made
     the session's persistent object as if the ORM had loaded it; one the session holds already is kept
-    as it is, as an ORM query would."""
+    as it is, as an ORM query would. A locked row's changes are written in the commit's batch
+    (driver.update_at_commit)."""
     if read is not None and (read.openid, read.lock) != (openid, lock):
         raise ValueError(f"the queued read is of {read.openid} (lock {read.lock}), not {openid} (lock {lock})")
     rows = read.queued.rows() if read is not None else driver.execute(session, _CANDIDATE_BY_OPENID[lock],
                                                                        {"openid": openid})
     if not rows:
         return None
-    held = session.identity_map.get(identity_key(Candidate, rows[0][_CANDIDATE_ID]))
-    if held is not None:
-        return held
-    candidate = _candidate_from(rows[0])
-    session.add(candidate)  # roster_entry loads lazily
+    candidate = session.identity_map.get(identity_key(Candidate, rows[0][_CANDIDATE_ID]))
+    if candidate is None:
+        candidate = _candidate_from(rows[0])
+        session.add(candidate)  # roster_entry loads lazily
+    if lock:  # the row is this transaction's until it ends: its changes can go out with the COMMIT
+        driver.update_at_commit(session, candidate)
     return candidate
 
 

@@ -8,13 +8,13 @@ import base64
 import secrets
 
 import pytest
-from sqlalchemy import Text, bindparam, delete, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, delete, event, insert, inspect, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from bot.retries import _CLAIMS
 from store import driver, queries
-from store.models import Candidate, InboundKey, Message, utcnow
+from store.models import Candidate, InboundKey, Message, RosterEntry, utcnow
 from store.sealed import OPEN
 from tests.conftest import simulator_for
 from tests.staff_fixtures import db
@@ -311,3 +311,101 @@ def test_a_statement_queued_after_held_ones_sees_what_they_write(app):
         owner = driver.queue(session, OWNER_OF, {"claim_key": "msg:held-first"})
         assert owner.rows() == [("test",)]
     assert claim_owners(app, "msg:held-first") == ["test"]
+
+
+# -- a locked row's changes, written with the commit (driver.update_at_commit) ------------------------------
+
+
+def stored_candidate(app, openid: str) -> Candidate:
+    with db(app).read() as session:
+        return session.scalar(select(Candidate).where(Candidate.openid == openid))
+
+
+def flushes_of(session: Session) -> list[list[str]]:
+    """The class names of what each ORM flush of `session` wrote."""
+    flushed: list[list[str]] = []
+
+    @event.listens_for(session, "after_flush")
+    def record(flushing, _context) -> None:
+        flushed.append(sorted(type(instance).__name__ for instance in flushing.dirty | flushing.new))
+    return flushed
+
+
+def test_a_locked_candidates_changes_go_out_with_the_commit_not_in_a_flush(app, wechat):
+    """What it holds when the session commits, a change after the read included; the flush writes nothing."""
+    wechat.event("o_update_at_commit", "subscribe")
+    before = stored_candidate(app, "o_update_at_commit")
+    with db(app).session() as session:
+        flushes = flushes_of(session)
+        candidate = queries.candidate_for(session, "o_update_at_commit", lock=True)
+        candidate.state = "level"
+        candidate.name = "测试名"
+        assert stored_candidate(app, "o_update_at_commit").state == before.state  # not yet
+        candidate.name = "王小明"  # the last value counts
+    after = stored_candidate(app, "o_update_at_commit")
+    assert (after.state, after.name) == ("level", "王小明") and after.updated_at > before.updated_at
+    assert flushes == []
+    assert not inspect(candidate).modified  # as the flush leaves a row it wrote
+
+
+def test_a_locked_candidates_changes_go_with_a_rollback(app, wechat):
+    wechat.event("o_update_rolled_back", "subscribe")
+    subscribed = stored_candidate(app, "o_update_rolled_back").state
+    session_factory = db(app)
+    with pytest.raises(RuntimeError):
+        with session_factory.session() as session:
+            queries.candidate_for(session, "o_update_rolled_back", lock=True).state = "level"
+            raise RuntimeError("the step failed")
+    with session_factory.session() as session:  # the same rows, the next transaction: nothing left over
+        queries.candidate_for(session, "o_update_rolled_back", lock=True).name = "王小明"
+    after = stored_candidate(app, "o_update_rolled_back")
+    assert (after.state, after.name) == (subscribed, "王小明") and subscribed != "level"
+
+
+def test_an_unchanged_locked_candidate_is_not_written(app, wechat):
+    """Set to what it was: no UPDATE, so the onupdate time stays (as with the flush)."""
+    wechat.event("o_update_unchanged", "subscribe")
+    before = stored_candidate(app, "o_update_unchanged")
+    with db(app).session() as session:
+        candidate = queries.candidate_for(session, "o_update_unchanged", lock=True)
+        candidate.state = before.state
+    assert stored_candidate(app, "o_update_unchanged").updated_at == before.updated_at
+
+
+def test_a_changed_relationship_leaves_the_row_to_the_flush(app, wechat, roster):
+    """The roster link set through the relationship: the flush works out the column, and writes the rest."""
+    wechat.event("o_update_relationship", "subscribe")
+    with db(app).session() as session:
+        flushes = flushes_of(session)
+        entry = session.scalars(select(RosterEntry).order_by(RosterEntry.id).limit(1)).one()
+        candidate = queries.candidate_for(session, "o_update_relationship", lock=True)
+        candidate.roster_entry = entry
+        candidate.state = "confirm"
+        entry_id = entry.id
+    after = stored_candidate(app, "o_update_relationship")
+    assert (after.roster_entry_id, after.state) == (entry_id, "confirm")
+    assert flushes == [["Candidate"]]
+
+
+def test_a_change_flushed_early_is_not_written_twice_and_a_later_one_still_goes(app, wechat):
+    wechat.event("o_update_autoflush", "subscribe")
+    with db(app).session() as session:
+        flushes = flushes_of(session)
+        candidate = queries.candidate_for(session, "o_update_autoflush", lock=True)
+        candidate.state = "level"
+        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_update_autoflush")) == "level"
+        candidate.name = "王小明"  # after the autoflush
+    after = stored_candidate(app, "o_update_autoflush")
+    assert (after.state, after.name) == ("level", "王小明")
+    assert flushes == [["Candidate"]]  # the autoflush; the name went with the commit
+
+
+def test_a_locked_candidates_changes_wait_for_the_outer_commit_not_a_savepoints(app, wechat):
+    wechat.event("o_update_savepoint", "subscribe")
+    with db(app).session() as session:
+        candidate = queries.candidate_for(session, "o_update_savepoint", lock=True)
+        with session.begin_nested():
+            candidate.name = "王小明"
+        candidate.state = "level"
+    after = stored_candidate(app, "o_update_savepoint")
+    assert (after.state, after.name) == ("level", "王小明")

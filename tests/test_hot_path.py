@@ -309,15 +309,25 @@ def test_on_postgresql_help_makes_two_round_trips(app, wechat, round_trips):
                                                    ("out", "institution", "institution")]
 
 
-def test_on_postgresql_a_step_that_moves_on_adds_only_the_candidates_update(app, wechat, round_trips):
-    """The ORM flushes the candidate's new state before the COMMIT's round trip: one wait more than help."""
+def test_on_postgresql_a_step_that_moves_on_makes_two_round_trips_too(app, wechat, round_trips):
+    """The candidate's new state goes out with the COMMIT, not in a flush of its own (driver.update_at_commit):
+    the same two waits as help, one statement more in the second."""
     wechat.event("o_hot_trips_step", "subscribe")
+    db = app.extensions["collector"].db
+    with db.read() as session:
+        subscribed_at = session.scalar(select(Candidate.updated_at).where(Candidate.openid == "o_hot_trips_step"))
     before = len(round_trips())
     reply = wechat.text("o_hot_trips_step", "北京市高等教育自学考试")
     assert "专科" in reply.content
-    assert len(round_trips()[before:]) == 3
-    with app.extensions["collector"].db.read() as session:
-        assert session.scalar(select(Candidate.state).where(Candidate.openid == "o_hot_trips_step")) == "level"
+    waits = round_trips()[before:]
+    assert len(waits) == 2, waits
+    # BEGIN, the nonce, the claim, the candidate; its UPDATE, the reply, the message in and out, COMMIT
+    assert [wait.count("Execute") for wait in waits] == [4, 5]
+    with db.read() as session:
+        state, updated_at = session.execute(select(Candidate.state, Candidate.updated_at)
+                                            .where(Candidate.openid == "o_hot_trips_step")).one()
+    assert state == "level"
+    assert updated_at > subscribed_at  # the column's onupdate, as the flush would set it
 
 
 def test_on_postgresql_the_row_read_with_a_claim_is_locked_only_under_this_attempts_claim(app, wechat, database_url):
