@@ -211,19 +211,19 @@ def render(text: str, settings: Settings, name: str | None, level: str | None = 
 class Preview:
     counts: Counts
     name: str | None  # masked
-    text: str | None
+    text: str | None  # with the masked name
 
 
 def preview(session: Session, settings: Settings, audience: Audience, text: str) -> Preview:
-    """Per-channel counts and the text as one real recipient of the audience would read it."""
+    """Per-channel counts and the text as one real recipient of the audience would read it, their name masked."""
     text = check_text(text)
     now = utcnow()
     counts = count(session, settings, audience, now)
     sample = session.execute(segment_query(audience, settings, now).limit(1)).first()
     if sample is None:
         return Preview(counts, None, None)
-    return Preview(counts, mask_name(sample.name) if sample.name else None,
-                   render(text, settings, sample.name, sample.level))
+    shown_name = mask_name(sample.name) if sample.name else None  # a screen shows names masked, the text too
+    return Preview(counts, shown_name, render(text, settings, shown_name, sample.level))
 
 
 # --- the campaign's states -----------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def test_a_mixed_cohort_is_reached_once_each_on_the_channel_wechat_allows(remind
     mixed_cohort(app)
     created = cli(app, "remind", "create", "--segment", "not_approved", "--text", TEXT, "--by", "张老师")
     assert "共 4 人：客服消息 1，模板消息 1，短信 1，无法送达 1" in created
-    assert "预览（测**号）：测试1号同学，毕业照片采集将于12月31日23:59截止" in created
+    assert "预览（测**号）：测**号同学，毕业照片采集将于12月31日23:59截止" in created
+    assert "测试1号" not in created  # the name masked on the screen; the message itself carries it (below)
     number = campaign_id(created)
     assert fake_wechat.sent_messages == [] and fake_sms.sent == []  # nothing before `send`
 

@@ -86,11 +86,14 @@ def test_an_admin_composes_previews_sends_and_watches_the_campaign_finish(remind
     counts = {cell.get_attribute("data-channel"): cell.inner_text()
               for cell in page.locator("#channel-counts td").all()}
     assert counts == {"total": "9", "custom": "4", "template": "2", "sms": "2", "unreachable": "1"}
-    assert page.inner_text("#sample-text").startswith("测试1号同学：毕业照片采集将于12月31日23:59截止")
+    # one real recipient's text, their name masked as in the heading above it
+    assert page.inner_text("#sample-text").startswith("测**号同学：毕业照片采集将于12月31日23:59截止")
+    assert "测试1号" not in page.inner_text("#preview")
     shoot(page, "reminders-compose")
 
     page.click("#create")
-    assert "测试1号同学" in page.inner_text("#sample-text")  # the campaign's page shows it again before sending
+    assert "测**号同学" in page.inner_text("#sample-text")  # the campaign's page shows it again before sending
+    assert "测试1号" not in page.inner_text("#preview")
     assert fake_wechat.sent_messages == [] and fake_sms.sent == []
     with Consumer(console.app):
         page.click("#send")
