@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
+from inspect import signature
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -268,8 +269,8 @@ def _plain_columns(mapper: Mapper) -> dict | None:
 
 def _plain_columns_of(mapper: Mapper) -> dict | None:
     if (mapper.version_id_col is not None or len(mapper.tables) != 1 or mapper.dispatch.after_update
-            or any(not (column.onupdate.is_scalar or hasattr(column.onupdate.arg, "__wrapped__"))
-                   for column in mapper.local_table.columns if column.onupdate is not None)):
+            or not all(_without_context(column.onupdate) for column in mapper.local_table.columns
+                       if column.onupdate is not None)):
         return None  # a version check, a joined table, a listener after the write, an onupdate needing a context
     columns = {}
     for prop in mapper.column_attrs:
@@ -277,6 +278,21 @@ def _plain_columns_of(mapper: Mapper) -> dict | None:
             if not prop.columns[0].primary_key:
                 columns[prop.key] = prop.columns[0]
     return columns
+
+
+def _without_context(default) -> bool:
+    """A scalar onupdate, or a function of no arguments (SQLAlchemy wraps those, keeping the function as
+    __wrapped__); not a SQL expression or a function of the execution context."""
+    if default.is_scalar:
+        return True
+    function = getattr(default.arg, "__wrapped__", None) if default.is_callable else None
+    try:
+        return function is not None and not any(
+            parameter.default is parameter.empty and parameter.kind in (parameter.POSITIONAL_ONLY,
+                                                                        parameter.POSITIONAL_OR_KEYWORD)
+            for parameter in signature(function).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: left to the flush
+        return False
 
 
 def _onupdates(mapper: Mapper) -> dict:
