@@ -29,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
-from inspect import signature
 from dataclasses import dataclass
+from inspect import signature
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import bindparam, event, inspect, update
