@@ -27,6 +27,7 @@ row with the BEGIN; the candidate's new state, the transcript and the reply with
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import weakref
 from dataclasses import dataclass
@@ -254,20 +255,13 @@ def _update_of(session: Session, connection: Connection, instance: Any) -> tuple
     return compiled.sql, _arguments(compiled, params), False, False
 
 
-# Per mapper: its attributes that are one plain column of its one table ({key: column}), or None if
-# update_at_commit cannot write its rows at all; and its onupdate defaults that need no context.
-_PLAIN: dict[Mapper, dict | None] = {}
-_ONUPDATES: dict[Mapper, dict] = {}
-_UPDATE_STATEMENTS: dict[tuple, DriverStatement] = {}
+# Per mapper (each cached for the process, like the compiled statements): its attributes that are one plain
+# column of its one table, its onupdate defaults, and the UPDATE of a set of its columns.
 
-
+@functools.cache
 def _plain_columns(mapper: Mapper) -> dict | None:
-    if mapper not in _PLAIN:
-        _PLAIN[mapper] = _plain_columns_of(mapper)
-    return _PLAIN[mapper]
-
-
-def _plain_columns_of(mapper: Mapper) -> dict | None:
+    """{key: column} of the mapper's attributes that are one plain column of its one table; None if
+    update_at_commit cannot write its rows at all."""
     if (mapper.version_id_col is not None or len(mapper.tables) != 1 or mapper.dispatch.after_update
             or not all(_without_context(column.onupdate) for column in mapper.local_table.columns
                        if column.onupdate is not None)):
@@ -295,21 +289,17 @@ def _without_context(default) -> bool:
         return False
 
 
+@functools.cache
 def _onupdates(mapper: Mapper) -> dict:
-    if mapper not in _ONUPDATES:
-        _ONUPDATES[mapper] = {mapper.get_property_by_column(column).key: column.onupdate
-                              for column in mapper.local_table.columns if column.onupdate is not None}
-    return _ONUPDATES[mapper]
+    return {mapper.get_property_by_column(column).key: column.onupdate
+            for column in mapper.local_table.columns if column.onupdate is not None}
 
 
+@functools.cache
 def _update_statement(mapper: Mapper, keys: tuple[str, ...]) -> DriverStatement:
-    found = _UPDATE_STATEMENTS.get((mapper, keys))
-    if found is None:
-        table, columns = mapper.local_table, _plain_columns(mapper)
-        where = [column == bindparam(f"key_{index}") for index, column in enumerate(mapper.primary_key)]
-        statement = update(table).where(*where).values({columns[key]: bindparam(f"set_{key}") for key in keys})
-        found = _UPDATE_STATEMENTS[(mapper, keys)] = DriverStatement(statement)
-    return found
+    table, columns = mapper.local_table, _plain_columns(mapper)
+    where = [column == bindparam(f"key_{index}") for index, column in enumerate(mapper.primary_key)]
+    return DriverStatement(update(table).where(*where).values({columns[key]: bindparam(f"set_{key}") for key in keys}))
 
 
 _PIPELINE_OFF = 0  # psycopg.pq.PipelineStatus.OFF (not imported: psycopg is only there with PostgreSQL)
