@@ -3,29 +3,34 @@ against a bare Flask app answering "success" under the same server and settings 
 
     .venv/bin/python bench/webhook_bench.py [--requests 2000] [--seconds 30] [--clients 8 64]
         [--server gunicorn|waitress] [--workers 2] [--database-url URL] [--redis-url URL] [--text 帮助]
-        [--paced-share 0.1 0.2 0.3] [--wechat-mode production|compatible]
+        [--paced-share 0.1 0.2 0.3] [--rounds 3] [--wechat-mode production|compatible]
 
-Starts a fake WeChat API, then for each target (the bare baseline, then the app) and for plain and AES
-requests a server (gunicorn with `--workers` sync workers through `serving.py`, or waitress with 16
-threads) with a throw-away config (and a throw-away SQLite database unless --database-url names a
-scratch one) whose `[wechat] mode` is the one such requests are served under when deployed (plain:
-compatible, with the replay guard; AES: safe), then for each client count: every client (its own openid) subscribes untimed, then sends the text with
-fresh MsgIds, timed, until the run's request budget or time limit is used up. Clients are threads spread
-over several processes so the client side's GIL is not the bottleneck. The server's CPU per request is
-read from its processes' CPU times (/proc) before and after each run, and PostgreSQL's and Redis's
-(`db+redis`: every such process on this machine, so keep it otherwise quiet), and the share of the machine's
-CPU time its hypervisor gave to other guests meanwhile (`steal%`: on a virtual machine with a busy host every
-figure of the row is worse). Prints one row per run, then the
-app's throughput as a share of the baseline's; exits non-zero if any request failed.
+Starts a fake WeChat API, then for plain and AES requests two servers side by side, the bare baseline and
+the app (gunicorn with `--workers` sync workers through `serving.py`, or waitress with 16 threads), each
+with a throw-away config (and a throw-away SQLite database unless --database-url names a scratch one)
+whose `[wechat] mode` is the one such requests are served under when deployed (plain: compatible, with the
+replay guard; AES: safe). Then `--rounds` rounds: in each, for each client count, one run on each server
+back to back, the order flipped every round (bare, app; then app, bare). In a run every client (its own
+openid) subscribes untimed, then sends the text with fresh MsgIds, timed, until the run's request budget
+or time limit is used up. Clients are threads spread over several processes so the client side's GIL is
+not the bottleneck. The server's CPU per request is read from its processes' CPU times (/proc) once every
+client has subscribed and at the run's end, and PostgreSQL's and Redis's (`db+redis`: every such process
+on this machine, so keep it otherwise quiet), and the share of the machine's CPU time its hypervisor gave
+to other guests meanwhile (`steal%`: on a virtual machine with a busy host every figure of the row is
+worse). Prints one row per run, then the app's throughput as a share of the baseline's: each round's share
+from its two adjacent runs, and the median of the rounds. A virtual machine's speed drifts (2x within a
+quarter of an hour here on 1 Dec 2026); adjacent runs see the same machine, and a median is not moved by
+one slow stretch. Exits non-zero if any request failed.
 
-Those runs are closed loops: each client sends its next message the moment it has the reply, so the
-server is always saturated and a request's latency is mostly its wait behind the other clients' (with
-2 workers and 64 clients, p50 ≈ 64 / throughput, for the bare app too). WeChat does not wait for one
-candidate's reply before forwarding another's: candidates' messages arrive on their own. So each target
-also runs paced (open loop) at the largest client count: the clients send at random (Poisson) times at
-a total rate of `--paced-share` × the bare app's closed-loop throughput in this run (0.3: the
-throughput target), and a request's latency counts from when it was due, so time spent behind a slow
-reply counts too. Those rows (clients shown as e.g. "64p") give the p99 a webhook has at that load.
+Those runs are closed loops: each client sends its next message the moment it has the reply, so the server
+is always saturated and a request's latency is mostly its wait behind the other clients' (with 2 workers
+and 64 clients, p50 ≈ 64 / throughput, for the bare app too). WeChat does not wait for one candidate's
+reply before forwarding another's: candidates' messages arrive on their own. So each target also runs
+paced (open loop) at the largest client count: the clients send at random (Poisson) times at a total rate
+of `--paced-share` × the bare app's median closed-loop throughput in this run (0.3: the throughput
+target), on both servers, every round, and a request's latency counts from when it was due, so time spent
+behind a slow reply counts too. Those rows (clients shown as e.g. "64p") give the p99 a webhook has at
+that load.
 
 Every message's transaction is durable: on PostgreSQL its COMMIT waits for the WAL's fsync. A disk whose
 fsync stalls (this VM's took over 30 ms in 24 of 41 idle seconds, up to 584 ms, on 30 Nov 2026) stalls
@@ -114,8 +119,9 @@ def wechat_mode_for(mode: str, args: argparse.Namespace) -> str:
     return "safe" if mode == "aes" else "compatible"
 
 
-def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int, wechat_mode: str) -> Path:
-    config = workdir / f"bench-{wechat_mode}.toml"
+def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int, wechat_mode: str,
+                 label: str) -> Path:
+    config = workdir / f"bench-{label}-{wechat_mode}.toml"
     values = {
         "database_url": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
         "data_dir": str(workdir / "data"),
@@ -294,7 +300,8 @@ def keep_sample(result: WorkerResult, problem: str) -> None:
 # --- orchestration ----------------------------------------------------------------------------
 
 
-def run(base_url: str, spec: RunSpec, max_processes: int) -> WorkerResult:
+def run(base_url: str, spec: RunSpec, max_processes: int, on_go=lambda: None) -> WorkerResult:
+    """The run's clients subscribe (untimed), then `on_go()` is called and the timed requests start."""
     context = multiprocessing.get_context("spawn")
     processes = max(1, min(spec.clients, max_processes))
     ready, results, go = context.Queue(), context.Queue(), context.Event()
@@ -307,6 +314,7 @@ def run(base_url: str, spec: RunSpec, max_processes: int) -> WorkerResult:
         workers.append(process)
     for _ in workers:
         ready.get(timeout=120)
+    on_go()
     go.set()
     merged = WorkerResult()
     for _ in workers:
@@ -407,12 +415,18 @@ class Measured:
 
 
 def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> Measured:
-    server_before, services_before, machine_before = cpu_seconds(server_pid), services_cpu_seconds(), machine_ticks()
-    result = run(base_url, spec, processes)
+    """CPU is counted from when every client has subscribed: a subscribe registers a candidate, and 64 of
+    them would be charged to 2 000 text messages (0.1-0.2 ms each)."""
+    before = {}
+
+    def take_before() -> None:
+        before.update(server=cpu_seconds(server_pid), services=services_cpu_seconds(), machine=machine_ticks())
+
+    result = run(base_url, spec, processes, on_go=take_before)
     requests_done = max(1, len(result.latencies_ms) + result.errors)
-    steal, total = (after - before for before, after in zip(machine_before, machine_ticks()))
-    return Measured(result, (cpu_seconds(server_pid) - server_before) * 1000 / requests_done,
-                    (services_cpu_seconds() - services_before) * 1000 / requests_done,
+    steal, total = (after - earlier for earlier, after in zip(before["machine"], machine_ticks()))
+    return Measured(result, (cpu_seconds(server_pid) - before["server"]) * 1000 / requests_done,
+                    (services_cpu_seconds() - before["services"]) * 1000 / requests_done,
                     100 * steal / total if total else math.nan)
 
 
@@ -552,7 +566,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="untimed plain requests first (default 200)")
     parser.add_argument("--app", default="app:create_app", help="the app factory (default app:create_app)")
     parser.add_argument("--baseline", default="bench.bare_app:create_app",
-                        help="the baseline's factory, run first under the same server ('' for none)")
+                        help="the baseline's factory, served beside the app by the same server ('' for none)")
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn",
                         help="gunicorn (sync workers, as `flask serve --prod`) or waitress (16 threads)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
@@ -564,6 +578,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--paced-share", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                         help="paced runs at these shares of the bare app's throughput (default 0.1 0.2 0.3: the "
                              "last is the throughput target; none: no paced runs)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of runs, bare and app back to back, order flipped each round (default 3)")
     parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
     parser.add_argument(
         "--processes", type=int, default=max(2, os.cpu_count() or 2), help="client processes (default: CPU count)"
@@ -576,32 +592,37 @@ def main() -> int:
     targets = [("bare", args.baseline), ("app", args.app)] if args.baseline else [("app", args.app)]
     with tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp, FakeWeChatAPI(APPID, SECRET) as fake:
         workdir = args.workdir = Path(tmp)  # also where the SQLite runs' durability probe writes
-        port = free_port()
-        base_url = f"http://{HOST}:{port}"
-        configs = {mode: write_config(workdir, fake.base_url, args, port, wechat_mode_for(mode, args))
-                   for mode in args.modes}
-        upgrade_database(args.app, {**os.environ, "COLLECTOR_CONFIG": str(configs[args.modes[0]])})
-        print(f"webhook {base_url}/wechat  server={describe_server(args)}  client processes<={args.processes}  "
+        ports = {label: free_port() for label, _ in targets}
+        base_urls = {label: f"http://{HOST}:{port}" for label, port in ports.items()}
+        configs = {(label, mode): write_config(workdir, fake.base_url, args, ports[label], wechat_mode_for(mode, args),
+                                              label)
+                   for label, _ in targets for mode in args.modes}
+        upgrade_database(args.app, {**os.environ, "COLLECTOR_CONFIG": str(configs[("app", args.modes[0])])})
+        print(f"webhook {base_urls['app']}/wechat  server={describe_server(args)}  client processes<={args.processes}  "
               f"cpus={os.cpu_count()}  text={args.text!r}  database={'SQLite' if not args.database_url else args.database_url.split('@')[-1]}"
-              f"{'  redis' if args.redis_url else ''}  [wechat] mode: "
+              f"{'  redis' if args.redis_url else ''}  rounds={args.rounds}  [wechat] mode: "
               + ", ".join(f"{mode} requests {wechat_mode_for(mode, args)}" for mode in args.modes))
-        print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}{'steal%':>8}")
-        failures, rates = 0, {}
-        # A server per target and mode: its config's [wechat] mode. The bare app first (the paced runs need its rate).
         if args.database_url:
             report_autovacuum(args.database_url)
-        for label, factory, mode in [(label, factory, mode) for label, factory in targets for mode in args.modes]:
-            log_path = workdir / f"server-{label}-{mode}.log"
-            env = {**os.environ, "COLLECTOR_CONFIG": str(configs[mode])}
-            server = start_server(factory, port, env, log_path, args.server)
-            try:
-                wait_until_answering(server, base_url, log_path)
-                failures += run_mode(label, mode, base_url, args, server.pid, rates)
-            finally:
-                stop_server(server)
+        print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
+              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}{'steal%':>8}{'round':>7}")
+        failures, rates = 0, {}
+        for mode in args.modes:
+            with contextlib.ExitStack() as servers:
+                pids = {}
+                for label, factory in targets:
+                    log_path = workdir / f"server-{label}-{mode}.log"
+                    env = {**os.environ, "COLLECTOR_CONFIG": str(configs[(label, mode)])}
+                    server = start_server(factory, ports[label], env, log_path, args.server)
+                    servers.callback(stop_server, server)
+                    wait_until_answering(server, base_urls[label], log_path)
+                    pids[label] = server.pid
+                failures += run_mode(mode, base_urls, args, pids, rates)
             if failures:
-                print(f"--- server log (tail) ---\n{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+                for label, _ in targets:
+                    log_path = workdir / f"server-{label}-{mode}.log"
+                    print(f"--- {label} server log (tail) ---\n"
+                          f"{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
                 break
         print_ratios(rates)
     return 1 if failures else 0
@@ -611,87 +632,138 @@ def describe_server(args: argparse.Namespace) -> str:
     return f"gunicorn {args.workers} sync workers" if args.server == "gunicorn" else f"waitress threads={SERVER_THREADS}"
 
 
-def run_mode(label: str, mode: str, base_url: str, args: argparse.Namespace, server_pid: int, rates: dict) -> int:
+def run_mode(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, rates: dict) -> int:
+    """Both servers are up side by side; each round runs every client count on each, back to back, the
+    order flipped every round (bare, app; app, bare; ...). The host's speed drifts (2x within a quarter of
+    an hour on 1 Dec 2026): a ratio taken from two adjacent runs sees the same machine, and the median of
+    the rounds' ratios is not moved by one slow stretch."""
     failures = 0
-    if args.warmup:
-        warmup = run(base_url, RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text), args.processes)
-        failures += report_problems(warmup, "warm-up ")
-        if args.database_url:
-            vacuum(args.database_url)
-        wait_until_idle(server_pid)
-    for clients in args.clients:
-        spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
-        measured = measured_run(base_url, spec, args.processes, server_pid)
-        print(table_row(label, spec, measured), flush=True)
-        rates[(label, mode, clients)] = (throughput(measured.result), measured.cpu_ms)
-        failures += report_problems(measured.result)
-    return failures + run_paced(label, base_url, args, server_pid, mode, rates)
+    for label, base_url in base_urls.items():
+        failures += warm_up(label, mode, base_url, args, pids[label])
+    if failures:
+        return failures
+    labels = list(base_urls)
+    for round_number in range(1, args.rounds + 1):
+        order = labels if round_number % 2 else labels[::-1]
+        for clients in args.clients:
+            for label in order:
+                spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
+                measured = measured_run(base_urls[label], spec, args.processes, pids[label])
+                print(table_row(label, spec, measured) + f"{round_number:>7}", flush=True)
+                rates.setdefault((label, mode, clients), []).append((throughput(measured.result), measured.cpu_ms))
+                failures += report_problems(measured.result)
+    if failures:
+        return failures
+    return run_paced(mode, base_urls, args, pids, rates)
 
 
-def run_paced(label: str, base_url: str, args: argparse.Namespace, server_pid: int, mode: str, rates: dict) -> int:
-    """The paced runs at the largest client count, one per --paced-share of the bare app's throughput."""
+def warm_up(label: str, mode: str, base_url: str, args: argparse.Namespace, pid: int) -> int:
+    if not args.warmup:
+        return 0
+    result = run(base_url, RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text), args.processes)
+    failures = report_problems(result, f"{label} warm-up ")
+    if args.database_url:
+        vacuum(args.database_url)
+    wait_until_idle(pid)
+    return failures
+
+
+def run_paced(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, rates: dict) -> int:
+    """Paced runs at the largest client count, one per --paced-share of the bare app's median closed-loop
+    throughput, on each server in turn, every round (the order flipped as in run_mode)."""
     clients = max(args.clients)
     bare = rates.get(("bare", mode, clients))
     if not bare:
         return 0
+    bare_rate = median(rate for rate, _ in bare)
     failures = 0
-    for share in args.paced_share:
-        rate = share * bare[0]
-        spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
-                       rate=rate)
-        with DurabilityProbe(args.database_url, args.workdir) as probe:
-            measured = measured_run(base_url, spec, args.processes, server_pid)
-        result = measured.result
-        print(table_row(label, spec, measured) + f"   offered {rate:.0f}/s ({share:g}x bare)"
-              f"   {probe.summary()}", flush=True)
-        latencies = sorted(result.latencies_ms)
-        rates[(label, mode, ("paced", share))] = (rate, percentile(latencies, 0.50), percentile(latencies, 0.99),
-                                                  probe.p99())
-        failures += report_problems(result)
+    labels = list(base_urls)
+    for round_number in range(1, args.rounds + 1):
+        order = labels if round_number % 2 else labels[::-1]
+        for share in args.paced_share:
+            for label in order:
+                rate = share * bare_rate
+                spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
+                               rate=rate)
+                with DurabilityProbe(args.database_url, args.workdir) as probe:
+                    measured = measured_run(base_urls[label], spec, args.processes, pids[label])
+                result = measured.result
+                print(table_row(label, spec, measured) + f"{round_number:>7}   offered {rate:.0f}/s ({share:g}x bare)"
+                      f"   {probe.summary()}", flush=True)
+                latencies = sorted(result.latencies_ms)
+                rates.setdefault((label, mode, ("paced", share)), []).append(
+                    (rate, percentile(latencies, 0.50), percentile(latencies, 0.99), probe.p99()))
+                failures += report_problems(result)
     return failures
 
 
+def median(values) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def spread_of(values: list[float], digits: int) -> str:
+    """"1.23" for one value, "1.20-1.31" for several: every round's figure is in the range."""
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}" if len(values) == 1 else f"{low:.{digits}f}-{high:.{digits}f}"
+
+
 def print_ratios(rates: dict) -> None:
-    """The app against the bare baseline, run for run: throughput share and CPU per request; then the
-    paced runs' latency."""
-    pairs = [(key[1:], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
-             if key[0] == "app" and not _paced(key)]
-    if not any(bare for _, _, bare in pairs):
+    """The app against the bare baseline: each round's throughput share (from the two adjacent runs) and
+    the app's CPU per request, as the median of the rounds and their range; then the paced runs' latency."""
+    pairs = {key[1:]: (shares_by_round(value, rates.get(("bare",) + key[1:])), value) for key, value in rates.items()
+             if key[0] == "app" and not _paced(key)}
+    pairs = {key: pair for key, pair in pairs.items() if pair[0]}
+    if not pairs:
         return
-    print(f"{'app/bare':<14}{'clients':>8}{'throughput':>12}{'cpu ms app':>12}{'cpu ms bare':>12}")
-    for (mode, clients), (app_rate, app_cpu), bare in pairs:
-        if bare:
-            print(f"{mode:<14}{clients:>8}{app_rate / bare[0]:>11.3f}x{app_cpu:>12.2f}{bare[1]:>12.2f}")
-    paced = [(key[1], key[2][1], value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
-             if key[0] == "app" and _paced(key)]
+    print(f"{'app/bare':<10}{'clients':>8}{'throughput':>12}{'rounds':>16}{'cpu ms app':>12}{'rounds':>14}"
+          f"{'cpu ms bare':>12}   (medians of the rounds, each round's share from its two adjacent runs)")
+    for (mode, clients), (shares, app) in pairs.items():
+        app_cpu = [cpu for _, cpu in app]
+        bare_cpu = [cpu for _, cpu in rates[("bare", mode, clients)]]
+        print(f"{mode:<10}{clients:>8}{median(shares):>11.3f}x{spread_of(shares, 3):>16}{median(app_cpu):>12.2f}"
+              f"{spread_of(app_cpu, 2):>14}{median(bare_cpu):>12.2f}")
+    paced = {(key[1], key[2][1]): (value, rates.get(("bare",) + key[1:])) for key, value in rates.items()
+             if key[0] == "app" and _paced(key)}
     if paced:
-        print(f"{'paced':<8}{'share':>6}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'bare p99':>10}{'lone write p99':>16}"
-              "   (ms, latency from when due; a lone durable write's in the app's run, see DurabilityProbe)")
-    for mode, share, (rate, p50, p99, write_p99), bare in paced:
-        print(f"{mode:<8}{share:>5g}x{rate:>8.0f}{p50:>10.1f}{p99:>10.1f}{bare[2] if bare else math.nan:>10.1f}"
-              f"{write_p99:>16.1f}")
+        print(f"{'paced':<8}{'share':>6}{'req/s':>8}{'app p50':>10}{'app p99':>10}{'rounds':>16}{'bare p99':>10}"
+              f"{'lone write p99':>16}   (ms, medians of the rounds; latency from when due; a lone durable "
+              "write's in the app's runs, see DurabilityProbe)")
+    for (mode, share), (app, bare) in paced.items():
+        p99s = [p99 for _, _, p99, _ in app]
+        bare_p99 = median(p99 for _, _, p99, _ in bare) if bare else math.nan
+        print(f"{mode:<8}{share:>5g}x{app[0][0]:>8.0f}{median(p50 for _, p50, _, _ in app):>10.1f}{median(p99s):>10.1f}"
+              f"{spread_of(p99s, 1):>16}{bare_p99:>10.1f}{median(write for _, _, _, write in app):>16.1f}")
     print_targets(pairs, paced)
+
+
+def shares_by_round(app: list, bare: list | None) -> list[float]:
+    """Round r's throughput share: the app's run over the bare app's run of the same round."""
+    return [app_run[0] / bare_run[0] for app_run, bare_run in zip(app, bare or [])]
 
 
 # Issue 15's targets for a text step, against the bare app in the same run.
 TARGET_SHARE, TARGET_CPU_MS, TARGET_P99_MS = 0.3, 2.0, 50.0
 
 
-def print_targets(pairs: list, paced: list) -> None:
-    """One line per mode: each target met or not, with the figure that decides it. The p99 is the paced
-    run's at the target share (a closed loop's p99 is its clients' queue, see the module docstring)."""
-    for mode in dict.fromkeys(key[0] for key, _, _ in pairs):
-        runs = [(app, bare) for (m, _), app, bare in pairs if m == mode and bare]
-        if not runs:
-            continue
-        shares, cpus = [app[0] / bare[0] for app, bare in runs], [app[1] for app, _ in runs]
-        p99s = {share: value[2] for m, share, value, _ in paced if m == mode}
+def print_targets(pairs: dict, paced: dict) -> None:
+    """One line per mode: each target met or not, with the figure that decides it, a median of the rounds.
+    The p99 is the paced runs' at the target share (a closed loop's p99 is its clients' queue, see the
+    module docstring)."""
+    for mode in dict.fromkeys(mode for mode, _ in pairs):
+        shares = [median(shares) for (m, _), (shares, _) in pairs.items() if m == mode]
+        cpus = [median(cpu for _, cpu in app) for (m, _), (_, app) in pairs.items() if m == mode]
+        p99s = {share: median(p99 for _, _, p99, _ in app) for (m, share), (app, _) in paced.items() if m == mode}
         under = [share for share, p99 in sorted(p99s.items()) if p99 < TARGET_P99_MS]
         at_target = p99s.get(TARGET_SHARE)
-        write_p99 = {share: value[3] for m, share, value, _ in paced if m == mode}.get(TARGET_SHARE)
         verdicts = [_verdict(f"throughput >= {TARGET_SHARE}x", min(shares) >= TARGET_SHARE, f"min {min(shares):.3f}x"),
                     _verdict(f"cpu <= {TARGET_CPU_MS:g} ms", max(cpus) <= TARGET_CPU_MS, f"max {max(cpus):.3f}")]
         if at_target is not None:
+            app = paced[(mode, TARGET_SHARE)][0]
+            write_p99 = median(write for _, _, _, write in app)
             verdicts.append(_verdict(f"paced p99 < {TARGET_P99_MS:g} ms at {TARGET_SHARE}x", at_target < TARGET_P99_MS,
                                      (f"{at_target:.1f} ms; under {TARGET_P99_MS:g} ms up to "
                                       f"{max(under):g}x" if under else f"{at_target:.1f} ms")
