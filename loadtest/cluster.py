@@ -165,6 +165,10 @@ class Cluster:
         if self.profile.sms_endpoint:
             sections["sms"] = dict(SMS_ACCOUNT, provider="tencent", endpoint=self.profile.sms_endpoint, scheme="http",
                                    **{f"template_{kind}": template for kind, template in SMS_TEMPLATES.items()})
+        if _knows_setting("notifications", "lease_seconds"):
+            # A delivery whose sender was killed is taken over after 30 s, not two minutes: the run is short,
+            # and each of a send's HTTP calls gives up after 5 s, so 30 s does not cut a live attempt short.
+            sections["notifications"] = {"lease_seconds": 30}
         if _knows_setting("collection", "max_roster_lookups_per_minute"):
             # The whole cohort is legitimate and looks itself up within a minute or two: the global limit
             # on roster look-ups (default 120 a minute) would hold most of it back. It has its own tests.

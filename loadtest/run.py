@@ -36,6 +36,9 @@ CUSTOM_WAIT_SECONDS = 20.0  # how long a message without a passive reply waits f
 # After the last walk: payment notifications still on their way. A process killed between the payment's
 # commit and queueing its delivery leaves it to the outbox sweep, which runs once a minute.
 SETTLE_SECONDS = 75.0
+# Then the outbox itself, whatever kind its rows are: a row whose sender was killed mid-attempt stays
+# "sending" for the run's lease (cluster.py sets 30 s), then waits for the sweep (once a minute).
+OUTBOX_SETTLE_SECONDS = 120.0
 # The production profile also waits for the reviewer's last verdicts and every notification's delivery.
 REVIEW_SETTLE_SECONDS = 240.0
 
@@ -144,6 +147,8 @@ def _drive(cluster: Cluster, fake: FakeWeChat, inbox: Inbox, label: str, kill: b
     if reviewer is not None:
         settle_reviews(cluster, inbox, walks)
         reviewer.stop()  # (SIGTERM, or SIGKILL after 15 s)
+    else:
+        wait_for_outbox(cluster.database_url, time.monotonic() + OUTBOX_SETTLE_SECONDS)
     cluster.stop()
     result = RunResult(label, len(people), options.concurrency, cluster.profile.servers, seconds, walks, inbox,
                        fault=chaos.fault if chaos else None,
@@ -222,7 +227,12 @@ def settle_reviews(cluster: Cluster, inbox: Inbox, walks) -> None:
     for trail in walks:
         if trail.paid:
             inbox.wait(trail.graduate.openid, 0, max(0.0, deadline - time.monotonic()), is_approval)
-    engine = create_engine(cluster.database_url)
+    wait_for_outbox(cluster.database_url, deadline)
+
+
+def wait_for_outbox(database_url: str, deadline: float) -> None:
+    """Until every notification is sent, or the (monotonic) deadline; the database check counts what is left."""
+    engine = create_engine(database_url)
     try:
         while time.monotonic() < deadline:
             with engine.connect() as connection:
