@@ -120,7 +120,7 @@ def wechat_mode_for(mode: str, args: argparse.Namespace) -> str:
 
 
 def write_config(workdir: Path, api_base_url: str, args: argparse.Namespace, port: int, wechat_mode: str,
-                 label: str) -> Path:
+                 label: str = "app") -> Path:
     config = workdir / f"bench-{label}-{wechat_mode}.toml"
     values = {
         "database_url": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
