@@ -74,9 +74,12 @@ def _receive(dbapi_connection: Any, transformer: Any, prepared: dict, batch: lis
     pgconn = dbapi_connection.pgconn
     rows: list[list[tuple]] = [[] for _ in batch]
     error = None
-    dbapi_connection.wait(psycopg.generators.send(pgconn))
-    for expect in expected:
-        result = dbapi_connection.wait(psycopg.generators.fetch_many(pgconn))[0]
+    results = dbapi_connection.wait(_exchange(pgconn, psycopg))
+    sync = results.pop()
+    if sync.status != status.PIPELINE_SYNC or len(results) != len(expected):
+        raise psycopg.InternalError(f"expected {len(expected)} results and the pipeline's sync, got "
+                                    f"{[status(result.status).name for result in results + [sync]]}")
+    for expect, result in zip(expected, results):
         if result.status == status.FATAL_ERROR:
             error = error or psycopg.errors.error_from_result(result, encoding=dbapi_connection.info.encoding)
         elif result.status == status.PIPELINE_ABORTED:
@@ -87,13 +90,38 @@ def _receive(dbapi_connection: Any, transformer: Any, prepared: dict, batch: lis
         elif expect is not _COMMAND and result.status == status.TUPLES_OK and batch[expect][3]:
             transformer.set_pgresult(result)
             rows[expect] = transformer.load_rows(0, result.ntuples, tuple)
-    sync = dbapi_connection.wait(psycopg.generators.fetch_many(pgconn))[0]
-    if sync.status != status.PIPELINE_SYNC:
-        raise psycopg.InternalError(f"expected the pipeline's sync, got {status(sync.status).name}")
     pgconn.exit_pipeline_mode()
     if error is not None:
         raise error
     return rows
+
+
+def _exchange(pgconn: Any, psycopg: Any):
+    """A generator for psycopg's wait(): flushes what was sent, then collects every result up to and with
+    the pipeline's sync, reading the socket whenever libpq has no whole result yet. One wait for the whole
+    batch: psycopg's own generators take one per statement (a batch's answer usually arrives in one read).
+    A dead connection raises psycopg's OperationalError (from consume_input, or here)."""
+    wait_r, wait_rw, ready_r = psycopg.waiting.WAIT_R, psycopg.waiting.WAIT_RW, psycopg.waiting.READY_R
+    sync = psycopg.pq.ExecStatus.PIPELINE_SYNC
+    while pgconn.flush() != 0:  # a batch larger than the socket's buffer
+        if (yield wait_rw) & ready_r:
+            pgconn.consume_input()
+    results, ended = [], False
+    while True:
+        while pgconn.is_busy():
+            if (yield wait_r):
+                pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            if ended:  # nothing more will come: the connection broke before the sync
+                raise psycopg.OperationalError(f"the connection ended before the pipeline's sync: "
+                                               f"{pgconn.get_error_message()}")
+            ended = True  # the end of one statement's results
+            continue
+        ended = False
+        results.append(result)
+        if result.status == sync:
+            return results
 
 
 _FORMATS: dict[int, list] = {}
@@ -115,6 +143,7 @@ def _psycopg():
     if _MODULE is None:
         import psycopg
         import psycopg.generators
+        import psycopg.waiting
 
         _MODULE = psycopg
     return _MODULE

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, InvalidRequestError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from bot.retries import _CLAIMS
-from store import driver, queries
+from store import driver, queries, wire
 from store.models import Candidate, InboundKey, Message, RosterEntry, utcnow
 from store.sealed import OPEN
 from tests.conftest import simulator_for
@@ -292,6 +292,38 @@ def test_on_postgresql_a_value_that_cannot_be_sent_fails_its_transaction_and_not
     with session_factory.session() as session:
         driver.execute(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": "msg:after-the-bad-one"})
     assert claim_owners(app, "msg:before-the-bad-one") == [] and claim_owners(app, "msg:after-the-bad-one") == ["test"]
+
+
+def test_on_postgresql_a_batch_larger_than_the_sockets_buffer_goes_out_whole_in_one_exchange(app):
+    """store/wire.py flushes and reads the batch itself: 400 rows of 5 000 characters (2 MB, far more than a
+    socket's buffer) in one round trip, every row written, the last statement's rows read."""
+    with on_one_connection(app) as connection:
+        connection.exec_driver_sql("CREATE TABLE wire_big (body text)")
+        connection.commit()
+        try:
+            dbapi = connection.connection.dbapi_connection
+            rows = wire.send(dbapi, {}, [(b"INSERT INTO wire_big VALUES ($1)", [[str(n % 10) * 5000] for n in range(400)],
+                                          True, False),
+                                         (b"SELECT count(*), sum(length(body)) FROM wire_big", [], False, True)],
+                             begin=True, commit=True)
+            assert rows == [[], [(400, 2_000_000)]]
+        finally:
+            connection.exec_driver_sql("DROP TABLE wire_big")
+            connection.commit()
+
+
+def test_on_postgresql_a_batch_on_a_terminated_connection_raises_psycopgs_operational_error(app):
+    """The server ended the connection (pg_terminate_backend, a restart): the batch fails as psycopg's own
+    calls fail, which SQLAlchemy turns into a lost connection (tests/test_connection_loss.py), not a hang."""
+    import psycopg
+
+    with on_one_connection(app) as connection:
+        dbapi = connection.connection.dbapi_connection
+        with db(app).engine.connect() as other:
+            assert other.exec_driver_sql(f"SELECT pg_terminate_backend({dbapi.info.backend_pid}, 5000)").scalar()
+        with pytest.raises(psycopg.OperationalError):
+            wire.send(dbapi, {}, [(b"SELECT 1", [], False, True)], begin=True, commit=True)
+        connection.invalidate()
 
 
 def test_statements_queued_before_the_orms_changes_go_out_before_them(app):
