@@ -34,7 +34,10 @@ OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters: nothing a candidate 
 _DIGIT = "[0-9\uff10-\uff19]"
 _LAST = "[0-9\uff10-\uff19Xx\uff38\uff58]"
 _SEPARATOR = "[\\s\u00ad\u200b-\u200f\u2060\ufeff\\-\u2010-\u2015\uff0d()\uff08\uff09.\uff0e]"
-SENSITIVE_RUN = re.compile(f"(?<!{_LAST}){_DIGIT}(?:{_SEPARATOR}{{0,3}}{_DIGIT}){{9,}}"
+# The run's first digit comes first and its lookbehind after it (not preceded by another digit or X): a
+# pattern that starts with a character set lets the regex engine skip to the next digit, instead of trying
+# the lookbehind at every character of the text (half the time on a 200-character reply).
+SENSITIVE_RUN = re.compile(f"{_DIGIT}(?<!{_LAST}{_DIGIT})(?:{_SEPARATOR}{{0,3}}{_DIGIT}){{9,}}"
                            f"(?:{_SEPARATOR}{{0,3}}{_LAST})(?!{_LAST})")
 # OPEN token #hash[,hash…] CLOSE: the hash of the run's digits lets a transcript be searched for a number, and
 # so does one per mobile or ID number inside a longer run ("（1）13800138000" is one run of 12 digits).
