@@ -13,11 +13,12 @@ replay guard; AES: safe). Then `--rounds` rounds: in each, for each client count
 back to back, the order flipped every round (bare, app; then app, bare). In a run every client (its own
 openid) subscribes untimed, then sends the text with fresh MsgIds, timed, until the run's request budget
 or time limit is used up. Clients are threads spread over several processes so the client side's GIL is
-not the bottleneck. The server's CPU per request is read from its processes' CPU times (/proc) once every
-client has subscribed and at the run's end, and PostgreSQL's and Redis's (`db+redis`: every such process
-on this machine, so keep it otherwise quiet), and the share of the machine's CPU time its hypervisor gave
-to other guests meanwhile (`steal%`: on a virtual machine with a busy host every figure of the row is
-worse). Prints one row per run, then the app's throughput as a share of the baseline's: each round's share
+not the bottleneck, each request on a new connection through http.client (see lean_transport: the
+clients share the cores with the server, so their CPU is kept small and printed, `client`). The server's
+CPU per request is read from its processes' CPU times (/proc) once every client has subscribed and at the
+run's end, and PostgreSQL's and Redis's (`db+redis`: every such process on this machine, so keep it
+otherwise quiet), and the share of the machine's CPU time its hypervisor gave to other guests meanwhile
+(`steal%`: on a virtual machine with a busy host every figure of the row is worse). Prints one row per run, then the app's throughput as a share of the baseline's: each round's share
 from its two adjacent runs, and the median of the rounds. A virtual machine's speed drifts (2x within a
 quarter of an hour here on 1 Dec 2026); adjacent runs see the same machine, and a median is not moved by
 one slow stretch. Exits non-zero if any request failed.
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import http.client
 import json
 import math
 import multiprocessing
@@ -56,6 +58,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import create_engine
@@ -65,7 +68,7 @@ from wechatpy.exceptions import InvalidSignatureException
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `bot` importable
 
-from standins.simulator import ReplyError, WeChatSimulator, http_transport  # noqa: E402
+from standins.simulator import XML_CONTENT_TYPE, ReplyError, WeChatSimulator, http_transport  # noqa: E402
 from standins.wechat_api import FakeWeChatAPI  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -99,6 +102,7 @@ class WorkerResult:
     error_samples: list[str] = field(default_factory=list)
     started: float = math.inf
     finished: float = 0.0
+    client_cpu_seconds: float = 0.0  # the client processes' own CPU during the timed requests
 
 
 # --- server under test ------------------------------------------------------------------------
@@ -210,6 +214,25 @@ def make_simulator(base_url: str, aes: bool, session: requests.Session) -> WeCha
     return WeChatSimulator(TOKEN, APPID, AES_KEY, transport, aes=aes)
 
 
+def lean_transport(base_url: str):
+    """The timed clients' transport: http.client, a new connection per request (as WeChat connects, and
+    gunicorn's sync workers close each one). The load generator shares the machine's cores with the
+    server under test: through `requests` a client spent 1.5-2.0 ms of CPU per request, as much as the
+    app, and those cycles were taken from the server in the paced runs."""
+    parts = urlsplit(base_url)
+
+    def send(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=WECHAT_TIMEOUT_SECONDS)
+        try:
+            connection.request(method, path, body=body or None, headers={"Content-Type": XML_CONTENT_TYPE})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    return send
+
+
 class Tickets:
     """A process's share of the run's requests, handed out to its client threads until used or late."""
 
@@ -230,7 +253,8 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     """One client process: `clients` threads, each one user; reports a WorkerResult on `results`."""
     result = WorkerResult()
     lock = threading.Lock()
-    simulators = [make_simulator(base_url, spec.mode == "aes", requests.Session()) for _ in range(clients)]
+    simulators = [WeChatSimulator(TOKEN, APPID, AES_KEY, lean_transport(base_url), aes=spec.mode == "aes")
+                  for _ in range(clients)]
     openids = ["o_bench_" + secrets.token_hex(10) for _ in range(clients)]
     for simulator, openid in zip(simulators, openids):
         problem = attempt(lambda: simulator.event(openid, "subscribe"))
@@ -239,6 +263,7 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
             keep_sample(result, f"subscribe: {problem}")
     ready.put(os.getpid())
     go.wait()
+    cpu_before = time.process_time()
     tickets = Tickets(quota, deadline=time.time() + spec.seconds)
     loop, extra = (client_loop, ()) if not spec.rate else (paced_client_loop, (spec.rate / spec.clients,))
     threads = [
@@ -249,6 +274,7 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
         thread.start()
     for thread in threads:
         thread.join()
+    result.client_cpu_seconds = time.process_time() - cpu_before
     results.put(result)
 
 
@@ -287,7 +313,8 @@ def attempt(push) -> str | None:
     """Send one push; what went wrong, or None if the webhook answered 200 with a valid reply."""
     try:
         reply = push()
-    except (requests.RequestException, ReplyError, InvalidSignatureException) as exc:
+    except (OSError, http.client.HTTPException, requests.RequestException, ReplyError,
+            InvalidSignatureException) as exc:
         return repr(exc)
     return None if reply.status == 200 else f"HTTP {reply.status}: {reply.body[:120]!r}"
 
@@ -336,6 +363,7 @@ def merge(into: WorkerResult, part: WorkerResult) -> None:
     into.error_samples += part.error_samples
     into.started = min(into.started, part.started)
     into.finished = max(into.finished, part.finished)
+    into.client_cpu_seconds += part.client_cpu_seconds
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -353,7 +381,8 @@ def table_row(label: str, spec: RunSpec, measured: "Measured") -> str:
     return (
         f"{label:<8}{spec.mode:<6}{clients:>8}{done:>10}{throughput(result):>12.1f}"
         f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{measured.cpu_ms:>10.2f}"
-        f"{measured.services_ms:>10.2f}{result.errors:>8}{measured.steal_percent:>8.1f}"
+        f"{measured.services_ms:>10.2f}{1000 * result.client_cpu_seconds / max(1, done):>10.2f}{result.errors:>8}"
+        f"{measured.steal_percent:>8.1f}"
     )
 
 
@@ -605,7 +634,7 @@ def main() -> int:
         if args.database_url:
             report_autovacuum(args.database_url)
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-              f"{'cpu ms':>10}{'db+redis':>10}{'errors':>8}{'steal%':>8}{'round':>7}")
+              f"{'cpu ms':>10}{'db+redis':>10}{'client':>10}{'errors':>8}{'steal%':>8}{'round':>7}")
         failures, rates = 0, {}
         for mode in args.modes:
             with contextlib.ExitStack() as servers:
