@@ -92,6 +92,7 @@ class RunSpec:
     seconds: float
     text: str = TEXT
     rate: float = 0.0  # paced: the clients' total requests per second (0: closed loop)
+    client: str = "lean"  # the timed clients' HTTP: "lean" (http.client) or "requests"
 
 
 @dataclass
@@ -214,6 +215,10 @@ def make_simulator(base_url: str, aes: bool, session: requests.Session) -> WeCha
     return WeChatSimulator(TOKEN, APPID, AES_KEY, transport, aes=aes)
 
 
+def requests_transport(base_url: str):
+    return http_transport(base_url, session=requests.Session(), timeout=WECHAT_TIMEOUT_SECONDS)
+
+
 def lean_transport(base_url: str):
     """The timed clients' transport: http.client, a new connection per request (as WeChat connects, and
     gunicorn's sync workers close each one). The load generator shares the machine's cores with the
@@ -253,7 +258,8 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     """One client process: `clients` threads, each one user; reports a WorkerResult on `results`."""
     result = WorkerResult()
     lock = threading.Lock()
-    simulators = [WeChatSimulator(TOKEN, APPID, AES_KEY, lean_transport(base_url), aes=spec.mode == "aes")
+    transport = lean_transport if spec.client == "lean" else requests_transport
+    simulators = [WeChatSimulator(TOKEN, APPID, AES_KEY, transport(base_url), aes=spec.mode == "aes")
                   for _ in range(clients)]
     openids = ["o_bench_" + secrets.token_hex(10) for _ in range(clients)]
     for simulator, openid in zip(simulators, openids):
@@ -607,6 +613,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--paced-share", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                         help="paced runs at these shares of the bare app's throughput (default 0.1 0.2 0.3: the "
                              "last is the throughput target; none: no paced runs)")
+    parser.add_argument("--client", choices=["lean", "requests"], default="lean",
+                        help="the timed clients' HTTP: lean (http.client, default) or requests (as the bench sent "
+                             "until 1 Dec 2026: 1.5-2 ms of client CPU a request, which bound the bare app)")
+    parser.add_argument("--paced-seconds", type=float, default=PACED_SECONDS,
+                        help=f"a paced run sends at least this long at its rate (default {PACED_SECONDS})")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of runs, bare and app back to back, order flipped each round (default 3)")
     parser.add_argument("--text", default=TEXT, help=f"the timed text message (default {TEXT!r})")
@@ -629,7 +640,7 @@ def main() -> int:
         upgrade_database(args.app, {**os.environ, "COLLECTOR_CONFIG": str(configs[("app", args.modes[0])])})
         print(f"webhook {base_urls['app']}/wechat  server={describe_server(args)}  client processes<={args.processes}  "
               f"cpus={os.cpu_count()}  text={args.text!r}  database={'SQLite' if not args.database_url else args.database_url.split('@')[-1]}"
-              f"{'  redis' if args.redis_url else ''}  rounds={args.rounds}  [wechat] mode: "
+              f"{'  redis' if args.redis_url else ''}  rounds={args.rounds}  client={args.client}  [wechat] mode: "
               + ", ".join(f"{mode} requests {wechat_mode_for(mode, args)}" for mode in args.modes))
         if args.database_url:
             report_autovacuum(args.database_url)
@@ -676,7 +687,7 @@ def run_mode(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, r
         order = labels if round_number % 2 else labels[::-1]
         for clients in args.clients:
             for label in order:
-                spec = RunSpec(mode, clients, args.requests, args.seconds, args.text)
+                spec = RunSpec(mode, clients, args.requests, args.seconds, args.text, client=args.client)
                 measured = measured_run(base_urls[label], spec, args.processes, pids[label])
                 print(table_row(label, spec, measured) + f"{round_number:>7}", flush=True)
                 rates.setdefault((label, mode, clients), []).append((throughput(measured.result), measured.cpu_ms))
@@ -689,7 +700,8 @@ def run_mode(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, r
 def warm_up(label: str, mode: str, base_url: str, args: argparse.Namespace, pid: int) -> int:
     if not args.warmup:
         return 0
-    result = run(base_url, RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text), args.processes)
+    spec = RunSpec(mode, min(args.clients), args.warmup, args.seconds, args.text, client=args.client)
+    result = run(base_url, spec, args.processes)
     failures = report_problems(result, f"{label} warm-up ")
     if args.database_url:
         vacuum(args.database_url)
@@ -712,8 +724,8 @@ def run_paced(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, 
         for share in args.paced_share:
             for label in order:
                 rate = share * bare_rate
-                spec = RunSpec(mode, clients, max(args.requests, int(rate * PACED_SECONDS)), args.seconds, args.text,
-                               rate=rate)
+                spec = RunSpec(mode, clients, max(args.requests, int(rate * args.paced_seconds)), args.seconds,
+                               args.text, rate=rate, client=args.client)
                 with DurabilityProbe(args.database_url, args.workdir) as probe:
                     measured = measured_run(base_urls[label], spec, args.processes, pids[label])
                 result = measured.result
