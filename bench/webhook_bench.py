@@ -13,15 +13,16 @@ replay guard; AES: safe). Then `--rounds` rounds: in each, for each client count
 back to back, the order flipped every round (bare, app; then app, bare). In a run every client (its own
 openid) subscribes untimed, then sends the text with fresh MsgIds, timed, until the run's request budget
 or time limit is used up. Clients are threads spread over several processes so the client side's GIL is
-not the bottleneck, each request on a new connection through http.client (see lean_transport: the
-clients share the cores with the server, so their CPU is kept small and printed, `client`). The server's
-CPU per request is read from its processes' CPU times (/proc) once every client has subscribed and at the
-run's end, and PostgreSQL's and Redis's (`db+redis`: every such process on this machine, so keep it
-otherwise quiet), and the share of the machine's CPU time its hypervisor gave to other guests meanwhile
-(`steal%`: on a virtual machine with a busy host every figure of the row is worse). Prints one row per run, then the app's throughput as a share of the baseline's: each round's share
-from its two adjacent runs, and the median of the rounds. A virtual machine's speed drifts (2x within a
-quarter of an hour here on 1 Dec 2026); adjacent runs see the same machine, and a median is not moved by
-one slow stretch. Exits non-zero if any request failed.
+not the bottleneck, each request on a new connection through http.client (see lean_transport: the clients
+share the cores with the server, so their CPU is kept small and printed, `client`). The server's CPU per
+request is read from its processes' CPU times (/proc) once every client has subscribed and at the run's
+end, and PostgreSQL's and Redis's (`db+redis`: every such process on this machine, so keep it otherwise
+quiet), and the share of the machine's CPU time its hypervisor gave to other guests meanwhile (`steal%`:
+on a virtual machine with a busy host every figure of the row is worse). Prints one row per run, then the
+app's throughput as a share of the baseline's: each round's share from its two adjacent runs, and the
+median of the rounds. A virtual machine's speed drifts (2x within a quarter of an hour here on 1 Dec
+2026); adjacent runs see the same machine, and a median is not moved by one slow stretch. Exits non-zero
+if any request failed.
 
 Those runs are closed loops: each client sends its next message the moment it has the reply, so the server
 is always saturated and a request's latency is mostly its wait behind the other clients' (with 2 workers
