@@ -59,6 +59,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from urllib.parse import urlsplit
 
 import requests
@@ -180,7 +181,7 @@ def start_server(app: str, port: int, env: dict[str, str], log_path: Path, serve
 
 def wait_until_answering(server: subprocess.Popen, base_url: str, log_path: Path) -> None:
     """Until the webhook passes WeChat's URL verification; SystemExit if the server dies or stalls."""
-    simulator = make_simulator(base_url, aes=False, session=requests.Session())
+    simulator = make_simulator(requests_transport(base_url), aes=False)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -211,8 +212,7 @@ def fail(reason: str, log_path: Path) -> None:
 # --- clients (run in worker processes) --------------------------------------------------------
 
 
-def make_simulator(base_url: str, aes: bool, session: requests.Session) -> WeChatSimulator:
-    transport = http_transport(base_url, session=session, timeout=WECHAT_TIMEOUT_SECONDS)
+def make_simulator(transport, aes: bool) -> WeChatSimulator:
     return WeChatSimulator(TOKEN, APPID, AES_KEY, transport, aes=aes)
 
 
@@ -260,8 +260,7 @@ def worker(base_url: str, spec: RunSpec, clients: int, quota: int, ready, go, re
     result = WorkerResult()
     lock = threading.Lock()
     transport = lean_transport if spec.client == "lean" else requests_transport
-    simulators = [WeChatSimulator(TOKEN, APPID, AES_KEY, transport(base_url), aes=spec.mode == "aes")
-                  for _ in range(clients)]
+    simulators = [make_simulator(transport(base_url), aes=spec.mode == "aes") for _ in range(clients)]
     openids = ["o_bench_" + secrets.token_hex(10) for _ in range(clients)]
     for simulator, openid in zip(simulators, openids):
         problem = attempt(lambda: simulator.event(openid, "subscribe"))
@@ -685,7 +684,7 @@ def run_mode(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, r
         return failures
     labels = list(base_urls)
     for round_number in range(1, args.rounds + 1):
-        order = labels if round_number % 2 else labels[::-1]
+        order = round_order(labels, round_number)
         for clients in args.clients:
             for label in order:
                 spec = RunSpec(mode, clients, args.requests, args.seconds, args.text, client=args.client)
@@ -721,7 +720,7 @@ def run_paced(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, 
     failures = 0
     labels = list(base_urls)
     for round_number in range(1, args.rounds + 1):
-        order = labels if round_number % 2 else labels[::-1]
+        order = round_order(labels, round_number)
         for share in args.paced_share:
             for label in order:
                 rate = share * bare_rate
@@ -739,12 +738,9 @@ def run_paced(mode: str, base_urls: dict, args: argparse.Namespace, pids: dict, 
     return failures
 
 
-def median(values) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def round_order(labels: list[str], round_number: int) -> list[str]:
+    """The servers in the order this round runs them: as given in odd rounds, reversed in even ones."""
+    return labels if round_number % 2 else labels[::-1]
 
 
 def spread_of(values: list[float], digits: int) -> str:
