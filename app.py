@@ -61,11 +61,6 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, SECRET_KEY=settings.secret_key, PHOTO_THRESHOLDS=settings.photo,
                       MAX_CONTENT_LENGTH=settings.wechat.max_body_bytes)
-    if settings.server.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        hops = settings.server.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["collector"] = build_collector(settings)
     app.register_blueprint(webhook.blueprint)
     app.register_blueprint(payment_blueprint(settings))
@@ -73,9 +68,15 @@ def create_app(config_path: str | os.PathLike | None = None) -> Flask:
     register_console(app)
     register_commands(app)
     # Served apps load the face models before the first photo arrives; CLI commands never do.
-    app.before_request(warm_up_photo_models)
-    if weak_secret_key(settings):
-        app.before_request(refuse_to_serve)
+    guards = [warm_up_photo_models] + ([refuse_to_serve] if weak_secret_key(settings) else [])
+    for guard in guards:
+        app.before_request(guard)
+    webhook.mount(app, guards)  # POST /wechat ahead of Flask's request handling
+    if settings.server.trusted_proxies:  # outermost: the webhook sees the client's address too
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

@@ -171,3 +171,49 @@ def test_a_reply_echoing_cdata_terminators_is_still_well_formed_xml(app, wechat,
         reply = simulator_for(app, aes=aes).text(chat.openid, "<b>]]></b>")
         assert reply.status == 200
         assert "b>]]></b" in reply.content  # parsed back intact from well-formed XML
+
+
+def _chunked_transport(app, replies: list):
+    """Sends as a server does a chunked body: no Content-Length, the server ends the stream
+    (wsgi.input_terminated), straight to the WSGI app."""
+    from io import BytesIO
+
+    from werkzeug.test import EnvironBuilder
+
+    def send(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        environ = EnvironBuilder(path=path, method=method, data=body, content_type="text/xml").get_environ()
+        del environ["CONTENT_LENGTH"]
+        environ.update({"wsgi.input": BytesIO(body), "wsgi.input_terminated": True})
+        statuses = []
+        answer = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append((status, headers))))
+        replies.append(statuses[0])
+        return int(statuses[0][0].split()[0]), answer
+
+    return send
+
+
+def test_a_chunked_push_is_answered_and_one_over_the_limit_is_a_413(app):
+    from standins.simulator import WeChatSimulator
+
+    replies = []
+    wechat = WeChatSimulator(TOKEN, APPID, AES_KEY, _chunked_transport(app, replies))
+    assert "北京市高等教育自学考试" in wechat.text("o_chunked", "你好").content
+    assert ("Content-Type", "application/xml; charset=utf-8") in replies[-1][1]
+    huge = b"<xml><Content>" + b"a" * (1024 * 1024) + b"</Content></xml>"
+    assert wechat.post_xml(huge).status == 413
+    assert count(app, Message, Message.openid == "o_chunked") == 2  # the greeting's two rows, nothing more
+
+
+def test_a_refused_push_from_behind_a_trusted_proxy_logs_the_clients_address(make_app, caplog):
+    app = make_app(server={"trusted_proxies": 1})
+    client = app.test_client()
+    client.environ_base.update({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.7"})
+    assert client.post("/wechat?signature=forged&timestamp=1&nonce=n", data=b"<xml/>").status_code == 403
+    assert any("refused POST /wechat from 203.0.113.7" in r.getMessage() for r in caplog.records)
+
+
+def test_other_methods_on_the_webhook_path_are_flasks(app):
+    """Only POST /wechat itself bypasses Flask: a PUT gets Flask's 405, a trailing slash its 404."""
+    client = app.test_client()
+    assert client.put("/wechat", data=b"<xml/>").status_code == 405
+    assert client.post("/wechat/", data=b"<xml/>").status_code == 404
