@@ -114,3 +114,39 @@ def test_a_connection_cut_while_the_reply_is_committed_runs_the_message_again(po
 
 
 SERVER_BUSY = driver.DriverStatement(select(func.pg_sleep(1)))
+
+
+def _allow_connections(database_url: str, allowed: bool) -> None:
+    """ALTER DATABASE … ALLOW_CONNECTIONS, from the server's maintenance database; refusing, every open
+    connection to it is terminated too."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:
+                connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                                   {"name": url.database})
+    finally:
+        engine.dispose()
+
+
+def test_a_push_while_the_database_refuses_connections_is_a_500_and_its_retry_is_answered_once(
+        postgres_app, database_url, wechat, caplog):
+    """No reply can be kept, so none is given: the 500 makes WeChat send the message again, and the
+    retry after the database is back runs it, once."""
+    wechat.event("o_db_down", "subscribe")
+    msg_id = wechat.next_msg_id()
+    _allow_connections(database_url, False)
+    try:
+        refused = wechat.text("o_db_down", "北京市高等教育自学考试", msg_id=msg_id)
+    finally:
+        _allow_connections(database_url, True)
+    assert refused.status == 500 and refused.body == b"Internal Server Error"
+    assert "the webhook failed on a message" in caplog.text
+    retried = wechat.text("o_db_down", "北京市高等教育自学考试", msg_id=msg_id)
+    assert retried.status == 200 and "专科" in retried.content
+    assert inbound_rows(postgres_app, "o_db_down", "北京市高等教育自学考试") == 1
