@@ -28,6 +28,8 @@ from handlers.base import ClaimLost
 log = logging.getLogger(__name__)
 
 PATH = "/wechat"
+TEXT_PLAIN = "text/plain; charset=utf-8"
+XML = "application/xml; charset=utf-8"
 
 blueprint = Blueprint("wechat", __name__)
 
@@ -73,7 +75,7 @@ class WebhookApp:
             status, content_type, body = self.receive(environ)
         except Exception:
             log.exception("the webhook failed on a message")
-            status, content_type, body = 500, "text/plain; charset=utf-8", b"Internal Server Error"
+            status, content_type, body = 500, TEXT_PLAIN, b"Internal Server Error"
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
                        [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
@@ -85,16 +87,16 @@ class WebhookApp:
             refused = guard()
             if refused is not None:
                 text, status, headers = refused
-                return status, headers.get("Content-Type", "text/plain; charset=utf-8"), text.encode("utf-8")
+                return status, headers.get("Content-Type", TEXT_PLAIN), text.encode("utf-8")
         try:
             body = self._body(environ)
             opened = self.protocol.open(_query(environ), body, defer_nonce=True)
             reply_xml = self._answer(opened, arrived)
         except ProtocolError as exc:
             _log_refusal(environ, exc)
-            return exc.status, "text/plain; charset=utf-8", exc.reason.encode("utf-8")
+            return exc.status, TEXT_PLAIN, exc.reason.encode("utf-8")
         sealed = self.protocol.seal(reply_xml, opened.encrypted)
-        return 200, "text/plain; charset=utf-8" if sealed == EMPTY_REPLY else "application/xml; charset=utf-8", sealed
+        return 200, TEXT_PLAIN if sealed == EMPTY_REPLY else XML, sealed
 
     def _body(self, environ: dict) -> bytes:
         """At most max_body_bytes of the body, as its Content-Length says, or up to its end where the server
