@@ -18,7 +18,9 @@ share the cores with the server, so their CPU is kept small and printed, `client
 request is read from its processes' CPU times (/proc) once every client has subscribed and at the run's
 end, and PostgreSQL's and Redis's (`db+redis`: every such process on this machine, so keep it otherwise
 quiet), and the share of the machine's CPU time its hypervisor gave to other guests meanwhile (`steal%`:
-on a virtual machine with a busy host every figure of the row is worse). Prints one row per run, then the
+on a virtual machine with a busy host every figure of the row is worse) and the share nothing used
+(`idle%`, idle and iowait: a closed-loop run that leaves CPU idle is bound by waiting, on a lock or a
+disk, not by the CPU its processes use). Prints one row per run, then the
 app's throughput as a share of the baseline's: each round's share from its two adjacent runs, and the
 median of the rounds. A virtual machine's speed drifts (2x within a quarter of an hour here on 1 Dec
 2026); adjacent runs see the same machine, and a median is not moved by one slow stretch. Exits non-zero
@@ -388,7 +390,7 @@ def table_row(label: str, spec: RunSpec, measured: "Measured") -> str:
         f"{label:<8}{spec.mode:<6}{clients:>8}{done:>10}{throughput(result):>12.1f}"
         f"{percentile(latencies, 0.50):>10.1f}{percentile(latencies, 0.99):>10.1f}{measured.cpu_ms:>10.2f}"
         f"{measured.services_ms:>10.2f}{1000 * result.client_cpu_seconds / max(1, done):>10.2f}{result.errors:>8}"
-        f"{measured.steal_percent:>8.1f}"
+        f"{measured.steal_percent:>8.1f}{measured.idle_percent:>7.1f}"
     )
 
 
@@ -447,6 +449,7 @@ class Measured:
     cpu_ms: float  # the server's CPU per request
     services_ms: float  # PostgreSQL's and Redis's CPU per request
     steal_percent: float  # of the machine's CPU time, taken by the hypervisor for other guests (/proc/stat)
+    idle_percent: float  # of the machine's CPU time, used by nothing (idle and iowait)
 
 
 def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) -> Measured:
@@ -459,19 +462,19 @@ def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) 
 
     result = run(base_url, spec, processes, on_go=take_before)
     requests_done = max(1, len(result.latencies_ms) + result.errors)
-    steal, total = (after - earlier for earlier, after in zip(before["machine"], machine_ticks()))
+    steal, idle, total = (after - earlier for earlier, after in zip(before["machine"], machine_ticks()))
     return Measured(result, (cpu_seconds(server_pid) - before["server"]) * 1000 / requests_done,
                     (services_cpu_seconds() - before["services"]) * 1000 / requests_done,
-                    100 * steal / total if total else math.nan)
+                    100 * steal / total if total else math.nan, 100 * idle / total if total else math.nan)
 
 
-def machine_ticks() -> tuple[int, int]:
-    """The machine's stolen and total CPU ticks so far. On a virtual machine whose host is busy the guest
+def machine_ticks() -> tuple[int, int, int]:
+    """The machine's stolen, unused (idle and iowait) and total CPU ticks so far. On a virtual machine whose host is busy the guest
     waits for a CPU (steal) and every process runs slower on the CPU it gets (one machine here: 0 % steal at
     the start of a session, 3-21 % an hour later, when the same code cost 40 % more CPU per message)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     steal = fields[7] if len(fields) > 7 else 0  # user nice system idle iowait irq softirq steal ...
-    return steal, sum(fields[:8])
+    return steal, fields[3] + fields[4], sum(fields[:8])
 
 
 class DurabilityProbe:
@@ -645,7 +648,7 @@ def main() -> int:
         if args.database_url:
             report_autovacuum(args.database_url)
         print(f"{'target':<8}{'mode':<6}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-              f"{'cpu ms':>10}{'db+redis':>10}{'client':>10}{'errors':>8}{'steal%':>8}{'round':>7}")
+              f"{'cpu ms':>10}{'db+redis':>10}{'client':>10}{'errors':>8}{'steal%':>8}{'idle%':>7}{'round':>7}")
         failures, rates = 0, {}
         for mode in args.modes:
             with contextlib.ExitStack() as servers:
