@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from store.db import Database
 
@@ -121,4 +121,72 @@ def test_a_forked_worker_queues_on_a_descriptor_of_its_own(db_path):
         session.execute(text("INSERT INTO t VALUES (3)"))
     with database.read() as session:
         assert session.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 2, 3]
+    database.dispose()
+
+
+def test_the_next_writer_is_let_in_only_once_the_commit_before_it_is_done(db_path):
+    """The writers' queue is released after SQLite's COMMIT (or ROLLBACK), not before: a writer let in
+    while the one ahead of it is still committing finds the database locked and sleeps in SQLite's busy
+    handler (1 ms at first, then longer), which is what the queue is there to avoid. With no busy timeout at
+    all, two forked workers writing as fast as they can must never find it locked."""
+    database = Database(f"sqlite:///{db_path}", busy_timeout=0)
+    with database.session() as session:  # WAL is on before the workers fork
+        session.execute(text("SELECT 1"))
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+
+    def worker(first: int) -> None:
+        try:
+            for number in range(first, first + 300):
+                with database.session() as session:
+                    session.execute(text("INSERT INTO t VALUES (:x)"), {"x": number})
+                if number % 3 == 0:  # rollbacks hand over the queue too
+                    with pytest.raises(RuntimeError), database.session() as session:
+                        session.execute(text("INSERT INTO t VALUES (-1)"))
+                        raise RuntimeError("the step failed")
+        except Exception as error:  # noqa: BLE001 - reported to the parent, which asserts on it
+            failures.put(repr(error))
+            raise
+
+    processes = [context.Process(target=worker, args=(first,)) for first in (0, 1000)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    reported = []
+    while not failures.empty():
+        reported.append(failures.get())
+    assert reported == [] and [process.exitcode for process in processes] == [0, 0]
+    with database.read() as session:
+        assert session.execute(text("SELECT count(*), min(x) FROM t")).one() == (600, 0)
+    database.dispose()
+
+
+def test_a_commit_that_fails_rolls_back_and_lets_the_next_writer_in(tmp_path):
+    """A COMMIT can fail (here a deferred foreign key; a full disk in production). Its transaction is
+    rolled back and the writers' queue let go of, so the next write goes through at once and nothing of
+    the failed one is kept."""
+    path = tmp_path / "store.sqlite"
+    setup = sqlite3.connect(path)
+    setup.executescript("CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+                        "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);")
+    setup.close()
+    database = Database(f"sqlite:///{path}", busy_timeout=0)
+    with pytest.raises(IntegrityError, match="FOREIGN KEY constraint failed"):
+        with database.session() as session:
+            session.execute(text("INSERT INTO child VALUES (7)"))  # no parent 7: refused at COMMIT
+    written = []
+
+    def write_from_another_thread():
+        with database.session() as session:
+            session.execute(text("INSERT INTO parent VALUES (7)"))
+            session.execute(text("INSERT INTO child VALUES (7)"))
+        written.append(True)
+
+    thread = threading.Thread(target=write_from_another_thread)
+    thread.start()
+    thread.join(timeout=5)
+    assert written == [True], "the failed COMMIT left the writers' queue or SQLite's lock held"
+    with database.read() as session:
+        assert session.execute(text("SELECT count(*) FROM child")).scalar() == 1
     database.dispose()
