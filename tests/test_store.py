@@ -132,6 +132,7 @@ def test_the_next_writer_is_let_in_only_once_the_commit_before_it_is_done(db_pat
     database = Database(f"sqlite:///{db_path}", busy_timeout=0)
     with database.session() as session:  # WAL is on before the workers fork
         session.execute(text("SELECT 1"))
+    database.engine.dispose()  # each worker opens connections of its own, as gunicorn's do
     context = multiprocessing.get_context("fork")
     failures = context.Queue()
 
