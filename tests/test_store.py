@@ -44,20 +44,27 @@ def test_a_writer_that_waits_too_long_gets_locked_and_frees_the_next_writer(db_p
 
     other_process.execute("COMMIT")
     other_process.close()
-    written = []
-
-    def write_from_another_thread():
-        with database.session() as session:
-            session.execute(text("INSERT INTO t VALUES (3)"))
-        written.append(True)
-
-    thread = threading.Thread(target=write_from_another_thread)
-    thread.start()
-    thread.join(timeout=5)
-    assert written == [True], "the failed BEGIN left this process's writer lock held"
+    assert _written_from_another_thread(database, "INSERT INTO t VALUES (3)"), \
+        "the failed BEGIN left this process's writer lock held"
     with database.session() as session:
         assert session.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 3]
     database.dispose()
+
+
+def _written_from_another_thread(database: Database, *statements: str) -> bool:
+    """Whether another thread of this process could write `statements` in one transaction within 5 s."""
+    written = []
+
+    def write() -> None:
+        with database.session() as session:
+            for statement in statements:
+                session.execute(text(statement))
+        written.append(True)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(timeout=5)
+    return written == [True]
 
 
 def _lock_file_is_free(path) -> bool:
@@ -176,18 +183,8 @@ def test_a_commit_that_fails_rolls_back_and_lets_the_next_writer_in(tmp_path):
     with pytest.raises(IntegrityError, match="FOREIGN KEY constraint failed"):
         with database.session() as session:
             session.execute(text("INSERT INTO child VALUES (7)"))  # no parent 7: refused at COMMIT
-    written = []
-
-    def write_from_another_thread():
-        with database.session() as session:
-            session.execute(text("INSERT INTO parent VALUES (7)"))
-            session.execute(text("INSERT INTO child VALUES (7)"))
-        written.append(True)
-
-    thread = threading.Thread(target=write_from_another_thread)
-    thread.start()
-    thread.join(timeout=5)
-    assert written == [True], "the failed COMMIT left the writers' queue or SQLite's lock held"
+    assert _written_from_another_thread(database, "INSERT INTO parent VALUES (7)", "INSERT INTO child VALUES (7)"), \
+        "the failed COMMIT left the writers' queue or SQLite's lock held"
     with database.read() as session:
         assert session.execute(text("SELECT count(*) FROM child")).scalar() == 1
     database.dispose()
