@@ -469,9 +469,10 @@ def measured_run(base_url: str, spec: RunSpec, processes: int, server_pid: int) 
 
 
 def machine_ticks() -> tuple[int, int, int]:
-    """The machine's stolen, unused (idle and iowait) and total CPU ticks so far. On a virtual machine whose host is busy the guest
-    waits for a CPU (steal) and every process runs slower on the CPU it gets (one machine here: 0 % steal at
-    the start of a session, 3-21 % an hour later, when the same code cost 40 % more CPU per message)."""
+    """The machine's stolen, unused (idle and iowait) and total CPU ticks so far. On a virtual machine whose
+    host is busy the guest waits for a CPU (steal) and every process runs slower on the CPU it gets (one
+    machine here: 0 % steal at the start of a session, 3-21 % an hour later, when the same code cost 40 %
+    more CPU per message)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     steal = fields[7] if len(fields) > 7 else 0  # user nice system idle iowait irq softirq steal ...
     return steal, fields[3] + fields[4], sum(fields[:8])

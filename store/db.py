@@ -335,8 +335,9 @@ class _WriterLock:
             # A failed COMMIT (a deferred constraint, a full disk) leaves SQLite's transaction open, and
             # SQLAlchemy ends it through the pool's reset, which no event reports: rolled back here, so the
             # next writer finds the database free.
-            with contextlib.suppress(sqlite3.Error):
-                connection.connection.dbapi_connection.rollback()
+            if not connection.invalidated:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.connection.dbapi_connection.rollback()
             raise
         finally:
             self.end(connection)
