@@ -66,12 +66,12 @@ from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 from wechatpy.exceptions import InvalidSignatureException
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `bot` importable
 
+from loadtest.cluster import admin_connection  # noqa: E402
 from standins.simulator import XML_CONTENT_TYPE, ReplyError, WeChatSimulator, http_transport  # noqa: E402
 from standins.wechat_api import FakeWeChatAPI  # noqa: E402
 
@@ -569,19 +569,6 @@ def vacuum(database_url: str) -> None:
     by the server's connections until the next ANALYZE."""
     with admin_connection(database_url) as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")
-
-
-@contextlib.contextmanager
-def admin_connection(database_url: str, database: str | None = None):
-    """An AUTOCOMMIT connection to `database_url`'s server (VACUUM and CREATE DATABASE refuse a transaction),
-    to `database` on it if given."""
-    url = make_url(database_url)
-    engine = create_engine(url.set(database=database) if database else url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
 
 
 def wait_until_idle(pid: int, limit_seconds: float = 60.0) -> None:

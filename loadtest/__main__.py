@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere: the product's packages are importable
 
-from loadtest.cluster import Profile, require_loopback  # noqa: E402
+from loadtest.cluster import Profile, admin_connection, require_loopback  # noqa: E402
 from loadtest.report import summary_table  # noqa: E402
 from loadtest.run import CUSTOM_WAIT_SECONDS, SHARED_PHOTOS, Options, run  # noqa: E402
 
@@ -136,21 +136,18 @@ def _unreachable(database_url: str, redis_url: str) -> str | None:
 
 def _create_database_if_missing(database_url: str) -> None:
     """A fresh machine has the server but not the scratch database: create it (loopback only, checked above)."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    url = make_url(database_url)
-    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = make_url(database_url).database
     try:
-        with server.connect() as connection:
+        with admin_connection(database_url, database="postgres") as connection:
             exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                        {"name": url.database}).scalar()
+                                        {"name": name}).scalar()
             if not exists:
-                connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception:
         pass  # unreachable or not allowed: the connection check that follows says why
-    finally:
-        server.dispose()
 
 
 def options_from(args, profile: Profile) -> Options:

@@ -3,6 +3,7 @@ each with its own config file, and the huey consumer `flask jobs work`, all on o
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,10 +15,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -245,13 +248,23 @@ class Cluster:
 def terminate_connections(database_url: str, pid: int | None = None) -> int:
     """`pg_terminate_backend` on every other connection to the database at `database_url`, or only on
     the backend `pid`; how many were terminated."""
-    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin_connection(database_url) as connection:
+        return len(connection.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND (CAST(:pid AS integer) IS NULL OR pid = :pid)"), {"pid": pid}).all())
+
+
+@contextlib.contextmanager
+def admin_connection(database_url: str, database: str | None = None) -> Iterator[Connection]:
+    """An AUTOCOMMIT connection to `database_url`'s server (VACUUM, CREATE and ALTER DATABASE refuse a
+    transaction), to `database` on it if given (the maintenance database "postgres", for statements about
+    the database in the URL)."""
+    url = make_url(database_url)
+    engine = create_engine(url.set(database=database) if database else url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            return len(connection.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND (CAST(:pid AS integer) IS NULL OR pid = :pid)"), {"pid": pid}).all())
+            yield connection
     finally:
         engine.dispose()
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from loadtest.cluster import terminate_connections
+from loadtest.cluster import admin_connection, terminate_connections
 from messages import SYSTEM_ERROR
 from store import driver
 from store.db import connection_of
@@ -119,19 +119,15 @@ SERVER_BUSY = driver.DriverStatement(select(func.pg_sleep(1)))
 def _allow_connections(database_url: str, allowed: bool) -> None:
     """ALTER DATABASE … ALLOW_CONNECTIONS, from the server's maintenance database; refusing, every open
     connection to it is terminated too."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    url = make_url(database_url)
-    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'))
-            if not allowed:
-                connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-                                   {"name": url.database})
-    finally:
-        engine.dispose()
+    name = make_url(database_url).database
+    with admin_connection(database_url, database="postgres") as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'))
+        if not allowed:
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                               {"name": name})
 
 
 def test_a_push_while_the_database_refuses_connections_is_a_500_and_its_retry_is_answered_once(
