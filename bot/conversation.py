@@ -100,6 +100,12 @@ class Conversation:
         if not ctx.locked and session.is_modified(ctx.candidate):
             raise RuntimeError(f"a read-only command changed candidate {ctx.candidate.id} without its row lock")
         channel = self._settle(ctx, outcome, inbound, channel="passive", route=route)
+        if not ctx.locked and channel == "passive" and not ctx.deferred and not route.taken_over:
+            # A read-only command answered passively: the transaction keeps only the record of that answer (the
+            # transcript pair, the settled claim; on first contact the candidate's bare row). A database crash
+            # that lost it would lose nothing else, and WeChat's retry, if one came, gets the same answer. So
+            # its COMMIT does not wait for the disk, unless something else in it must (the replay guard's nonce).
+            driver.commit_relaxed(session)
         for job, kind in ctx.deferred:
             Database.after_commit(session, partial(job.add_done_callback,
                                                    self._finisher(incoming.openid, inbound.id, kind)))

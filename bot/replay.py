@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from store import queries
+from store import driver, queries
 from store.db import Database
 from store.models import ReplayNonce, utcnow
 
@@ -89,6 +89,8 @@ class DatabaseNonceStore:
         forged pair rolls back: its INSERT queued there (store/driver.queue; on PostgreSQL it goes out with
         the message's claim), and what take() would return once it has. Call maybe_purge() first, outside it."""
         expires = utcnow() + timedelta(seconds=ttl_seconds)
+        # Lost with a crash, the pair would let its query string (in any access log) carry another body.
+        driver.keep_durable(session)
         inserted = queries.queue_insert_unless_taken(session, ReplayNonce.__table__,
                                                      dict(key=key, fingerprint=fingerprint, expires_at=expires))
 

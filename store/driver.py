@@ -165,10 +165,39 @@ def update_at_commit(session: Session, instance: Any) -> None:
         updates.append(instance)
 
 
+def commit_relaxed(session: Session) -> None:
+    """This transaction's COMMIT returns once what it wrote is visible, without waiting for the write-ahead log
+    to reach the disk (PostgreSQL's synchronous_commit off, for this transaction alone, sent in the COMMIT's
+    round trip), unless something in it asked for keep_durable. A crash of the database server within about
+    0.6 s after (three wal_writer_delay) may then lose the transaction: all of it, never a part. Only for a
+    transaction whose loss costs nothing but its record. Nothing changes on SQLite, whose commits in WAL
+    mode with synchronous=NORMAL never wait for the disk (a power cut can lose the last ones there too)."""
+    transaction = _begun(session)
+    if session.info.get(_DURABILITY, (None,))[0] is not transaction:
+        session.info[_DURABILITY] = (transaction, False)
+
+
+def keep_durable(session: Session) -> None:
+    """This transaction's COMMIT waits for the disk, whatever commit_relaxed says (a row whose loss would
+    matter: the replay guard's nonce)."""
+    session.info[_DURABILITY] = (_begun(session), True)
+
+
+def _begun(session: Session):
+    # Before its first statement a session has no transaction yet (it begins one when first used).
+    return session.get_transaction() or session.begin()
+
+
+def _relaxed(session: Session) -> bool:
+    held = session.info.pop(_DURABILITY, None)
+    return held is not None and held[0] is session.get_transaction() and not held[1]
+
+
 # session.info: (the transaction, [...]) of statements waiting to be sent in it
 _HELD = "driver_held"  # for its commit: (sql, arguments, many, fetch)
 _QUEUED = "driver_queued"  # until some statement's rows are needed: (sql, arguments, many, fetch, Queued)
 _UPDATES = "driver_updates"  # instances whose changes go out with the commit (update_at_commit)
+_DURABILITY = "driver_durability"  # (the transaction, whether it must wait for the disk): commit_relaxed
 
 
 def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
@@ -212,17 +241,20 @@ def _commit_held(session: Session) -> None:
     """Every session's commit (a class-wide listener: only a session holding statements does anything).
     The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
-    if not any(name in session.info for name in (_HELD, _QUEUED, _UPDATES)) or session.in_nested_transaction():
+    if not any(name in session.info for name in (_HELD, _QUEUED, _UPDATES, _DURABILITY)) \
+            or session.in_nested_transaction():
         return  # nothing waiting, or a savepoint's release: not yet
     connection = connection_of(session)
+    psycopg = connection.dialect.driver == "psycopg"
+    relaxed = _relaxed(session) and psycopg
     updates = [statement for instance in _take(session, _UPDATES)
                if (statement := _update_of(session, connection, instance)) is not None]
     if _QUEUED in session.info and (session.new or session.dirty or session.deleted):
         _send_queued(session)  # queued before the ORM's changes: they go out first
     session.flush()
     batch = _take(session, _QUEUED) + updates + _take(session, _HELD)
-    if batch:
-        _send(connection, batch, commit=connection.dialect.driver == "psycopg")
+    if batch or relaxed:
+        _send(connection, batch, commit=psycopg, relaxed=relaxed)
 
 
 def _update_of(session: Session, connection: Connection, instance: Any) -> tuple | None:
@@ -305,10 +337,12 @@ def _update_statement(mapper: Mapper, keys: tuple[str, ...]) -> DriverStatement:
 _PIPELINE_OFF = 0  # psycopg.pq.PipelineStatus.OFF (not imported: psycopg is only there with PostgreSQL)
 
 
-def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> list[list[tuple]]:
+def _send(connection: Connection, batch: list[tuple], commit: bool = False,
+          relaxed: bool = False) -> list[list[tuple]]:
     """Runs each statement of the batch in order, (sql, arguments, many, fetch[, Queued]), and with commit a
-    COMMIT after them; each statement's rows (fetch: it returns rows, known from the statement, since
-    psycopg builds cursor.description afresh each time it is read), also handed to its Queued. On psycopg
+    COMMIT after them (with relaxed, one that does not wait for the disk: commit_relaxed); each statement's
+    rows (fetch: it returns rows, known from the statement, since psycopg builds cursor.description afresh
+    each time it is read), also handed to its Queued. On psycopg
     the batch goes out through store/wire.py in one round trip, the transaction's BEGIN first when it is owed
     (store.db.begin_owed). A driver error comes out as SQLAlchemy's (see the module's docstring)."""
     dbapi_connection = connection.connection.dbapi_connection
@@ -317,7 +351,7 @@ def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> l
     cursors = []
     try:
         if psycopg:
-            results = wire.send(dbapi_connection, _prepared_on(connection), batch, begin, commit)
+            results = wire.send(dbapi_connection, _prepared_on(connection), batch, begin, commit, relaxed)
             return [_hand_over(statement, rows) for statement, rows in zip(batch, results)]
         results = []
         for statement in batch:  # one at a time, each fetched before the next runs (sqlite3's cursors share)
@@ -336,6 +370,7 @@ def _send(connection: Connection, batch: list[tuple], commit: bool = False) -> l
         # What SQLAlchemy does with a driver error (private, stable in the pinned 2.0): wraps it, and on a
         # lost connection invalidates it and the pool's older ones.
         sql = "; ".join((["BEGIN"] if begin else []) + [_text(statement[0]) for statement in batch]
+                        + (["SET LOCAL synchronous_commit TO off"] if commit and relaxed else [])
                         + (["COMMIT"] if commit else []))
         connection._handle_dbapi_exception(error, sql, [statement[1] for statement in batch], None, None)
         raise  # not reached: the call above raises

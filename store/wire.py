@@ -22,9 +22,11 @@ from typing import Any
 _COMMAND = object()
 
 
-def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool, commit: bool) -> list[list[tuple]]:
+def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool, commit: bool,
+         relaxed: bool = False) -> list[list[tuple]]:
     """Sends BEGIN (with begin), each (sql, arguments, many, fetch, ...) of the batch in order, COMMIT (with
-    commit), then waits once; each statement's rows (raw, as psycopg's cursor would return them; [] unless
+    commit; with relaxed too, a COMMIT that does not wait for the WAL's flush: store/driver.commit_relaxed), then
+    waits once; each statement's rows (raw, as psycopg's cursor would return them; [] unless
     fetch). `sql` is bytes with $n parameters and `arguments` their values in order (a list of those with many).
     `prepared`: this connection's {(sql, types): name}, updated with what the server prepared. The first
     error the server reported is raised as psycopg raises it, after the pipeline is drained; a failing
@@ -49,6 +51,9 @@ def send(dbapi_connection: Any, prepared: dict, batch: list[tuple], begin: bool,
                 expected.append((key, name))
             pgconn.send_query_prepared(name, parameters, param_formats=transformer.formats)
             expected.append(index)
+    if commit and relaxed:
+        pgconn.send_query_params(b"SET LOCAL synchronous_commit TO off", None)
+        expected.append(_COMMAND)
     if commit:
         pgconn.send_query_params(b"COMMIT", None)
         expected.append(_COMMAND)
