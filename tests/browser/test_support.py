@@ -48,6 +48,17 @@ class Candidate_:
         return self.chat.customer_service_texts()
 
 
+def placeholder_fits(page, selector: str) -> bool:
+    """Whether the input's placeholder, in the font the page renders it in, fits inside its box."""
+    return page.evaluate("""selector => {
+        const input = document.querySelector(selector), style = getComputedStyle(input);
+        const context = document.createElement("canvas").getContext("2d");
+        context.font = `${style.fontSize} ${style.fontFamily}`;
+        const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        return context.measureText(input.placeholder).width <= room;
+    }""", selector)
+
+
 def test_an_agent_finds_reads_takes_over_replies_until_45047_and_the_bot_takes_back(desk, fake_wechat, page):
     zhang = Candidate_(desk, fake_wechat, "o_desk_zhang", ZHANG)
     Candidate_(desk, fake_wechat, "o_desk_li", LI)
@@ -57,6 +68,8 @@ def test_an_agent_finds_reads_takes_over_replies_until_45047_and_the_bot_takes_b
 
     # search by part of the name, then by the masked ID number with the name
     page.goto(f"{desk.url}/staff/support")
+    assert placeholder_fits(page, "#search input[name=q]")
+    assert "110101********4573 张三" in page.inner_text("#search-hint")
     page.fill("#search input[name=q]", "张")
     page.click("#search button[type=submit]")
     hits = page.inner_text("#hits")
