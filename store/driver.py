@@ -19,10 +19,12 @@ Round trips (psycopg): the statements go out through store/wire.py, straight on 
 makes one round trip. The transaction's BEGIN rides with its first batch (store/db.begin_owed); the writes
 whose results nobody reads (`execute_at_commit`: the settled reply, the transcript rows) are held until the
 session commits and go out with the COMMIT; `queue` holds statements until some statement's rows are needed,
-so that the replay guard's nonce, the retry claim and the candidate's row go out together; and a locked row's
-changes (`update_at_commit`) go out as one UPDATE in the COMMIT's batch instead of through the ORM's flush. A
-text message makes two round trips to PostgreSQL, and none to Redis: the nonce, the claim and the candidate's
-row with the BEGIN; the candidate's new state, the transcript and the reply with the COMMIT.
+so that the replay guard's nonce, the retry claim and the candidate's row go out together; a locked row's
+changes (`update_at_commit`) go out as one UPDATE in the COMMIT's batch instead of through the ORM's flush; and
+a transaction that keeps only the record of a read-only answer commits without waiting for the disk
+(`commit_relaxed`: a SET LOCAL in the same batch). A text message makes two round trips to PostgreSQL, and none
+to Redis: the nonce, the claim and the candidate's row with the BEGIN; the candidate's new state, the
+transcript and the reply with the COMMIT.
 """
 from __future__ import annotations
 
