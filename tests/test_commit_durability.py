@@ -108,10 +108,13 @@ def test_a_rolled_back_transactions_relaxing_does_not_carry_over_to_the_next(app
 
 
 def wal_flushes(connection) -> int:
-    """The server's count of WAL flushes so far; this backend's own share reported first (a backend reports
-    its statistics when it goes idle, at most once a second unless asked)."""
+    """The server's count of WAL flushes so far, this backend's own share reported first: a backend reports
+    its statistics when it goes idle outside a transaction, at most once a second unless asked."""
     connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")
-    return connection.exec_driver_sql("SELECT wal_sync FROM pg_stat_wal").scalar()
+    connection.commit()
+    flushes = connection.exec_driver_sql("SELECT wal_sync FROM pg_stat_wal").scalar()
+    connection.commit()
+    return flushes
 
 
 def test_relaxed_commits_do_not_each_flush_the_wal_and_durable_ones_do(app):
@@ -119,7 +122,6 @@ def test_relaxed_commits_do_not_each_flush_the_wal_and_durable_ones_do(app):
     commits_each = 40
     flushed = {}
     with db(app).engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
         for relaxed in (True, False):
             before = wal_flushes(connection)
             for number in range(commits_each):
