@@ -277,10 +277,12 @@ def serve_command(prod: bool) -> None:
     settings = current_app.config["SETTINGS"]
     if weak_secret_key(settings):
         raise click.ClickException(WEAK_SECRET_KEY)
-    if not settings.privacy.active_key:  # photos are stored encrypted: without a key none could be kept
-        from store.crypto import MISSING_KEY
+    from store.crypto import MISSING_KEY, MISSING_LOOKUP_KEY
 
+    if not settings.privacy.active_key:  # photos are stored encrypted: without a key none could be kept
         raise click.ClickException(MISSING_KEY)
+    if not settings.privacy.lookup_key:  # a transcript line with a number in it is sealed with its lookup hash
+        raise click.ClickException(MISSING_LOOKUP_KEY)
     server = settings.server
     if server.engine not in ("waitress", "gunicorn"):
         raise click.ClickException(f'server.engine must be "waitress" or "gunicorn", not {server.engine!r}')

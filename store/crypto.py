@@ -35,6 +35,10 @@ MISSING_KEY = ("no encryption key for photos: set [privacy] keys = { 1 = \"KEY\"
                "or COLLECTOR_KEY_FILE) in the config file (`make run` does this only for a config.toml it creates). "
                "Generate KEY with: python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'")
 
+MISSING_LOOKUP_KEY = ("no lookup key: set [privacy] lookup_key = \"KEY\" (or in key_file, or COLLECTOR_KEY_FILE): "
+                      "without it no message holding an ID or phone number can be stored. "
+                      "Generate KEY as for [privacy] keys.")
+
 
 class DecryptError(ValueError):
     """Encrypted data that no key of the ring opens, or that was altered."""
@@ -78,7 +82,7 @@ class KeyRing:
     def lookup_hash(self, value: str) -> str:
         """HMAC-SHA256 of the value under lookup_key, hex: equal values hash equal, nothing reads back."""
         if not self._lookup_key:
-            raise ConfigError("no lookup key: set [privacy] lookup_key (base64 of 32 random bytes)")
+            raise ConfigError(MISSING_LOOKUP_KEY)
         return hmac.new(self._lookup_key, value.encode("utf-8"), hashlib.sha256).hexdigest()
 
     # --- short values (future encrypted columns) --------------------------------------------------

@@ -43,6 +43,7 @@ api_base_url = "http://127.0.0.1:9"
 [privacy]
 keys = {{ 1 = "{base64.b64encode(secrets.token_bytes(32)).decode()}" }}
 active_key = "1"
+lookup_key = "{base64.b64encode(secrets.token_bytes(32)).decode()}"
 [server]
 port = {port}
 workers = 3
