@@ -31,6 +31,11 @@ photo-keys: config.toml
 	@grep -q '^\[privacy\]' config.toml || { printf '\n[privacy]\nkeys = { 1 = "%s" }\nactive_key = "1"\nlookup_key = "%s"\n' \
 	    "$$(head -c32 /dev/urandom | base64)" "$$(head -c32 /dev/urandom | base64)" >> config.toml && \
 	    echo "config.toml: added [privacy] photo encryption keys"; }
+	@# One made before transcripts were sealed has keys but no lookup_key, without which `flask serve` refuses.
+	@grep -q '^lookup_key = "[^"]' config.toml || { lookup=$$(head -c32 /dev/urandom | base64); \
+	    (umask 077; sed -e "s|^lookup_key = \"\"$$|lookup_key = \"$$lookup\"|" config.toml > config.toml.tmp) && \
+	    { grep -q '^lookup_key = "[^"]' config.toml.tmp || sed -i "/^\[privacy\]$$/a lookup_key = \"$$lookup\"" config.toml.tmp; } && \
+	    mv config.toml.tmp config.toml && echo "config.toml: added [privacy] lookup_key"; }
 
 run: setup config.toml photo-keys
 	$(FLASK) db upgrade

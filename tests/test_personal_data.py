@@ -201,6 +201,18 @@ def test_make_run_writes_photo_keys_into_its_config(tmp_path):
     upgraded = load_settings(older / "config.toml")
     assert upgraded.privacy.active_key == "1" and upgraded.secret_key == "kept" and upgraded.office.phone == "010-1"
     assert (older / "config.toml").read_text(encoding="utf-8").count("[privacy]") == 1
+    no_lookup = tmp_path / "no-lookup"  # keys from before transcripts were sealed, no lookup_key: one is added, once
+    no_lookup.mkdir()
+    (no_lookup / "config.toml").write_text(f'secret_key = "kept"\n[privacy]\nkeys = {{ 1 = "{TEST_PHOTO_KEY}" }}\n'
+                                           'active_key = "1"\n[office]\nphone = "010-1"\n', encoding="utf-8")
+    added = []
+    for _ in range(2):
+        subprocess.run(["make", "--no-print-directory", "-f", str(PROJECT / "Makefile"), "photo-keys"], cwd=no_lookup,
+                       check=True, capture_output=True)
+        added.append(load_settings(no_lookup / "config.toml").privacy)
+    assert len(base64.b64decode(added[0].lookup_key)) == 32 and added[1].lookup_key == added[0].lookup_key
+    assert added[1].keys == {"1": TEST_PHOTO_KEY} and load_settings(no_lookup / "config.toml").office.phone == "010-1"
+    assert oct((no_lookup / "config.toml").stat().st_mode & 0o777) == "0o600"
     ring = KeyRing.from_settings(written)
     assert ring.lookup_hash("110101199003070018") == ring.lookup_hash("110101199003070018")
     assert ring.lookup_hash("110101199003070018") != KeyRing({}, "", b"x" * 32).lookup_hash("110101199003070018")
