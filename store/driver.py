@@ -174,32 +174,33 @@ def commit_relaxed(session: Session) -> None:
     0.6 s after (three wal_writer_delay) may then lose the transaction: all of it, never a part. Only for a
     transaction whose loss costs nothing but its record. Nothing changes on SQLite, whose commits in WAL
     mode with synchronous=NORMAL never wait for the disk (a power cut can lose the last ones there too)."""
-    transaction = _begun(session)
-    if session.info.get(_DURABILITY, (None,))[0] is not transaction:
-        session.info[_DURABILITY] = (transaction, False)
+    _durability_marks(session).append("relaxed")
 
 
 def keep_durable(session: Session) -> None:
     """This transaction's COMMIT waits for the disk, whatever commit_relaxed says (a row whose loss would
     matter: the replay guard's nonce)."""
-    session.info[_DURABILITY] = (_begun(session), True)
+    _durability_marks(session).append("durable")
 
 
-def _begun(session: Session):
-    # Before its first statement a session has no transaction yet (it begins one when first used).
-    return session.get_transaction() or session.begin()
+def _durability_marks(session: Session) -> list:
+    # Before its first statement a session has no transaction yet (it begins one when first used), and a mark
+    # made then must still belong to the transaction that follows.
+    if session.get_transaction() is None:
+        session.begin()
+    return _transactions_list(session, _DURABILITY)
 
 
 def _relaxed(session: Session) -> bool:
-    held = session.info.pop(_DURABILITY, None)
-    return held is not None and held[0] is session.get_transaction() and not held[1]
+    marks = _take(session, _DURABILITY)
+    return "relaxed" in marks and "durable" not in marks
 
 
 # session.info: (the transaction, [...]) of statements waiting to be sent in it
 _HELD = "driver_held"  # for its commit: (sql, arguments, many, fetch)
 _QUEUED = "driver_queued"  # until some statement's rows are needed: (sql, arguments, many, fetch, Queued)
 _UPDATES = "driver_updates"  # instances whose changes go out with the commit (update_at_commit)
-_DURABILITY = "driver_durability"  # (the transaction, whether it must wait for the disk): commit_relaxed
+_DURABILITY = "driver_durability"  # "relaxed" or "durable": commit_relaxed, keep_durable
 
 
 def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
