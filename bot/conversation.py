@@ -104,7 +104,8 @@ class Conversation:
             # A read-only command answered passively: the transaction keeps only the record of that answer (the
             # transcript pair, the settled claim; on first contact the candidate's bare row). A database crash
             # that lost it would lose nothing else, and WeChat's retry, if one came, gets the same answer. So
-            # its COMMIT does not wait for the disk, unless something else in it must (the replay guard's nonce).
+            # its COMMIT does not wait for the disk. The replay guard's nonce, if any, rides along: see
+            # docs/deploy.md ("PostgreSQL") for why a crash that lost it is acceptable.
             driver.commit_relaxed(session)
         for job, kind in ctx.deferred:
             Database.after_commit(session, partial(job.add_done_callback,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from store import driver, queries
+from store import queries
 from store.db import Database
 from store.models import ReplayNonce, utcnow
 
@@ -89,8 +89,9 @@ class DatabaseNonceStore:
         forged pair rolls back: its INSERT queued there (store/driver.queue; on PostgreSQL it goes out with
         the message's claim), and what take() would return once it has. Call maybe_purge() first, outside it."""
         expires = utcnow() + timedelta(seconds=ttl_seconds)
-        # Lost with a crash, the pair would let its query string (in any access log) carry another body.
-        driver.keep_durable(session)
+        # As durable as the message's transaction: a read-only answer's does not wait for the disk
+        # (driver.commit_relaxed), so a database crash in the next ~0.6 s may lose the pair, as Redis's
+        # appendfsync everysec may lose the RedisNonceStore's last second. See docs/deploy.md, "PostgreSQL".
         inserted = queries.queue_insert_unless_taken(session, ReplayNonce.__table__,
                                                      dict(key=key, fingerprint=fingerprint, expires_at=expires))
 

@@ -170,37 +170,26 @@ def update_at_commit(session: Session, instance: Any) -> None:
 def commit_relaxed(session: Session) -> None:
     """This transaction's COMMIT returns once what it wrote is visible, without waiting for the write-ahead log
     to reach the disk (PostgreSQL's synchronous_commit off, for this transaction alone, sent in the COMMIT's
-    round trip), unless something in it asked for keep_durable. A crash of the database server within about
-    0.6 s after (three wal_writer_delay) may then lose the transaction: all of it, never a part. Only for a
-    transaction whose loss costs nothing but its record. Nothing changes on SQLite, whose commits in WAL
-    mode with synchronous=NORMAL never wait for the disk (a power cut can lose the last ones there too)."""
-    _durability_marks(session).append("relaxed")
-
-
-def keep_durable(session: Session) -> None:
-    """This transaction's COMMIT waits for the disk, whatever commit_relaxed says (a row whose loss would
-    matter: the replay guard's nonce)."""
-    _durability_marks(session).append("durable")
-
-
-def _durability_marks(session: Session) -> list:
-    # Before its first statement a session has no transaction yet (it begins one when first used), and a mark
-    # made then must still belong to the transaction that follows.
+    round trip). A crash of the database server within about 0.6 s after (three wal_writer_delay) may then
+    lose the transaction: all of it, never a part. Only for a transaction whose loss costs nothing but its
+    record. Nothing changes on SQLite, whose commits in WAL mode with synchronous=NORMAL never wait for the
+    disk (a power cut can lose the last ones there too)."""
+    # Before its first statement a session has no transaction yet (it begins one when first used), and the
+    # mark made then must still belong to the transaction that follows.
     if session.get_transaction() is None:
         session.begin()
-    return _transactions_list(session, _DURABILITY)
+    _transactions_list(session, _RELAXED).append(True)
 
 
 def _relaxed(session: Session) -> bool:
-    marks = _take(session, _DURABILITY)
-    return "relaxed" in marks and "durable" not in marks
+    return bool(_take(session, _RELAXED))
 
 
 # session.info: (the transaction, [...]) of statements waiting to be sent in it
 _HELD = "driver_held"  # for its commit: (sql, arguments, many, fetch)
 _QUEUED = "driver_queued"  # until some statement's rows are needed: (sql, arguments, many, fetch, Queued)
 _UPDATES = "driver_updates"  # instances whose changes go out with the commit (update_at_commit)
-_DURABILITY = "driver_durability"  # "relaxed" or "durable": commit_relaxed, keep_durable
+_RELAXED = "driver_relaxed"  # [True] once commit_relaxed was called
 
 
 def _hold(session: Session, statement: DriverStatement, rows: list[dict], many: bool) -> None:
@@ -244,7 +233,7 @@ def _commit_held(session: Session) -> None:
     """Every session's commit (a class-wide listener: only a session holding statements does anything).
     The ORM's changes are flushed first, as the commit itself would; then on psycopg the held statements and
     the COMMIT go out in one pipeline (SQLAlchemy's own commit then finds no transaction to end)."""
-    if not any(name in session.info for name in (_HELD, _QUEUED, _UPDATES, _DURABILITY)) \
+    if not any(name in session.info for name in (_HELD, _QUEUED, _UPDATES, _RELAXED)) \
             or session.in_nested_transaction():
         return  # nothing waiting, or a savepoint's release: not yet
     connection = connection_of(session)

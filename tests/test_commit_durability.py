@@ -1,7 +1,7 @@
 """Which commits wait for the disk. A read-only command's answer (帮助, 进度) commits without waiting for
-PostgreSQL's WAL to be flushed (store/driver.commit_relaxed): all it keeps is the record of that answer. Every
-other commit waits, and so does one that keeps the replay guard's nonce (any request in compatible mode; in
-safe mode, as deployed, msg_signature covers the body and no nonce is kept).
+PostgreSQL's WAL to be flushed (store/driver.commit_relaxed): all it keeps is the record of that answer, and in
+compatible or plain mode the replay guard's nonce, which still refuses a replayed query string. Every other
+commit waits.
 
 Seen from PostgreSQL's side: libpq's protocol trace of the app's connections (what it sent, with each
 statement's text) and, for the effect itself, the server's count of WAL flushes (pg_stat_wal)."""
@@ -15,10 +15,12 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from store import driver
+from standins.simulator import WeChatSimulator
 from store.models import Candidate, Message, ReplayNonce
-from tests.conftest import simulator_for
+from tests.conftest import AES_KEY, APPID, TOKEN, simulator_for
 from tests.staff_fixtures import db
 from tests.test_driver import CLAIM_ROW, CLAIM_ROW_INSERT, claim_owners
+from tests.test_replay import VICTIM, Recorder, forged_restart, post
 
 RELAX = "SET LOCAL synchronous_commit TO off"
 
@@ -78,19 +80,6 @@ def test_a_relaxed_commit_sends_its_setting_in_the_commits_round_trip_and_keeps_
             driver.commit_relaxed(session)
         assert statements()[-2:] == [RELAX, "COMMIT"]
     assert claim_owners(app, "msg:relaxed") == ["test"]
-
-
-def test_keep_durable_wins_over_commit_relaxed_whichever_comes_first(app, tmp_path):
-    postgresql_or_skip(app)
-    with traced(app, tmp_path / "trace") as statements:
-        for number, calls in enumerate(((driver.commit_relaxed, driver.keep_durable),
-                                        (driver.keep_durable, driver.commit_relaxed))):
-            with db(app).session() as session:
-                driver.execute_at_commit(session, CLAIM_ROW_INSERT, {**CLAIM_ROW, "key": f"msg:kept{number}"})
-                for call in calls:
-                    call(session)
-        assert RELAX not in statements() and len(commits(statements())) == 2
-    assert claim_owners(app, "msg:kept0") == claim_owners(app, "msg:kept1") == ["test"]
 
 
 def test_a_rolled_back_transactions_relaxing_does_not_carry_over_to_the_next(app, tmp_path):
@@ -159,16 +148,24 @@ def test_an_encrypted_help_request_in_safe_mode_commits_relaxed_and_its_transcri
     assert transcript(app, "o_relaxed")[-2:] == [("in", "帮助"), ("out", reply.content)]
 
 
-def test_a_plain_help_request_in_compatible_mode_keeps_its_nonce_durable(app, tmp_path):
-    postgresql_or_skip(app)
-    simulator = simulator_for(app)
-    simulator.event("o_plain", "subscribe")
+def test_a_plain_help_request_commits_relaxed_and_its_nonce_still_refuses_a_replay(app, tmp_path):
+    postgresql_or_skip(app)  # conftest: compatible mode, plain requests pass the replay guard
+    recorder = Recorder(app)
+    simulator = WeChatSimulator(TOKEN, APPID, AES_KEY, recorder, aes=False)
+    simulator.event(VICTIM, "subscribe")
     with traced(app, tmp_path / "trace") as statements:
-        reply = simulator.text("o_plain", "帮助")
-        assert RELAX not in statements() and len(commits(statements())) == 1
-    assert reply.status == 200 and transcript(app, "o_plain")[-1] == ("out", reply.content)
+        reply = simulator.text(VICTIM, "帮助")
+        assert commits(statements()) == [RELAX]
+    assert reply.status == 200 and transcript(app, VICTIM)[-2:] == [("in", "帮助"), ("out", reply.content)]
     with db(app).read() as session:
         assert session.scalar(select(func.count()).select_from(ReplayNonce)) == 2  # the event's and the text's
+    captured_query, _ = recorder.requests[-1]
+    before = state_of(app, VICTIM)
+
+    forged = post(app, captured_query, forged_restart(VICTIM))
+
+    assert forged.status_code == 403 and b"nonce already used" in forged.data
+    assert state_of(app, VICTIM) == before and transcript(app, VICTIM)[-1] == ("out", reply.content)
 
 
 def test_a_step_that_changes_the_candidate_commits_durably(make_app, tmp_path):
