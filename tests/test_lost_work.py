@@ -36,13 +36,14 @@ def serve(config: Path) -> subprocess.Popen:
 
 
 def wait_until_up(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
+    """Until the server answers /healthz (503 counts: it answers, with Redis not set up)."""
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert server.poll() is None, "the server exited"
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(url + "/healthz", timeout=2).status_code in (200, 503):
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted but not answered yet (a busy machine)
             time.sleep(0.1)
     raise TimeoutError("server did not start")
 

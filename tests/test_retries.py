@@ -13,14 +13,13 @@ import threading
 import time
 from urllib.parse import urlparse
 
-import requests
 from sqlalchemy import func, select
 
 from standins.simulator import WeChatSimulator, http_transport
 from store.models import InboundKey, Message, Photo
 from tests.conftest import AES_KEY, APPID, TOKEN, simulator_for
 from tests.journey import Chat, seed_roster
-from tests.test_lost_work import free_port, serve
+from tests.test_lost_work import free_port, serve, wait_until_up
 
 PHOTO = "webmorph_004_03_blue_ok.jpg"
 UPLOAD = "/cgi-bin/media/upload"
@@ -207,18 +206,6 @@ def test_a_retry_to_another_server_runs_a_message_whose_server_was_killed(make_a
     assert chat.state() == "payment"
     assert count(app, Photo) == 1
     assert count(app, Message, Message.wechat_msg_id == str(msg_id)) == 1  # the transcript shows it once
-
-
-def wait_until_up(url: str, server) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "the server exited"
-        try:
-            if requests.get(url + "/healthz", timeout=2).status_code in (200, 503):  # 503: Redis is not set up
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise TimeoutError("server did not start")
 
 
 def _ignore_errors(call) -> None:

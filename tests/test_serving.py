@@ -64,7 +64,7 @@ def wait_for(simulator: WeChatSimulator, server: subprocess.Popen, seconds: floa
         try:
             if simulator.verify_url("ready").content == "ready":
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted but not answered yet (a busy machine)
             time.sleep(0.2)
     pytest.fail("the server never answered")
 
