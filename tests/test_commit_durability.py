@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from store import driver
 from standins.simulator import WeChatSimulator
+from store import driver
 from store.models import Candidate, Message, ReplayNonce
 from tests.conftest import AES_KEY, APPID, TOKEN, simulator_for
 from tests.staff_fixtures import db
